@@ -54,3 +54,31 @@ proto: $(STAMP) ## regenerate gen/ from proto/ (GEN=dir writes elsewhere)
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+# ---- benchmark harness (issue 3) ------------------------------------------------------
+# `make bench` measures the relay, the floors, Switchyard (and PEERS=litellm) in one run;
+# SOAK=1 adds the 5-minute RSS soak. `make bench-smoke` proves the harness runs (seconds).
+# Neither fails on a missed target. Bench-only packages come from the `bench` extra;
+# LiteLLM gets its own virtualenv under bench/.peers/, created only when asked for.
+BENCH_STAMP := $(VENV)/.installed-bench
+LITELLM_VERSION ?= 1.108.0
+LITELLM_STAMP := bench/.peers/litellm/.installed-$(LITELLM_VERSION)
+SOAK_SECONDS ?= 300
+BENCH_ARGS ?=
+.PHONY: bench bench-smoke
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	@touch $@
+
+$(LITELLM_STAMP):
+	$(PYTHON) -m venv bench/.peers/litellm
+	bench/.peers/litellm/bin/pip install --quiet --disable-pip-version-check 'litellm[proxy]==$(LITELLM_VERSION)'
+	@touch $@
+
+bench: $(BENCH_STAMP) $(if $(findstring litellm,$(PEERS)),$(LITELLM_STAMP)) ## benchmark vs the floor (PEERS=litellm, SOAK=1)
+	$(PY) -m bench $(if $(PEERS),--peers $(PEERS)) $(if $(SOAK),--soak $(SOAK_SECONDS)) $(BENCH_ARGS)
+
+bench-smoke: $(BENCH_STAMP) ## run the benchmark harness with tiny counts (seconds)
+	$(PY) -m bench --smoke $(BENCH_ARGS)
+# ---- end of benchmark harness ----------------------------------------------------------

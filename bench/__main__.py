@@ -1,0 +1,249 @@
+"""``python -m bench``: the whole benchmark in one process tree and one run.
+
+Starts the benchmark relay, then measures, one after the other and against that same
+relay: the relay itself, the floor forwarders (raw aiohttp, httpx over httpx-aiohttp,
+httpx's default transport), Switchyard started as users start it, and optional peers.
+Prints a table and the issue's target checks on stdout, writes the figures as JSON and a
+PNG chart. It never fails because a target is missed; it exits non-zero only when the
+harness itself could not measure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, replace
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.floor import CLIENTS
+from bench.harness import Plan, Runner, measure_target, soak
+from bench.targets import (
+    MODEL,
+    ROOT,
+    Target,
+    TargetUnavailableError,
+    start_floor,
+    start_litellm,
+    start_relay,
+    start_switchyard,
+    stop,
+)
+
+RESULTS = ROOT / "bench" / "results"
+PEERS = ("litellm",)
+
+
+def _raise_file_limit() -> int:
+    """10,000 streams need well over 10,000 descriptors in the gateway and the relay."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for wanted in (max(hard, 65536), hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return wanted
+        except (ValueError, OSError):
+            continue
+    return soft
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for name in ("grpcio", "aiohttp", "httpx", "httpx-aiohttp", "protobuf", "uvloop"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def _commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.decode().strip()
+
+
+async def _measure(
+    runner: Runner, rows: dict[str, Any], name: str, starting: Any, idle: bool
+) -> None:
+    """Start one target, measure it, stop it; a failure becomes the row's reason."""
+    target: Target | None = None
+    try:
+        target = await starting
+        rows[name] = await measure_target(runner, target, idle=idle)
+    except TargetUnavailableError as exc:
+        runner.say(f"{name}: {exc}")
+        rows[name] = {"available": False, "reason": str(exc)}
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        runner.say(f"{name}: measurement failed: {exc!r}")
+        rows[name] = {"available": False, "reason": f"failed: {exc!r}"[:300], "broken": True}
+    finally:
+        if target is not None:
+            await stop(target.process)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every target, every phase; returns the results dictionary."""
+    plan = Plan.smoke() if args.smoke else Plan()
+    if args.processes:
+        plan = replace(plan, load_processes=args.processes)
+    logs = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
+    files = _raise_file_limit()
+    relay_process, relay_port = await start_relay(logs)
+    relay_url = f"http://127.0.0.1:{relay_port}/v1"
+    runner = Runner(plan, relay_process.pid, logs, verbose=not args.quiet)
+    runner.say(f"logs in {logs}; relay on {relay_url}; file limit {files}")
+    rows: dict[str, Any] = {}
+    only = set(args.only.split(",")) if args.only else None
+    soak_figures: dict[str, Any] | None = None
+    try:
+        if only is None or "relay" in only:
+            relay = Target("relay", "http", relay_url, relay_process, logs / "relay.log")
+            relay.description = "bench.relay on uvloop (asyncio.Protocol, prebuilt answers)"
+            rows["relay"] = await measure_target(runner, relay, idle=False)
+            # An HTTP client cannot saturate the relay: its ceiling is the client's.
+            rows["relay"]["saturation_rps"] = None
+        for client in CLIENTS:
+            name = f"floor({client})"
+            if only is None or name in only:
+                await _measure(
+                    runner,
+                    rows,
+                    name,
+                    start_floor(client, relay_url, logs),
+                    idle=not args.no_idle and client == "aiohttp",
+                )
+        if only is None or "switchyard" in only:
+            await _measure(
+                runner,
+                rows,
+                "switchyard",
+                start_switchyard(relay_url, logs),
+                idle=not args.no_idle,
+            )
+        if "litellm" in args.peers:
+            await _measure(
+                runner, rows, "litellm", start_litellm(relay_url, logs), idle=not args.no_idle
+            )
+        if args.soak:
+            soak_figures = await _soak(runner, args.subject, relay_url, logs, args.soak)
+    finally:
+        await stop(relay_process)
+    return {
+        "date": datetime.date.today().isoformat(),
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        "smoke": args.smoke,
+        "subject": args.subject,
+        "model": MODEL,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "kernel": platform.release(),
+            "packages": _versions(),
+            "commit": _commit(),
+        },
+        "plan": asdict(plan),
+        "rows": rows,
+        "soak": soak_figures,
+        "logs": str(logs),
+    }
+
+
+async def _soak(
+    runner: Runner, subject: str, relay_url: str, logs: Path, seconds: float
+) -> dict[str, Any] | None:
+    """The RSS-flat check, on a freshly started subject."""
+    if subject == "switchyard":
+        starting = start_switchyard(relay_url, logs)
+    elif subject.startswith("floor("):
+        starting = start_floor(subject[len("floor(") : -1], relay_url, logs)
+    else:
+        return None
+    try:
+        target = await starting
+    except TargetUnavailableError as exc:
+        runner.say(f"soak skipped: {exc}")
+        return None
+    try:
+        return await soak(runner, target, seconds)
+    finally:
+        await stop(target.process)
+
+
+def _sane(results: dict[str, Any]) -> list[str]:
+    """Why the figures show a broken harness (empty when they look sane)."""
+    problems = []
+    for name, row in results["rows"].items():
+        if row.get("broken"):
+            problems.append(f"{name}: {row['reason']}")
+        if not row.get("available"):
+            continue
+        for key in ("unary_cpu_ms", "stream_cpu_us_per_token"):
+            value = row.get(key)
+            if not isinstance(value, int | float) or value <= 0:
+                problems.append(f"{name}: {key} is {value!r}")
+        for phase in ("c1", "saturate", "open", "stream", "burst", "ttft"):
+            if not row[phase]["requests"]:
+                problems.append(f"{name}: no request completed in phase {phase}")
+        for count, idle in row["idle"].items():
+            if idle["opened"] == 0:
+                problems.append(f"{name}: none of {count} idle streams opened")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line; see ``python -m bench --help``."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny counts: seconds, for CI")
+    parser.add_argument("--peers", default="", help="comma-separated peers to add: litellm")
+    parser.add_argument("--soak", type=float, default=0, help="also run an RSS soak of N seconds")
+    parser.add_argument("--subject", default="switchyard", help="the row the targets check")
+    parser.add_argument("--only", default="", help="comma-separated rows to measure")
+    parser.add_argument("--no-idle", action="store_true", help="skip the idle-stream RSS phases")
+    parser.add_argument("--processes", type=int, default=0, help="load processes per phase")
+    parser.add_argument("--out", type=Path, default=None, help="results directory")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    args = parser.parse_args(argv)
+    args.peers = [p for p in args.peers.split(",") if p]
+    unknown = set(args.peers) - set(PEERS)
+    if unknown:
+        parser.error(f"unknown peers {sorted(unknown)}; known: {', '.join(PEERS)}")
+    out: Path = args.out or (
+        Path(tempfile.gettempdir()) / "switchyard-bench-smoke" if args.smoke else RESULTS
+    )
+    results = asyncio.run(run(args))
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{results['date']}.json"
+    path.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+    chart = path.with_suffix(".png")
+    try:
+        report.chart(results, chart)
+    except ImportError:
+        chart = Path("(none: matplotlib is missing; `make bench` installs the bench extra)")
+    print(report.table(results))
+    print()
+    print(report.checks_text(results))
+    print()
+    print(f"figures: {path}\nchart:   {chart}")
+    problems = _sane(results)
+    if problems:
+        print("harness problems:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

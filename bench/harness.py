@@ -1,0 +1,502 @@
+"""The measurement plan: which phases run against which target, and how figures are taken.
+
+Every phase follows one protocol: start the load workers (separate processes), let them
+warm up, snapshot the server's and the relay's CPU from /proc, say ``go``, wait for every
+worker's ``done``, snapshot again. CPU per request is the CPU delta of the server's
+process tree over that window divided by the requests completed in it; latencies come
+from the clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from bench import procstat
+from bench.load import Spec
+from bench.targets import ROOT, Target
+
+UNARY_SHAPE = "[relay chunks=16]"
+IDLE_SHAPE = "[relay chunks=2 delay=3600]"
+TTFT_SHAPE = "[relay chunks=8]"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Durations and sizes of every phase; ``full`` for ``make bench``, ``smoke`` for CI."""
+
+    c1_seconds: float = 3.0
+    throughput_seconds: float = 5.0
+    throughput_concurrency: int = 32
+    rate: float = 100.0
+    open_seconds: float = 5.0
+    stream_seconds: float = 4.0
+    stream_concurrency: int = 32
+    stream_shape: str = "[relay chunks=64 delay=0.005]"
+    burst_shape: str = "[relay chunks=64 burst=1]"
+    ttft_seconds: float = 3.0
+    sustain_seconds: float = 8.0
+    sustain_fraction: float = 0.8
+    idle_counts: tuple[int, ...] = (1000, 10000)
+    idle_per_worker: int = 5000
+    idle_streams_per_channel: int = 500
+    warmup: int = 300
+    load_processes: int = 1
+
+    @classmethod
+    def smoke(cls) -> Plan:
+        """Tiny counts: proves the harness runs, in seconds; figures are not meaningful."""
+        return cls(
+            c1_seconds=0.3,
+            throughput_seconds=0.4,
+            throughput_concurrency=8,
+            rate=50.0,
+            open_seconds=0.4,
+            stream_seconds=0.4,
+            stream_concurrency=4,
+            stream_shape="[relay chunks=16 delay=0.002]",
+            burst_shape="[relay chunks=16 burst=1]",
+            ttft_seconds=0.3,
+            sustain_seconds=0.5,
+            idle_counts=(50,),
+            warmup=20,
+        )
+
+
+@dataclass(slots=True)
+class Phase:
+    """Merged figures of one phase against one target."""
+
+    name: str
+    requests: int = 0
+    errors: int = 0
+    error_sample: str = ""
+    wall_s: float = 0.0
+    server_cpu_s: float = 0.0
+    relay_cpu_s: float = 0.0
+    client_cpu_s: float = 0.0
+    client_busiest: float = 0.0  # the busiest worker's CPU / wall: near 1.0 means client-bound
+    tokens: int = 0
+    messages: int = 0
+    cached: int = 0
+    max_lateness_ms: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    ttft_ms: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """Figures for the JSON: counts, CPU and percentiles, not raw samples."""
+        out = {k: v for k, v in asdict(self).items() if k not in ("latencies_ms", "ttft_ms")}
+        out["throughput_rps"] = self.requests / self.wall_s if self.wall_s else 0.0
+        out["cpu_ms_per_request"] = per(self.server_cpu_s * 1000, self.requests)
+        out["relay_cpu_ms_per_request"] = per(self.relay_cpu_s * 1000, self.requests)
+        out["cpu_us_per_token"] = per(self.server_cpu_s * 1e6, self.tokens)
+        out["latency_ms"] = percentiles(self.latencies_ms)
+        if self.ttft_ms:
+            out["ttft_ms"] = percentiles(self.ttft_ms)
+        return out
+
+
+def per(total: float, count: int) -> float | None:
+    """total / count, or None when nothing was counted."""
+    return total / count if count else None
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an already sorted list."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(0, min(len(sorted_values) - 1, round(q / 100 * len(sorted_values) + 0.5) - 1))
+    return sorted_values[rank]
+
+
+def percentiles(values: list[float]) -> dict[str, Any]:
+    """p50/p90/p99/p99.9/max and a 101-point quantile curve (for CDF charts)."""
+    ordered = sorted(values)
+    if not ordered:
+        return {"n": 0}
+    return {
+        "n": len(ordered),
+        "p50": percentile(ordered, 50),
+        "p90": percentile(ordered, 90),
+        "p99": percentile(ordered, 99),
+        "p999": percentile(ordered, 99.9),
+        "max": ordered[-1],
+        "quantiles": [round(percentile(ordered, q), 4) for q in range(101)],
+    }
+
+
+class WorkerProcess:
+    """One ``bench.load`` child and its line protocol."""
+
+    def __init__(self, process: asyncio.subprocess.Process, log: Path) -> None:
+        self.process = process
+        self.log = log
+
+    @classmethod
+    async def start(cls, spec: Spec, log: Path) -> WorkerProcess:
+        """Spawn a worker for one spec; its stderr goes to ``log``."""
+        with log.open("ab") as err:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bench.load",
+                json.dumps(asdict(spec)),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=err,
+                cwd=ROOT,
+                limit=2**28,  # "done" carries every latency sample on one line
+            )
+        return cls(process, log)
+
+    async def expect(self, event: str, within: float) -> dict[str, Any]:
+        """Read lines until a message with this event; fail with the worker's stderr."""
+        assert self.process.stdout is not None
+        async with asyncio.timeout(within):
+            while True:
+                line = await self.process.stdout.readline()
+                if not line:
+                    await self.process.wait()
+                    tail = self.log.read_text(errors="replace").splitlines()[-10:]
+                    raise RuntimeError(f"load worker died waiting for {event!r}: {tail}")
+                try:
+                    message: dict[str, Any] = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if message.get("event") == event:
+                    return message
+
+    async def send(self, word: str) -> None:
+        """Write one command line to the worker."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(word.encode() + b"\n")
+        await self.process.stdin.drain()
+
+    async def close(self) -> None:
+        """Close stdin and reap the worker (killing it if it hangs)."""
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            await asyncio.wait_for(self.process.wait(), 10)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+
+
+def _split(spec: Spec, parts: int) -> list[Spec]:
+    """Share one spec's concurrency or rate between ``parts`` workers."""
+    if parts <= 1:
+        return [spec]
+    out = []
+    for index in range(parts):
+        share = spec.concurrency // parts + (1 if index < spec.concurrency % parts else 0)
+        out.append(
+            replace(
+                spec,
+                worker=spec.worker * 100 + index,
+                concurrency=max(1, share),
+                rate=spec.rate / parts,
+                warmup=max(1, spec.warmup // parts),
+            )
+        )
+    return out
+
+
+class Runner:
+    """Runs phases against targets while watching the relay's CPU too."""
+
+    def __init__(self, plan: Plan, relay_pid: int, logs: Path, verbose: bool = True) -> None:
+        self.plan = plan
+        self.relay_pid = relay_pid
+        self.logs = logs
+        self.verbose = verbose
+        self._serial = 0
+
+    def say(self, text: str) -> None:
+        """Progress on stderr, so stdout carries only the table."""
+        if self.verbose:
+            print(text, file=sys.stderr, flush=True)
+
+    def spec(self, target: Target, **kwargs: Any) -> Spec:
+        """A spec aimed at a target, with a fresh worker number (unique prompts)."""
+        self._serial += 1
+        return Spec(protocol=target.protocol, address=target.address, worker=self._serial, **kwargs)
+
+    async def phase(self, name: str, target: Target, spec: Spec, processes: int = 1) -> Phase:
+        """Run one measured phase; CPU is sampled around the measured window only."""
+        workers = [
+            await WorkerProcess.start(s, self.logs / "load.log") for s in _split(spec, processes)
+        ]
+        result = Phase(name)
+        try:
+            warm_timeout = 120.0 + spec.warmup * 0.1
+            await asyncio.gather(*(w.expect("ready", warm_timeout) for w in workers))
+            cpu0 = procstat.cpu_seconds(target.pid)
+            relay0 = procstat.cpu_seconds(self.relay_pid)
+            start = time.perf_counter()
+            for worker in workers:
+                await worker.send("go")
+            done_timeout = spec.duration + 120.0
+            outcomes = await asyncio.gather(*(w.expect("done", done_timeout) for w in workers))
+            result.wall_s = time.perf_counter() - start
+            result.server_cpu_s = procstat.cpu_seconds(target.pid) - cpu0
+            result.relay_cpu_s = procstat.cpu_seconds(self.relay_pid) - relay0
+        finally:
+            for worker in workers:
+                await worker.close()
+        for outcome in outcomes:
+            result.requests += outcome["completed"]
+            result.errors += outcome["errors"]
+            result.error_sample = result.error_sample or outcome["error_sample"]
+            result.client_cpu_s += outcome["client_cpu_s"]
+            result.client_busiest = max(
+                result.client_busiest, outcome["client_cpu_s"] / max(outcome["wall_s"], 1e-9)
+            )
+            result.tokens += outcome["tokens"]
+            result.messages += outcome["messages"]
+            result.cached += outcome["cached"]
+            result.max_lateness_ms = max(result.max_lateness_ms, outcome["max_lateness_ms"])
+            result.latencies_ms.extend(outcome["latencies_ms"])
+            result.ttft_ms.extend(outcome["ttft_ms"])
+        self._report(target, result)
+        return result
+
+    def _report(self, target: Target, result: Phase) -> None:
+        summary = result.summary()
+        lat = summary["latency_ms"]
+        parts = [
+            f"  {target.name:<20} {result.name:<9} n={result.requests:<6}",
+            f"{summary['throughput_rps']:8.0f}/s",
+            f"cpu {fmt(summary['cpu_ms_per_request'], 3)} ms/req",
+        ]
+        if result.tokens and result.ttft_ms:
+            parts.append(f"{fmt(summary['cpu_us_per_token'], 1)} µs/tok")
+        if lat.get("n"):
+            parts.append(f"p50 {lat['p50']:.2f} p99 {lat['p99']:.2f} ms")
+        parts.append(f"client {result.client_busiest:.0%}")
+        if result.errors:
+            parts.append(f"ERRORS {result.errors} ({result.error_sample})")
+        self.say(" ".join(parts))
+
+    async def idle(self, target: Target, count: int) -> dict[str, Any]:
+        """Hold ``count`` streams open after their first token and read the tree's RSS."""
+        plan = self.plan
+        parts = max(1, -(-count // plan.idle_per_worker))
+        spec = self.spec(
+            target,
+            mode="idle",
+            stream=True,
+            concurrency=count,
+            shape=IDLE_SHAPE,
+            channels=max(1, -(-count // parts // plan.idle_streams_per_channel)),
+            open_timeout=60.0 + count / 100,
+        )
+        before = procstat.memory(target.pid)
+        workers = [
+            await WorkerProcess.start(s, self.logs / "load.log") for s in _split(spec, parts)
+        ]
+        try:
+            await asyncio.gather(*(w.expect("ready", 60) for w in workers))
+            start = time.perf_counter()
+            for worker in workers:
+                await worker.send("go")
+            held = await asyncio.gather(
+                *(w.expect("holding", spec.open_timeout + 30) for w in workers)
+            )
+            opened_s = time.perf_counter() - start
+            await asyncio.sleep(1.0)  # let allocations settle before reading RSS
+            during = procstat.memory(target.pid)
+            for worker in workers:
+                await worker.send("release")
+            done = await asyncio.gather(*(w.expect("done", 120) for w in workers))
+        finally:
+            for worker in workers:
+                await worker.close()
+        opened = sum(h["open"] for h in held)
+        figures = {
+            "streams": count,
+            "opened": opened,
+            "failed": count - opened,
+            "error_sample": next((d["error_sample"] for d in done if d["error_sample"]), ""),
+            "open_seconds": opened_s,
+            "rss_before_mb": before.rss / 2**20,
+            "rss_mb": during.rss / 2**20,
+            "hwm_mb": during.hwm / 2**20,
+            "kb_per_stream": (during.rss - before.rss) / 1024 / max(opened, 1),
+        }
+        self.say(
+            f"  {target.name:<20} idle {count:>6}: opened {opened} in {opened_s:.1f}s,"
+            f" RSS {figures['rss_mb']:.0f} MB (was {figures['rss_before_mb']:.0f} MB,"
+            f" peak {figures['hwm_mb']:.0f} MB)"
+            + (f" FAILED {count - opened}: {figures['error_sample']}" if opened < count else "")
+        )
+        return figures
+
+
+def fmt(value: float | None, digits: int) -> str:
+    """A number with fixed digits, or an en dash when absent."""
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+async def measure_target(runner: Runner, target: Target, idle: bool) -> dict[str, Any]:
+    """Every phase against one target; returns its row of figures."""
+    plan = runner.plan
+    runner.say(f"{target.name}: measuring")
+    unary = {"shape": UNARY_SHAPE}
+    procs = plan.load_processes
+    c1 = await runner.phase(
+        "c=1",
+        target,
+        runner.spec(
+            target, mode="closed", duration=plan.c1_seconds, warmup=plan.warmup // 2, **unary
+        ),
+    )
+    tput = await runner.phase(
+        "saturate",
+        target,
+        runner.spec(
+            target,
+            mode="closed",
+            concurrency=plan.throughput_concurrency,
+            duration=plan.throughput_seconds,
+            warmup=plan.warmup,
+            **unary,
+        ),
+        procs,
+    )
+    fixed = await runner.phase(
+        "open",
+        target,
+        runner.spec(
+            target, mode="open", rate=plan.rate, duration=plan.open_seconds, warmup=20, **unary
+        ),
+    )
+    stream = await runner.phase(
+        "stream",
+        target,
+        runner.spec(
+            target,
+            mode="closed",
+            stream=True,
+            concurrency=plan.stream_concurrency,
+            duration=plan.stream_seconds,
+            warmup=plan.stream_concurrency,
+            shape=plan.stream_shape,
+        ),
+        procs,
+    )
+    burst = await runner.phase(
+        "burst",
+        target,
+        runner.spec(
+            target,
+            mode="closed",
+            stream=True,
+            concurrency=plan.stream_concurrency,
+            duration=plan.stream_seconds,
+            warmup=plan.stream_concurrency,
+            shape=plan.burst_shape,
+        ),
+        procs,
+    )
+    ttft = await runner.phase(
+        "ttft",
+        target,
+        runner.spec(
+            target,
+            mode="closed",
+            stream=True,
+            duration=plan.ttft_seconds,
+            warmup=plan.warmup // 4,
+            shape=TTFT_SHAPE,
+        ),
+    )
+    saturation = tput.requests / tput.wall_s if tput.wall_s else 0.0
+    sustain_rate = max(1.0, saturation * plan.sustain_fraction)
+    sustained = await runner.phase(
+        "sustain",
+        target,
+        runner.spec(
+            target,
+            mode="open",
+            rate=sustain_rate,
+            duration=plan.sustain_seconds,
+            warmup=plan.warmup,
+            concurrency=plan.throughput_concurrency,
+            **unary,
+        ),
+        procs,
+    )
+    row: dict[str, Any] = {
+        "available": True,
+        "description": target.description,
+        "unary_cpu_ms": tput.summary()["cpu_ms_per_request"],
+        "saturation_rps": saturation,
+        "c1": c1.summary(),
+        "saturate": tput.summary(),
+        "open": fixed.summary(),
+        "stream": stream.summary(),
+        "burst": burst.summary(),
+        "ttft": ttft.summary(),
+        "sustained": {**sustained.summary(), "rate": sustain_rate},
+        "stream_cpu_us_per_token": stream.summary()["cpu_us_per_token"],
+        "burst_cpu_us_per_token": burst.summary()["cpu_us_per_token"],
+        "relay_cpu_ms_per_request": tput.summary()["relay_cpu_ms_per_request"],
+        "idle": {},
+    }
+    if idle:
+        for count in plan.idle_counts:
+            row["idle"][str(count)] = await runner.idle(target, count)
+    row["rss_mb_end"] = procstat.memory(target.pid).rss / 2**20
+    return row
+
+
+async def soak(runner: Runner, target: Target, seconds: float) -> dict[str, Any]:
+    """Steady unary and streaming load for ``seconds``, sampling the tree's RSS every 5 s."""
+    plan = runner.plan
+    runner.say(f"{target.name}: soak for {seconds:.0f}s at {plan.rate:.0f}/s unary + streams")
+    unary = runner.spec(
+        target, mode="open", rate=plan.rate, duration=seconds, warmup=50, shape=UNARY_SHAPE
+    )
+    streams = runner.spec(
+        target,
+        mode="open",
+        stream=True,
+        rate=plan.rate / 4,
+        duration=seconds,
+        warmup=10,
+        shape=plan.stream_shape,
+    )
+    samples: list[tuple[float, float]] = []
+
+    async def sample() -> None:
+        start = time.perf_counter()
+        while True:
+            samples.append((time.perf_counter() - start, procstat.memory(target.pid).rss / 2**20))
+            await asyncio.sleep(5.0)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        phases = await asyncio.gather(
+            runner.phase("soak-unary", target, unary), runner.phase("soak-stream", target, streams)
+        )
+    finally:
+        sampler.cancel()
+    # The first fifth is warm-up (pools, caches and the allocator filling up).
+    settled = [rss for at, rss in samples if at >= seconds / 5] or [s[1] for s in samples]
+    baseline = settled[0]
+    return {
+        "seconds": seconds,
+        "samples": samples,
+        "baseline_mb": baseline,
+        "max_mb": max(settled),
+        "end_mb": settled[-1],
+        "growth": max(settled) / baseline - 1,
+        "errors": sum(p.errors for p in phases),
+        "requests": sum(p.requests for p in phases),
+    }

@@ -1,0 +1,288 @@
+"""Turn a run's figures into the stdout table, the target checks and the PNG chart.
+
+Everything here reads only the results dictionary (the same one saved as JSON), so a
+saved run can be re-rendered: ``python -m bench.report bench/results/<date>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FLOOR = "floor(aiohttp)"
+PEER = "litellm"
+ORDER = ("relay", FLOOR, "floor(httpx-aiohttp)", "floor(httpx)", "switchyard", PEER)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One target of the issue, evaluated on the subject against a reference row."""
+
+    name: str
+    goal: str
+    value: str
+    ok: bool | None  # None: could not be evaluated in this run
+
+    @property
+    def mark(self) -> str:
+        """✓, ✗ or – (not evaluated)."""
+        return "–" if self.ok is None else ("✓" if self.ok else "✗")
+
+
+def _get(row: dict[str, Any] | None, *path: str) -> float | None:
+    value: Any = row
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    if isinstance(value, int | float) and not math.isnan(value):
+        return float(value)
+    return None
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _idle_mb(row: dict[str, Any], count: str) -> str:
+    idle = row.get("idle", {}).get(count)
+    if not idle:
+        return "–"
+    text = f"{idle['rss_mb']:.0f}"
+    return text if idle["failed"] == 0 else f"{text}({idle['failed']}✗)"
+
+
+def table(results: dict[str, Any]) -> str:
+    """The fixed-width table of every row, as printed and quoted in the README."""
+    rows = results["rows"]
+    idle_counts = [str(c) for c in results["plan"]["idle_counts"]]
+    header = [
+        "target",
+        "CPU ms/req",
+        "sat req/s",
+        "c=1 p50",
+        "c=1 p99",
+        "open p50",
+        "open p99",
+        "stream µs/tok",
+        "burst µs/tok",
+        "TTFT p50",
+        *(f"RSS MB {int(c) // 1000}k" if int(c) >= 1000 else f"RSS MB {c}" for c in idle_counts),
+    ]
+    lines = [header]
+    for name in ORDER:
+        row = rows.get(name)
+        if row is None:
+            continue
+        if not row.get("available"):
+            lines.append([name, row.get("reason", "not available")])
+            continue
+        lines.append(
+            [
+                name,
+                _num(_get(row, "unary_cpu_ms"), 3),
+                _num(_get(row, "saturation_rps"), 0),
+                _num(_get(row, "c1", "latency_ms", "p50")),
+                _num(_get(row, "c1", "latency_ms", "p99")),
+                _num(_get(row, "open", "latency_ms", "p50")),
+                _num(_get(row, "open", "latency_ms", "p99")),
+                _num(_get(row, "stream_cpu_us_per_token"), 1),
+                _num(_get(row, "burst_cpu_us_per_token"), 1),
+                _num(_get(row, "ttft", "ttft_ms", "p50")),
+                *(_idle_mb(row, c) for c in idle_counts),
+            ]
+        )
+    full = [line for line in lines if len(line) == len(header)]
+    widths = [max(len(line[i]) for line in full) for i in range(len(header))]
+    out = []
+    for index, line in enumerate(lines):
+        if len(line) == 2 and index > 0:
+            out.append(f"{line[0]:<{widths[0]}}  {line[1]}")
+            continue
+        cells = [line[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(line[1:], widths[1:], strict=False)
+        ]
+        out.append("  ".join(cells))
+        if index == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def checks(results: dict[str, Any]) -> list[Check]:
+    """The issue's targets, each a ratio or difference measured within this run."""
+    rows = results["rows"]
+    subject_name = results["subject"]
+    subject = rows.get(subject_name)
+    if subject is not None and not subject.get("available"):
+        subject = None
+    floor = rows.get(FLOOR)
+    peer = rows.get(PEER) if rows.get(PEER, {}).get("available") else None
+    found: list[Check] = []
+
+    def ratio(name: str, goal: str, path: tuple[str, ...], ref: Any, limit: float) -> None:
+        a, b = _get(subject, *path), _get(ref, *path)
+        if a is None or b is None or b == 0:
+            found.append(Check(name, goal, "not measured", None))
+            return
+        found.append(Check(name, goal, f"{a / b:.2f}×", a / b <= limit))
+
+    def added(name: str, goal: str, path: tuple[str, ...], limit: float) -> None:
+        a, b = _get(subject, *path), _get(floor, *path)
+        if a is None or b is None:
+            found.append(Check(name, goal, "not measured", None))
+            return
+        found.append(Check(name, goal, f"{a - b:+.3f} ms", a - b <= limit))
+
+    ratio("unary CPU/req vs floor", "≤ 1.5×", ("unary_cpu_ms",), floor, 1.5)
+    ratio("unary CPU/req vs LiteLLM", "≤ 0.1×", ("unary_cpu_ms",), peer, 0.1)
+    added("c=1 p50 added over floor", "≤ 0.5 ms", ("c1", "latency_ms", "p50"), 0.5)
+    added("c=1 p99 added over floor", "≤ 1.5 ms", ("c1", "latency_ms", "p99"), 1.5)
+    ratio("stream CPU/token vs floor", "≤ 1.0×", ("stream_cpu_us_per_token",), floor, 1.0)
+    ratio("stream CPU/token vs LiteLLM", "≤ 0.04×", ("stream_cpu_us_per_token",), peer, 1 / 25)
+    added("TTFT p50 added over floor", "≤ 0.2 ms", ("ttft", "ttft_ms", "p50"), 0.2)
+
+    idle = (subject or {}).get("idle", {})
+    biggest = max(idle, key=int) if idle else None
+    if biggest is None:
+        found.append(Check("RSS with 10k idle streams", "< 1 GB", "not measured", None))
+    else:
+        figures = idle[biggest]
+        complete = figures["failed"] == 0
+        note = "" if complete else f", only {figures['opened']} opened"
+        found.append(
+            Check(
+                f"RSS with {int(biggest):,} idle streams",
+                "< 1 GB, all open",
+                f"{figures['rss_mb']:.0f} MB{note}",
+                complete and figures["rss_mb"] < 1024,
+            )
+        )
+    soak = results.get("soak")
+    if soak:
+        found.append(
+            Check(
+                f"RSS flat over a {soak['seconds'] / 60:.0f}-min soak",
+                "within 5%",
+                f"{soak['growth']:+.1%}",
+                soak["growth"] <= 0.05 and soak["errors"] == 0,
+            )
+        )
+    else:
+        found.append(Check("RSS flat over a 5-min soak", "within 5%", "not run (SOAK=1)", None))
+    sustained = (subject or {}).get("sustained", {})
+    p50, p99 = _get(sustained, "latency_ms", "p50"), _get(sustained, "latency_ms", "p99")
+    if p50 is None or p99 is None:
+        found.append(Check("p99 < 3× p50 at 80% of saturation", "< 3×", "not measured", None))
+    else:
+        found.append(
+            Check(
+                f"p99 < 3× p50 at 80% of saturation ({sustained['rate']:.0f}/s)",
+                "< 3×",
+                f"{p99 / p50:.2f}× ({p50:.2f}/{p99:.2f} ms)",
+                p99 / p50 < 3 and not sustained.get("errors"),
+            )
+        )
+    return found
+
+
+def checks_text(results: dict[str, Any]) -> str:
+    """The checks as printed lines, headed by the subject's name."""
+    subject = results["subject"]
+    row = results["rows"].get(subject, {})
+    if not row.get("available"):
+        head = f"Targets for {subject}: {row.get('reason', 'not available')}; nothing to check"
+        return head
+    lines = [f"Targets for {subject} (same run, reference {FLOOR} / {PEER}):"]
+    width = max(len(c.name) for c in checks(results))
+    for check in checks(results):
+        lines.append(f"  {check.mark} {check.name:<{width}}  {check.goal:<16} {check.value}")
+    return "\n".join(lines)
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    """One PNG: CPU per unary request, CPU per streamed token, and c=1 latency CDFs."""
+    import matplotlib  # noqa: PLC0415 - heavy, and only needed here
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    rows = {n: results["rows"][n] for n in ORDER if results["rows"].get(n, {}).get("available")}
+    names = list(rows)
+    colours = {
+        "relay": "#9e9e9e",
+        FLOOR: "#1f77b4",
+        "floor(httpx-aiohttp)": "#6baed6",
+        "floor(httpx)": "#c6dbef",
+        "switchyard": "#d62728",
+        PEER: "#ff7f0e",
+    }
+    figure, (cpu_ax, tok_ax, cdf_ax) = plt.subplots(1, 3, figsize=(17, 5.6))
+    figure.suptitle(
+        f"Switchyard benchmark, {results['date']}: {results['machine']['cpus']} cores, loopback,"
+        f" same run (lower is better)",
+        fontsize=13,
+    )
+
+    def bars(ax: Any, key: str, unit: str, title: str) -> None:
+        values = [_get(rows[n], key) or 0.0 for n in names]
+        drawn = ax.barh(names, values, color=[colours.get(n, "#555") for n in names])
+        ax.invert_yaxis()
+        ax.set_title(title)
+        ax.set_xlabel(unit)
+        ax.bar_label(drawn, fmt="%.3g", padding=3)
+        ax.margins(x=0.2)
+        if max(values, default=0) > 20 * max(
+            min(v for v in values if v) if any(values) else 1, 1e-9
+        ):
+            ax.set_xscale("log")
+        ax.grid(axis="x", alpha=0.3)
+
+    bars(cpu_ax, "unary_cpu_ms", "ms of CPU per request (user+sys)", "Unary: CPU per request")
+    floor_cpu = _get(rows.get(FLOOR), "unary_cpu_ms")
+    if floor_cpu:
+        cpu_ax.axvline(1.5 * floor_cpu, color="#d62728", linestyle="--", linewidth=1)
+        cpu_ax.text(
+            1.5 * floor_cpu, len(names) - 0.45, " target: 1.5× floor", color="#d62728", fontsize=8
+        )
+    bars(tok_ax, "stream_cpu_us_per_token", "µs of CPU per token", "Streaming: CPU per token")
+    for name in names:
+        quantiles = _get_quantiles(rows[name])
+        if quantiles:
+            cdf_ax.plot(
+                quantiles, [q / 100 for q in range(101)], label=name, color=colours.get(name)
+            )
+    cdf_ax.set_xscale("log")
+    cdf_ax.set_title("Unary latency at concurrency 1 (client side)")
+    cdf_ax.set_xlabel("latency, ms (log)")
+    cdf_ax.set_ylabel("fraction of requests ≤ x")
+    cdf_ax.grid(alpha=0.3, which="both")
+    cdf_ax.legend(loc="lower right", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _get_quantiles(row: dict[str, Any]) -> list[float] | None:
+    quantiles = row.get("c1", {}).get("latency_ms", {}).get("quantiles")
+    return quantiles if isinstance(quantiles, list) else None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Re-print the table and checks of a saved run and redraw its chart."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        raise SystemExit("usage: python -m bench.report bench/results/<date>.json")
+    path = Path(args[0])
+    results = json.loads(path.read_text())
+    print(table(results))
+    print()
+    print(checks_text(results))
+    chart(results, path.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    main()

@@ -77,13 +77,18 @@ def _commit() -> str | None:
 
 
 async def _measure(
-    runner: Runner, rows: dict[str, Any], name: str, starting: Any, idle: bool
+    runner: Runner,
+    rows: dict[str, Any],
+    name: str,
+    starting: Any,
+    idle: bool,
+    sustain: bool = True,
 ) -> None:
     """Start one target, measure it, stop it; a failure becomes the row's reason."""
     target: Target | None = None
     try:
         target = await starting
-        rows[name] = await measure_target(runner, target, idle=idle)
+        rows[name] = await measure_target(runner, target, idle=idle, sustain=sustain)
     except TargetUnavailableError as exc:
         runner.say(f"{name}: {exc}")
         rows[name] = {"available": False, "reason": str(exc)}
@@ -113,9 +118,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if only is None or "relay" in only:
             relay = Target("relay", "http", relay_url, relay_process, logs / "relay.log")
             relay.description = "bench.relay on uvloop (asyncio.Protocol, prebuilt answers)"
-            rows["relay"] = await measure_target(runner, relay, idle=False)
-            # An HTTP client cannot saturate the relay: its ceiling is the client's.
-            rows["relay"]["saturation_rps"] = None
+            # Python HTTP clients cannot saturate the relay: no saturation search.
+            rows["relay"] = await measure_target(runner, relay, idle=False, sustain=False)
         for client in CLIENTS:
             name = f"floor({client})"
             if only is None or name in only:
@@ -124,7 +128,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     rows,
                     name,
                     start_floor(client, relay_url, logs),
+                    # The transport variants are CPU and latency references only.
                     idle=not args.no_idle and client == "aiohttp",
+                    sustain=client == "aiohttp",
                 )
         if only is None or "switchyard" in only:
             await _measure(
@@ -195,7 +201,9 @@ def _sane(results: dict[str, Any]) -> list[str]:
             value = row.get(key)
             if not isinstance(value, int | float) or value <= 0:
                 problems.append(f"{name}: {key} is {value!r}")
-        for phase in ("c1", "saturate", "open", "stream", "burst", "ttft"):
+        for phase in ("c1", "saturate", "open", "stream", "burst", "ttft", "sustained"):
+            if phase not in row:
+                continue
             if not row[phase]["requests"]:
                 problems.append(f"{name}: no request completed in phase {phase}")
         for count, idle in row["idle"].items():

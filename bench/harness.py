@@ -40,6 +40,8 @@ class Plan:
     stream_shape: str = "[relay chunks=64 delay=0.005]"
     burst_shape: str = "[relay chunks=64 burst=1]"
     ttft_seconds: float = 3.0
+    probe_seconds: float = 3.0
+    probes: int = 5
     sustain_seconds: float = 8.0
     sustain_fraction: float = 0.8
     idle_counts: tuple[int, ...] = (1000, 10000)
@@ -62,6 +64,8 @@ class Plan:
             stream_shape="[relay chunks=16 delay=0.002]",
             burst_shape="[relay chunks=16 burst=1]",
             ttft_seconds=0.3,
+            probe_seconds=0.3,
+            probes=1,
             sustain_seconds=0.5,
             idle_counts=(50,),
             warmup=20,
@@ -76,6 +80,7 @@ class Phase:
     requests: int = 0
     errors: int = 0
     error_sample: str = ""
+    error_kinds: dict[str, int] = field(default_factory=dict)
     wall_s: float = 0.0
     server_cpu_s: float = 0.0
     relay_cpu_s: float = 0.0
@@ -225,7 +230,13 @@ class Runner:
     def spec(self, target: Target, **kwargs: Any) -> Spec:
         """A spec aimed at a target, with a fresh worker number (unique prompts)."""
         self._serial += 1
-        return Spec(protocol=target.protocol, address=target.address, worker=self._serial, **kwargs)
+        return Spec(
+            protocol=target.protocol,
+            address=target.address,
+            api_key=target.api_key,
+            worker=self._serial,
+            **kwargs,
+        )
 
     async def phase(self, name: str, target: Target, spec: Spec, processes: int = 1) -> Phase:
         """Run one measured phase; CPU is sampled around the measured window only."""
@@ -253,6 +264,8 @@ class Runner:
             result.requests += outcome["completed"]
             result.errors += outcome["errors"]
             result.error_sample = result.error_sample or outcome["error_sample"]
+            for kind, count in outcome["error_kinds"].items():
+                result.error_kinds[kind] = result.error_kinds.get(kind, 0) + count
             result.client_cpu_s += outcome["client_cpu_s"]
             result.client_busiest = max(
                 result.client_busiest, outcome["client_cpu_s"] / max(outcome["wall_s"], 1e-9)
@@ -343,8 +356,59 @@ def fmt(value: float | None, digits: int) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-async def measure_target(runner: Runner, target: Target, idle: bool) -> dict[str, Any]:
-    """Every phase against one target; returns its row of figures."""
+def sustainable(phase: Phase, rate: float, unloaded_p50_ms: float) -> bool:
+    """Did the target keep up with an open-loop rate? No errors, every request done in
+    about the window, and a median still near the unloaded one (a growing queue shows
+    there first)."""
+    if phase.errors or not phase.latencies_ms or phase.wall_s <= 0:
+        return False
+    p50 = percentile(sorted(phase.latencies_ms), 50)
+    achieved = phase.requests / phase.wall_s
+    return achieved >= 0.95 * rate and p50 <= max(5 * unloaded_p50_ms, unloaded_p50_ms + 5)
+
+
+async def find_saturation(
+    runner: Runner, target: Target, ceiling: float, unloaded_p50_ms: float
+) -> tuple[float, list[dict[str, Any]]]:
+    """The highest open-loop rate sustained, searched by bisection under the closed-loop
+    throughput (closed loops batch better than scheduled arrivals, so they overestimate)."""
+    plan = runner.plan
+    low, high = 0.0, ceiling * 1.1
+    rate = ceiling * 0.9
+    probes: list[dict[str, Any]] = []
+    for _ in range(plan.probes):
+        phase = await runner.phase(
+            f"{rate:.0f}/s",
+            target,
+            runner.spec(
+                target,
+                mode="open",
+                rate=rate,
+                duration=plan.probe_seconds,
+                warmup=plan.warmup // 2,
+                concurrency=plan.throughput_concurrency,
+                shape=UNARY_SHAPE,
+            ),
+            plan.load_processes,
+        )
+        kept_up = sustainable(phase, rate, unloaded_p50_ms)
+        probes.append({"rate": rate, "sustained": kept_up, **phase.summary()})
+        if kept_up:
+            low = rate
+        else:
+            high = rate
+        rate = (low + high) / 2
+    # Never zero: if even the lowest probe failed, report it as an upper bound.
+    return (low or high / 2), probes
+
+
+async def measure_target(
+    runner: Runner, target: Target, idle: bool, sustain: bool = True
+) -> dict[str, Any]:
+    """Every phase against one target; returns its row of figures.
+
+    ``sustain`` adds the open-loop saturation search and the run at 80% of it; ``idle``
+    adds the idle-stream RSS phases."""
     plan = runner.plan
     runner.say(f"{target.name}: measuring")
     unary = {"shape": UNARY_SHAPE}
@@ -416,39 +480,45 @@ async def measure_target(runner: Runner, target: Target, idle: bool) -> dict[str
             shape=TTFT_SHAPE,
         ),
     )
-    saturation = tput.requests / tput.wall_s if tput.wall_s else 0.0
-    sustain_rate = max(1.0, saturation * plan.sustain_fraction)
-    sustained = await runner.phase(
-        "sustain",
-        target,
-        runner.spec(
-            target,
-            mode="open",
-            rate=sustain_rate,
-            duration=plan.sustain_seconds,
-            warmup=plan.warmup,
-            concurrency=plan.throughput_concurrency,
-            **unary,
-        ),
-        procs,
-    )
+    closed_rps = tput.requests / tput.wall_s if tput.wall_s else 0.0
     row: dict[str, Any] = {
         "available": True,
         "description": target.description,
         "unary_cpu_ms": tput.summary()["cpu_ms_per_request"],
-        "saturation_rps": saturation,
+        "closed_loop_rps": closed_rps,
+        "saturation_rps": None,
         "c1": c1.summary(),
         "saturate": tput.summary(),
         "open": fixed.summary(),
         "stream": stream.summary(),
         "burst": burst.summary(),
         "ttft": ttft.summary(),
-        "sustained": {**sustained.summary(), "rate": sustain_rate},
         "stream_cpu_us_per_token": stream.summary()["cpu_us_per_token"],
         "burst_cpu_us_per_token": burst.summary()["cpu_us_per_token"],
         "relay_cpu_ms_per_request": tput.summary()["relay_cpu_ms_per_request"],
         "idle": {},
     }
+    if sustain:
+        unloaded = percentile(sorted(c1.latencies_ms), 50)
+        saturation, probes = await find_saturation(runner, target, closed_rps, unloaded)
+        rate = max(1.0, saturation * plan.sustain_fraction)
+        sustained = await runner.phase(
+            "sustain",
+            target,
+            runner.spec(
+                target,
+                mode="open",
+                rate=rate,
+                duration=plan.sustain_seconds,
+                warmup=plan.warmup,
+                concurrency=plan.throughput_concurrency,
+                **unary,
+            ),
+            procs,
+        )
+        row["saturation_rps"] = saturation
+        row["saturation_probes"] = probes
+        row["sustained"] = {**sustained.summary(), "rate": rate}
     if idle:
         for count in plan.idle_counts:
             row["idle"][str(count)] = await runner.idle(target, count)

@@ -72,6 +72,7 @@ class Outcome:
     completed: int = 0
     errors: int = 0
     error_sample: str = ""
+    error_kinds: dict[str, int] = field(default_factory=dict)
     tokens: int = 0
     messages: int = 0
     cached: int = 0
@@ -221,8 +222,12 @@ class Worker:
             await self.client.call(self.prompt(), seen, None)
         except (grpc.aio.AioRpcError, aiohttp.ClientError, RuntimeError, TimeoutError) as exc:
             if record:
+                kind = _describe(exc)
+                kinds = self.outcome.error_kinds
                 self.outcome.errors += 1
-                self.outcome.error_sample = self.outcome.error_sample or _describe(exc)
+                self.outcome.error_sample = self.outcome.error_sample or kind
+                if kind in kinds or len(kinds) < 20:
+                    kinds[kind] = kinds.get(kind, 0) + 1
             return
         if not record:
             return

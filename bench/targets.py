@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import importlib.util
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -44,6 +45,7 @@ class Target:
     process: asyncio.subprocess.Process
     log: Path
     description: str = ""
+    api_key: str = API_KEY  # what HTTP clients present (LiteLLM checks its master key)
 
     @property
     def pid(self) -> int:
@@ -201,8 +203,11 @@ async def start_litellm(relay_url: str, logs: Path) -> Target:
     port = free_port()
     config = logs / "litellm.yaml"
     config.write_text(LITELLM_CONFIG.format(model=MODEL, relay_url=relay_url, api_key=API_KEY))
+    # LiteLLM refuses to start without a master key; a fresh random one per run.
+    master_key = "sk-" + secrets.token_hex(32)
     env = {
         **os.environ,
+        "LITELLM_MASTER_KEY": master_key,
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no network fetch at start-up
         "DISABLE_SCHEMA_UPDATE": "True",
     }
@@ -220,6 +225,7 @@ async def start_litellm(relay_url: str, logs: Path) -> Target:
         process,
         log,
         description=f"LiteLLM proxy {version}, 1 worker, config {config.name}",
+        api_key=master_key,
     )
     await _probe_http(target)
     return target
@@ -252,7 +258,8 @@ async def _probe_http(target: Target) -> None:
     url = target.address + "/chat/completions"
     body = {"model": MODEL, "messages": [{"role": "user", "content": "probe [relay chunks=1]"}]}
     last = ""
-    async with aiohttp.ClientSession(headers={"authorization": f"Bearer {API_KEY}"}) as session:
+    headers = {"authorization": f"Bearer {target.api_key}"}
+    async with aiohttp.ClientSession(headers=headers) as session:
         while time.monotonic() < deadline:
             if target.process.returncode is not None:
                 raise TargetUnavailableError(f"{target.name} exited: {_tail(target.log)}")

@@ -1,0 +1,66 @@
+"""The benchmark harness still runs: `python -m bench --smoke` against the floor and Switchyard.
+
+This is how CI proves `make bench` works without timing anything: the smoke measures with
+tiny counts and the test asserts only that every figure exists and is positive.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SWITCHYARD_PRESENT = (ROOT / "server" / "__main__.py").exists()
+
+
+@pytest.mark.timeout(120)
+def test_bench_smoke_reports_sane_figures(tmp_path: Path) -> None:
+    """The smoke exits 0 and writes positive CPU, latency, token and RSS figures."""
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--smoke",
+            "--quiet",
+            "--only",
+            "relay,floor(aiohttp),switchyard",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    [figures] = tmp_path.glob("*.json")
+    results = json.loads(figures.read_text())
+    assert "floor(aiohttp)" in run.stdout
+
+    names = ["relay", "floor(aiohttp)"] + (["switchyard"] if SWITCHYARD_PRESENT else [])
+    for name in names:
+        row = results["rows"][name]
+        assert row["available"], row
+        assert row["unary_cpu_ms"] > 0
+        assert row["stream_cpu_us_per_token"] > 0
+        for phase in ("c1", "saturate", "open", "stream", "burst", "ttft"):
+            assert row[phase]["requests"] > 0, (name, phase)
+            assert row[phase]["errors"] == 0, (name, phase, row[phase]["error_sample"])
+            assert 0 < row[phase]["latency_ms"]["p50"] <= row[phase]["latency_ms"]["p99"]
+        assert row["ttft"]["ttft_ms"]["p50"] > 0
+        assert row["stream"]["tokens"] > row["stream"]["requests"]
+    for name in names[1:]:
+        [(count, idle)] = results["rows"][name]["idle"].items()
+        assert idle["opened"] == int(count), idle
+        assert idle["rss_mb"] > 0
+    if not SWITCHYARD_PRESENT:
+        assert not results["rows"]["switchyard"]["available"]
+        assert "not available" in run.stdout
+    # The relay must be far cheaper than any gateway, or it would be the bottleneck.
+    relay_cpu = results["rows"]["relay"]["unary_cpu_ms"]
+    assert relay_cpu < results["rows"]["floor(aiohttp)"]["unary_cpu_ms"]

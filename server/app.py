@@ -1,0 +1,114 @@
+"""Assembly: settings -> a started gRPC server with health and reflection.
+
+`create_server` is what `python -m server` and the end-to-end tests both
+use: it binds (port 0 picks a free port, reported back), serves the gateway,
+the standard health service and reflection, and returns an `App` whose
+`stop` drains gracefully. With no relay URL configured it first starts the
+embedded relay simulator on a free loopback port and points the gateway at it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from switchyard.v1 import gateway_pb2, gateway_pb2_grpc
+
+from server import reflection
+from server.pipeline import Pipeline, build_pipeline
+from server.relay.client import RelayClient
+from server.servicer import GatewayServicer
+from server.settings import ConfigError, Settings, parse_listen
+
+if TYPE_CHECKING:
+    from server.simulator import RelaySimulator
+
+log = logging.getLogger("switchyard")
+
+SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
+_SERVER_OPTIONS = (
+    # Never share a port silently with another process (gRPC allows it by default).
+    ("grpc.so_reuseport", 0),
+    # Let clients keep idle connections alive with pings every 10 s or more.
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_ping_strikes", 0),
+)
+
+
+@dataclass(slots=True)
+class App:
+    """A running gateway: its server, bound port, and what it must close."""
+
+    server: grpc.aio.Server
+    port: int
+    servicer: GatewayServicer
+    pipeline: Pipeline
+    relay_url: str
+    health: HealthServicer
+    relay: RelayClient
+    simulator: RelaySimulator | None
+
+    async def stop(self, grace: float) -> None:
+        """Drain: health NOT_SERVING, refuse new calls, give in-flight `grace` s."""
+        self.servicer.draining = True
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await self.relay.aclose()
+        if self.simulator is not None:
+            await self.simulator.stop()
+
+
+async def create_server(settings: Settings) -> App:
+    """Start everything `settings` describe; the caller owns `App.stop`."""
+    simulator = None
+    relay_settings = settings.relay
+    relay_url = relay_settings.url
+    if relay_url is None:
+        from server.simulator import RelaySimulator, SimulatorSettings  # noqa: PLC0415 (only when used)
+
+        # The simulator checks the key like a real relay; this one never leaves the process.
+        key = "sim-" + secrets.token_hex(8)
+        simulator = RelaySimulator(
+            SimulatorSettings(
+                latency_scale=settings.simulator.latency_scale,
+                tokens_per_second=settings.simulator.tokens_per_second,
+                api_key=key,
+            )
+        )
+        relay_url = await simulator.start()
+        relay_settings = dataclasses.replace(relay_settings, api_key=key)
+
+    relay = RelayClient(relay_url, relay_settings)
+    pipeline = build_pipeline(settings, relay)
+    server = grpc.aio.server(options=_SERVER_OPTIONS)
+    servicer = GatewayServicer(pipeline)
+    gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable((SERVICE_NAME, "grpc.health.v1.Health"), server)
+
+    host, _ = parse_listen(settings.server.listen)
+    try:
+        port = server.add_insecure_port(settings.server.listen)
+    except RuntimeError:
+        port = 0
+    if not port:
+        await relay.aclose()
+        if simulator is not None:
+            await simulator.stop()
+        raise ConfigError(
+            "SWITCHYARD_LISTEN",
+            f"cannot listen on {settings.server.listen}: the address is in use or not local",
+        )
+    await server.start()
+    await health.set("", health_pb2.HealthCheckResponse.SERVING)
+    await health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    log.info("serving %s on %s:%d, relay %s", SERVICE_NAME, host, port, relay_url)
+    return App(server, port, servicer, pipeline, relay_url, health, relay, simulator)

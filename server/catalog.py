@@ -1,0 +1,129 @@
+"""The model catalog: which models are served, by whom, at what price.
+
+The defaults below are the catalog of the issue that founded Switchyard; a
+TOML file can change or extend them (see ``settings.py``). The catalog is
+validated once at start-up and then only read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from types import MappingProxyType
+
+from server.domain import Task
+from server.pricing import Price
+
+WIRES = ("openai", "anthropic")  # wire formats the relay client speaks
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """One model of the catalog.
+
+    Prices are USD per million tokens; `price` holds the same as exact
+    nano-dollars per token for the hot path.
+    """
+
+    name: str
+    task: Task
+    provider: str
+    wire: str
+    input_price: Decimal
+    output_price: Decimal
+    max_concurrent: int
+    fallbacks: tuple[str, ...]
+    default_max_tokens: int
+    context_window: int
+    price: Price = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "price", Price.per_million(self.input_price, self.output_price))
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """The served models, by name, and the default model of each task."""
+
+    models: Mapping[str, ModelSpec]
+    task_models: Mapping[Task, ModelSpec]
+
+    @classmethod
+    def build(cls, models: Iterable[ModelSpec], task_models: Mapping[Task, str]) -> Catalog:
+        """Index `models`; `task_models` names each task's default model."""
+        by_name = {model.name: model for model in models}
+        return cls(
+            MappingProxyType(by_name),
+            MappingProxyType({task: by_name[name] for task, name in task_models.items()}),
+        )
+
+    def get(self, name: str) -> ModelSpec | None:
+        """The model called `name`, or None when it is not served."""
+        return self.models.get(name)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Names of the served models, sorted, for messages to callers."""
+        return tuple(sorted(self.models))
+
+    def fallbacks(self, model: ModelSpec) -> tuple[ModelSpec, ...]:
+        """The models tried after `model`, in order."""
+        return tuple(self.models[name] for name in model.fallbacks)
+
+
+DEFAULT_MODELS = (
+    ModelSpec(
+        name="claude-sonnet-4-20250514",
+        task=Task.REASONING,
+        provider="anthropic",
+        wire="anthropic",
+        input_price=Decimal(15),
+        output_price=Decimal(75),
+        max_concurrent=10,
+        fallbacks=("gpt-4.1", "gemini-2.5-flash"),
+        default_max_tokens=8192,
+        context_window=200_000,
+    ),
+    ModelSpec(
+        name="gpt-4.1",
+        task=Task.CREATIVE,
+        provider="openai",
+        wire="openai",
+        input_price=Decimal(8),
+        output_price=Decimal(32),
+        max_concurrent=20,
+        fallbacks=("claude-sonnet-4-20250514",),
+        default_max_tokens=4096,
+        context_window=1_047_576,
+    ),
+    ModelSpec(
+        name="gemini-2.5-flash",
+        task=Task.FAST,
+        provider="google",
+        wire="openai",
+        input_price=Decimal("2.50"),
+        output_price=Decimal(10),
+        max_concurrent=30,
+        fallbacks=("gpt-4.1",),
+        default_max_tokens=1024,
+        context_window=1_048_576,
+    ),
+    ModelSpec(
+        name="deepseek-v3.2",
+        task=Task.BATCH,
+        provider="deepseek",
+        wire="openai",
+        input_price=Decimal("0.42"),
+        output_price=Decimal("0.42"),
+        max_concurrent=5,
+        fallbacks=("gpt-4.1",),
+        default_max_tokens=4096,
+        context_window=128_000,
+    ),
+)
+
+
+def default_catalog() -> Catalog:
+    """The built-in catalog: each model is its own task's default."""
+    return Catalog.build(DEFAULT_MODELS, {model.task: model.name for model in DEFAULT_MODELS})

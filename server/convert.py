@@ -1,0 +1,246 @@
+"""Protobuf <-> domain, and the validation of what callers send.
+
+Every rule a request must meet is checked here, before any stage runs, and
+each refusal names the field and says how to fix it. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+from google.type import money_pb2
+from switchyard.v1 import gateway_pb2 as pb
+
+from server.catalog import ModelSpec
+from server.domain import (
+    Attempt,
+    Call,
+    Completion,
+    Complexity,
+    FinishReason,
+    Message,
+    Outcome,
+    Request,
+    Role,
+    RouteBasis,
+    RouteDecision,
+    Task,
+    Usage,
+)
+from server.errors import InvalidRequestError
+from server.pricing import NANOS_PER_USD
+
+MAX_STOP_SEQUENCES = 4
+MAX_LABELS = 16
+MAX_LABEL_KEY = 64
+MAX_LABEL_VALUE = 256
+
+_ROLES = {pb.ROLE_SYSTEM: Role.SYSTEM, pb.ROLE_USER: Role.USER, pb.ROLE_ASSISTANT: Role.ASSISTANT}
+_TASKS: dict[pb.Task.ValueType, Task | None] = {
+    pb.TASK_UNSPECIFIED: None,
+    pb.TASK_REASONING: Task.REASONING,
+    pb.TASK_CREATIVE: Task.CREATIVE,
+    pb.TASK_FAST: Task.FAST,
+    pb.TASK_BATCH: Task.BATCH,
+}
+_TASK_TO_PB = {task: number for number, task in _TASKS.items() if task is not None}
+_COMPLEXITY_TO_PB = {
+    Complexity.SIMPLE: pb.COMPLEXITY_SIMPLE,
+    Complexity.MEDIUM: pb.COMPLEXITY_MEDIUM,
+    Complexity.COMPLEX: pb.COMPLEXITY_COMPLEX,
+}
+_BASIS_TO_PB = {
+    RouteBasis.MODEL: pb.ROUTE_BASIS_MODEL,
+    RouteBasis.TASK: pb.ROUTE_BASIS_TASK,
+    RouteBasis.COMPLEXITY: pb.ROUTE_BASIS_COMPLEXITY,
+}
+_FINISH_TO_PB = {
+    FinishReason.UNKNOWN: pb.FINISH_REASON_UNSPECIFIED,
+    FinishReason.STOP: pb.FINISH_REASON_STOP,
+    FinishReason.LENGTH: pb.FINISH_REASON_LENGTH,
+    FinishReason.CONTENT_FILTER: pb.FINISH_REASON_CONTENT_FILTER,
+}
+_OUTCOME_TO_PB = {
+    Outcome.SUCCESS: pb.ATTEMPT_OUTCOME_SUCCESS,
+    Outcome.RETRYABLE_ERROR: pb.ATTEMPT_OUTCOME_RETRYABLE_ERROR,
+    Outcome.FINAL_ERROR: pb.ATTEMPT_OUTCOME_FINAL_ERROR,
+    Outcome.CANCELLED: pb.ATTEMPT_OUTCOME_CANCELLED,
+    Outcome.INTERRUPTED: pb.ATTEMPT_OUTCOME_INTERRUPTED,
+    Outcome.SKIPPED: pb.ATTEMPT_OUTCOME_SKIPPED,
+}
+
+
+def request_from_proto(spec: pb.QuerySpec) -> Request:
+    """Validate a QuerySpec and turn it into a Request."""
+    messages = [_message(index, message) for index, message in enumerate(spec.messages)]
+    if spec.prompt.strip():
+        messages.append(Message(Role.USER, spec.prompt))
+    elif spec.prompt:
+        raise InvalidRequestError("query.prompt is blank; put the question in it")
+    if not messages:
+        raise InvalidRequestError(
+            "query.prompt is empty and query.messages has none; set prompt to the question to ask"
+        )
+    if all(message.role is not Role.USER for message in messages):
+        raise InvalidRequestError(
+            "the query has no user message; set query.prompt or add a ROLE_USER message"
+        )
+    if spec.task not in _TASKS:
+        raise InvalidRequestError(
+            f"query.task {spec.task} is unknown; use one of "
+            + ", ".join(pb.Task.Name(number) for number in _TASKS)
+        )
+    temperature = spec.temperature if spec.HasField("temperature") else None
+    if temperature is not None and not 0.0 <= temperature <= 2.0:
+        raise InvalidRequestError(f"query.temperature must be from 0 to 2, got {temperature:g}")
+    top_p = spec.top_p if spec.HasField("top_p") else None
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise InvalidRequestError(
+            f"query.top_p must be greater than 0 and at most 1, got {top_p:g}"
+        )
+    return Request(
+        messages=tuple(messages),
+        task=_TASKS[spec.task],
+        model=spec.model or None,
+        max_tokens=spec.max_tokens or None,
+        temperature=temperature,
+        top_p=top_p,
+        stop=_stop(spec.stop),
+        fallback=not spec.disable_fallback,
+        labels=_labels(spec.labels),
+    )
+
+
+def _message(index: int, message: pb.Message) -> Message:
+    role = _ROLES.get(message.role)
+    if role is None:
+        raise InvalidRequestError(
+            f"query.messages[{index}].role must be ROLE_SYSTEM, ROLE_USER or ROLE_ASSISTANT"
+        )
+    if not message.content.strip():
+        raise InvalidRequestError(
+            f"query.messages[{index}].content is empty; give it text or remove the message"
+        )
+    return Message(role, message.content)
+
+
+def _stop(stop: Iterable[str]) -> tuple[str, ...]:
+    sequences = tuple(stop)
+    if len(sequences) > MAX_STOP_SEQUENCES:
+        raise InvalidRequestError(
+            f"query.stop has {len(sequences)} sequences; at most {MAX_STOP_SEQUENCES} are allowed"
+        )
+    if any(not sequence for sequence in sequences):
+        raise InvalidRequestError("query.stop contains an empty sequence; remove it")
+    return sequences
+
+
+def _labels(labels: Mapping[str, str]) -> dict[str, str]:
+    result = dict(labels)
+    if len(result) > MAX_LABELS:
+        raise InvalidRequestError(
+            f"query.labels has {len(result)} entries; at most {MAX_LABELS} are allowed"
+        )
+    for key, value in result.items():
+        if not key or len(key) > MAX_LABEL_KEY:
+            raise InvalidRequestError(
+                f"query.labels key {key[:MAX_LABEL_KEY]!r} must be 1 to {MAX_LABEL_KEY} characters"
+            )
+        if len(value) > MAX_LABEL_VALUE:
+            raise InvalidRequestError(
+                f"query.labels[{key!r}] is longer than {MAX_LABEL_VALUE} characters; shorten it"
+            )
+    return result
+
+
+def money(nanos: int) -> money_pb2.Money:
+    """Nano-dollars as google.type.Money in USD."""
+    units, fraction = divmod(nanos, NANOS_PER_USD)
+    return money_pb2.Money(currency_code="USD", units=units, nanos=fraction)
+
+
+def usage_to_proto(usage: Usage) -> pb.Usage:
+    """Domain usage as the contract's Usage."""
+    return pb.Usage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
+
+
+def route_to_proto(route: RouteDecision) -> pb.RouteDecision:
+    """A routing decision as the contract's RouteDecision."""
+    return pb.RouteDecision(
+        model=route.model.name,
+        provider=route.model.provider,
+        fallback_models=[model.name for model in route.fallbacks],
+        task=_TASK_TO_PB[route.task],
+        complexity=_COMPLEXITY_TO_PB[route.complexity],
+        basis=_BASIS_TO_PB[route.basis],
+        reason=route.reason,
+        estimated_input_tokens=route.input_tokens,
+        max_tokens=route.max_tokens,
+        estimated_cost=pb.CostEstimate(min=money(route.cost_min), max=money(route.cost_max)),
+    )
+
+
+def attempt_to_proto(attempt: Attempt) -> pb.Attempt:
+    """One attempt record as the contract's Attempt."""
+    return pb.Attempt(
+        model=attempt.model.name,
+        provider=attempt.model.provider,
+        outcome=_OUTCOME_TO_PB[attempt.outcome],
+        http_status=attempt.http_status,
+        error=attempt.error,
+        latency_ms=_ms(attempt.latency),
+        usage=usage_to_proto(attempt.usage),
+        cost=money(attempt.cost),
+    )
+
+
+def query_response(call: Call, completion: Completion, now: float) -> pb.QueryResponse:
+    """The unary answer: the completion plus what the call took."""
+    assert call.route is not None
+    return pb.QueryResponse(
+        content=completion.content,
+        model=completion.model.name,
+        provider=completion.model.provider,
+        usage=usage_to_proto(call.usage),
+        cost=money(call.cost),
+        finish_reason=_FINISH_TO_PB[completion.finish_reason],
+        attempts=[attempt_to_proto(attempt) for attempt in call.attempts],
+        cached=call.cached,
+        latency_ms=_ms(now - call.started),
+        route=route_to_proto(call.route),
+        request_id=call.request_id,
+    )
+
+
+def stream_start(call: Call, model: ModelSpec) -> pb.StreamQueryResponse:
+    """The first message of a stream, naming the model that answers."""
+    assert call.route is not None
+    return pb.StreamQueryResponse(
+        start=pb.StreamStart(
+            model=model.name,
+            provider=model.provider,
+            route=route_to_proto(call.route),
+            request_id=call.request_id,
+        )
+    )
+
+
+def stream_end(call: Call, completion: Completion, now: float) -> pb.StreamQueryResponse:
+    """The last message of a completed stream."""
+    first = call.first_token_at
+    return pb.StreamQueryResponse(
+        end=pb.StreamEnd(
+            usage=usage_to_proto(call.usage),
+            cost=money(call.cost),
+            finish_reason=_FINISH_TO_PB[completion.finish_reason],
+            attempts=[attempt_to_proto(attempt) for attempt in call.attempts],
+            cached=call.cached,
+            latency_ms=_ms(now - call.started),
+            time_to_first_token_ms=_ms(first - call.started) if first is not None else 0,
+        )
+    )
+
+
+def _ms(seconds: float) -> int:
+    return max(math.floor(seconds * 1000 + 0.5), 0)

@@ -1,0 +1,324 @@
+"""Every failure Switchyard reports, each knowing its gRPC status.
+
+The hierarchy::
+
+    SwitchyardError                    INTERNAL: a bug; the caller sees only the request id
+    ├── InvalidRequestError            INVALID_ARGUMENT: fix the request
+    │   └── UnknownModelError          INVALID_ARGUMENT: lists the served models
+    ├── CapacityError                  RESOURCE_EXHAUSTED: Switchyard's own limits; has retry_after
+    │   └── RateLimitedError           the relay request budget is spent for now
+    ├── ShuttingDownError              UNAVAILABLE: this instance is draining; retry elsewhere
+    ├── RelayError                     one attempt on the relay failed (see `classify`)
+    │   ├── RelayAuthError             UNAUTHENTICATED: the relay refused the key        (final)
+    │   ├── RelayPermissionError       PERMISSION_DENIED: the key may not use the model  (final)
+    │   ├── RelayRejectedError         INVALID_ARGUMENT: the relay refused the request   (final)
+    │   │   └── ContextLengthError     INVALID_ARGUMENT: too long; a larger model may take it
+    │   ├── SpendLimitError            FAILED_PRECONDITION: the relay account's spend limit (final)
+    │   ├── RelayUnavailableError      UNAVAILABLE: overload, rate limit, 5xx          (retryable)
+    │   │   ├── RelayConnectError      UNAVAILABLE: the relay could not be reached     (retryable)
+    │   │   ├── RelayTimeoutError      UNAVAILABLE: the relay went silent              (retryable)
+    │   │   └── RelayProtocolError     UNAVAILABLE: a malformed or truncated answer    (retryable)
+    │   └── StreamInterruptedError     UNAVAILABLE: failed after text reached the caller (final)
+    └── AllModelsFailedError           the status of the decisive failure; names every model tried
+
+Messages are written for the person who reads them: they say what to do, and
+never contain the prompt, a completion or a credential. Retryable relay
+errors carry the relay's Retry-After hint when it gave one.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping, Sequence
+
+import grpc
+import orjson
+
+
+class SwitchyardError(Exception):
+    """Base of every error Switchyard reports to a caller."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    retryable: bool = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds after which trying again may succeed, when known."""
+        return None
+
+
+class InvalidRequestError(SwitchyardError):
+    """The request cannot be served as written; the message says which field."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class UnknownModelError(InvalidRequestError):
+    """The request named a model the catalog does not serve."""
+
+    def __init__(self, model: str, served: Sequence[str]) -> None:
+        super().__init__(
+            f"model {model!r} is not served by this gateway; use one of: {', '.join(served)}"
+            " (or leave model empty and set task)"
+        )
+        self.served = tuple(served)
+
+
+class CapacityError(SwitchyardError):
+    """One of Switchyard's own limits is reached; retry after `retry_after`."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self._retry_after = retry_after
+
+    @property
+    def retry_after(self) -> float | None:
+        return self._retry_after
+
+
+class RateLimitedError(CapacityError):
+    """A request budget has no capacity within the caller's deadline."""
+
+
+class ShuttingDownError(SwitchyardError):
+    """The instance is shutting down and takes no new work."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    retryable = True
+
+
+class RelayError(SwitchyardError):
+    """One attempt on the relay failed."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+    def __init__(
+        self,
+        message: str,
+        http_status: int = 0,
+        retry_after: float | None = None,
+        detail: str = "",
+    ) -> None:
+        # `detail` is the relay's own explanation: shown to the caller, who
+        # sent the request, but kept out of `reason`, which logs and traces use.
+        super().__init__(f"{message} (the relay said: {detail})" if detail else message)
+        self.http_status = http_status
+        self._retry_after = retry_after
+        self.summary = message
+
+    @property
+    def retry_after(self) -> float | None:
+        return self._retry_after
+
+    @property
+    def reason(self) -> str:
+        """A few words for the attempt record: status and kind, no details."""
+        prefix = f"HTTP {self.http_status}: " if self.http_status else ""
+        return prefix + self.summary.split(";", 1)[0]
+
+
+class RelayAuthError(RelayError):
+    """The relay refused Switchyard's credentials."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class RelayPermissionError(RelayError):
+    """The relay accepted the key but refused this use of it."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class RelayRejectedError(RelayError):
+    """The relay refused the request itself; sending it again cannot help."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class ContextLengthError(RelayRejectedError):
+    """The conversation is longer than the model's context window."""
+
+
+class SpendLimitError(RelayError):
+    """The relay account reached its spend limit; only its owner can lift it."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class RelayUnavailableError(RelayError):
+    """The relay or the provider behind it is overloaded, throttled or failing."""
+
+    retryable = True
+
+
+class RelayConnectError(RelayUnavailableError):
+    """No connection to the relay could be made."""
+
+
+class RelayTimeoutError(RelayUnavailableError):
+    """The relay sent nothing for longer than the read timeout."""
+
+
+class RelayProtocolError(RelayUnavailableError):
+    """The relay's answer was malformed or ended before it was complete."""
+
+
+class StreamInterruptedError(RelayError):
+    """A stream failed after text had reached the caller; it cannot be retried."""
+
+    def __init__(self, cause: RelayError, delivered_tokens: int) -> None:
+        super().__init__(
+            f"the stream failed after {delivered_tokens} tokens were delivered"
+            f" ({cause.reason}); the text received so far is incomplete,"
+            " send the query again to get a whole answer",
+            cause.http_status,
+        )
+        self.delivered_tokens = delivered_tokens
+
+
+class AllModelsFailedError(SwitchyardError):
+    """Every model of the chain failed; carries the decisive error's status."""
+
+    def __init__(self, failures: Sequence[tuple[str, RelayError]]) -> None:
+        decisive = _decisive(failures)
+        tried = "; ".join(f"{model}: {error.reason}" for model, error in failures)
+        if isinstance(decisive, RelayUnavailableError):
+            advice = "the relay or its providers are failing; retry later"
+        else:
+            advice = decisive.message
+        super().__init__(f"no model could answer ({tried}); {advice}")
+        self.code = decisive.code
+        self.failures = tuple(failures)
+        self.decisive = decisive
+
+    @property
+    def retry_after(self) -> float | None:
+        hints = [e.retry_after for _, e in self.failures if e.retry_after is not None]
+        return min(hints) if hints else None
+
+
+def _decisive(failures: Sequence[tuple[str, RelayError]]) -> RelayError:
+    """The failure whose status the caller should see: a final one beats overloads."""
+    for _, error in reversed(failures):
+        if not error.retryable:
+            return error
+    return failures[-1][1]
+
+
+# --- classification of relay answers: the one place that decides -----------------
+
+_RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+_CONTEXT_MARKERS = (
+    b"context_length_exceeded",
+    b"context length",
+    b"context window",
+    b"prompt is too long",
+    b"maximum context",
+    b"too many tokens",
+)
+_SPEND_MARKERS = (
+    b"insufficient_quota",
+    b"exceeded your current quota",
+    b"spend limit",
+    b"spending limit",
+    b"credit balance",
+)
+_CHECK_KEY = "the operator should check SWITCHYARD_RELAY_API_KEY and SWITCHYARD_RELAY_URL"
+
+
+def classify(status: int, headers: Mapping[str, str], body: bytes) -> RelayError:
+    """Map a relay's non-2xx answer to the error that says what it means.
+
+    Retryable: 408, 409, 429, 500, 502, 503, 504, 529 (and any other 5xx).
+    Final: 400, 401, 403, 404, 413, 422 and other 4xx. A context-length 400
+    becomes ContextLengthError (a larger model may take it); a 429 whose
+    body names a spend limit or quota becomes SpendLimitError (final).
+    """
+    lowered = body[:4096].lower()
+    if status == 401:
+        return RelayAuthError(f"the relay rejected the credentials; {_CHECK_KEY}", status)
+    if status == 403:
+        return RelayPermissionError(
+            f"the relay refused this key for the request; {_CHECK_KEY} and the key's model access",
+            status,
+        )
+    if status == 429 and any(marker in lowered for marker in _SPEND_MARKERS):
+        return SpendLimitError(
+            "the relay account reached its spend limit or quota; raise it with the provider",
+            status,
+        )
+    if status in _RETRYABLE_STATUSES or status >= 500:
+        return RelayUnavailableError(
+            _overload_message(status), status, retry_after_seconds(headers)
+        )
+    if any(marker in lowered for marker in _CONTEXT_MARKERS):
+        return ContextLengthError(
+            "the conversation is longer than the model's context window;"
+            " shorten it or choose a model with a larger context",
+            status,
+        )
+    if status == 404:
+        return RelayRejectedError(
+            "the relay does not know this model; the operator should check the model catalog",
+            status,
+        )
+    if status == 413:
+        return RelayRejectedError("the request is too large for the relay; shorten it", status)
+    return RelayRejectedError(
+        "the relay refused the request; check the messages and the generation settings",
+        status,
+        detail=_relay_message(body),
+    )
+
+
+def _overload_message(status: int) -> str:
+    if status == 429:
+        return "the relay is rate limiting; retry later"
+    if status == 529:
+        return "the provider is overloaded; retry later"
+    if status in (408, 504):
+        return "the relay timed out; retry later"
+    return "the relay failed; retry later"
+
+
+def _relay_message(body: bytes) -> str:
+    """The relay's own error message, shortened; used only for final 4xx errors."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return ""
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    if not isinstance(message, str):
+        return ""
+    return message[:200]
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Read `retry-after-ms`, then `retry-after` (seconds or an HTTP date)."""
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            return max(float(raw_ms) / 1000, 0.0)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        return max(float(raw), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    current = time.time() if now is None else now
+    return max(when.timestamp() - current, 0.0)

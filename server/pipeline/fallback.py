@@ -1,0 +1,94 @@
+"""Fallback: walk the route's chain of models until one answers.
+
+A model is left for the next one when it fails with a retryable error
+(overload, rate limit, 5xx, network) or when the conversation is too long
+for it (then only models with a larger context window are tried). A final
+error (bad key, bad request) ends the walk at once: another model would be
+refused the same way. When every model fails, the caller gets one error
+naming each model tried and why, with the status of the decisive failure.
+
+Streams fall back only before their first text reaches the caller: once a
+model's StreamStart has been passed on, its failure ends the stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import aclosing
+
+from server.catalog import ModelSpec
+from server.domain import Attempt, Call, Completion, ModelCall, Outcome, StreamEvent
+from server.errors import AllModelsFailedError, ContextLengthError, RelayError, SwitchyardError
+from server.pipeline.base import Handler
+
+
+class FallbackStage:
+    """Turns a Call into ModelCalls, one model of the chain at a time."""
+
+    __slots__ = ("next",)
+
+    def __init__(self, next_handler: Handler[ModelCall]) -> None:
+        self.next = next_handler
+
+    async def query(self, call: Call, /) -> Completion:
+        """Answer with the first model of the chain that can."""
+        failures: list[tuple[str, RelayError]] = []
+        for item in _candidates(call, failures):
+            try:
+                return await self.next.query(item)
+            except RelayError as error:
+                failures.append((item.model.name, error))
+        raise _exhausted(failures)
+
+    async def stream(self, call: Call, /) -> AsyncGenerator[StreamEvent, None]:
+        """Stream from the first model of the chain that starts answering."""
+        failures: list[tuple[str, RelayError]] = []
+        for item in _candidates(call, failures):
+            async with aclosing(self.next.stream(item)) as events:
+                try:
+                    first = await anext(events, None)
+                except RelayError as error:
+                    failures.append((item.model.name, error))
+                    continue
+                if first is None:
+                    return
+                # Committed: from here on, failures belong to this model.
+                yield first
+                async for event in events:
+                    yield event
+                return
+        raise _exhausted(failures)
+
+
+def _candidates(call: Call, failures: list[tuple[str, RelayError]]) -> Iterator[ModelCall]:
+    """Yield the chain's ModelCalls while the failures so far allow going on."""
+    route = call.route
+    assert route is not None, "the router runs before fallback"
+    min_context = 0
+    for model, max_tokens in zip(route.chain, route.chain_max_tokens, strict=True):
+        if failures:
+            last = failures[-1][1]
+            if isinstance(last, ContextLengthError):
+                min_context = max(min_context, _window(call, failures[-1][0]) + 1)
+            elif not last.retryable:
+                return
+        if model.context_window < min_context:
+            call.attempts.append(
+                Attempt(model, Outcome.SKIPPED, 0.0, error="context window too small")
+            )
+            continue
+        yield ModelCall(call, model, max_tokens)
+
+
+def _window(call: Call, name: str) -> int:
+    route = call.route
+    assert route is not None
+    model: ModelSpec = next(m for m in route.chain if m.name == name)
+    return model.context_window
+
+
+def _exhausted(failures: list[tuple[str, RelayError]]) -> SwitchyardError:
+    assert failures, "a chain has at least one model, and skips follow a failure"
+    if len(failures) == 1:
+        return failures[0][1]
+    return AllModelsFailedError(failures)

@@ -1,0 +1,148 @@
+"""The Anthropic Messages wire: ``POST {relay}/messages``.
+
+System messages travel in the top-level ``system`` field. Anthropic accepts
+temperatures from 0 to 1 only, so higher values are clamped to 1. A stream
+reports input usage in ``message_start``, output usage in ``message_delta``,
+and is complete only at ``message_stop``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from server.domain import FinishReason, Request, Role, Usage
+from server.errors import RelayProtocolError, RelayUnavailableError
+
+if TYPE_CHECKING:
+    from server.catalog import ModelSpec
+    from server.relay.sse import ServerSentEvent
+
+API_VERSION = "2023-06-01"
+STOP_REASONS = {
+    "end_turn": FinishReason.STOP,
+    "stop_sequence": FinishReason.STOP,
+    "tool_use": FinishReason.STOP,
+    "pause_turn": FinishReason.STOP,
+    "max_tokens": FinishReason.LENGTH,
+    "refusal": FinishReason.CONTENT_FILTER,
+}
+
+
+class AnthropicMessages:
+    """Translator for the Anthropic Messages wire."""
+
+    path = "/messages"
+
+    def headers(self, api_key: str) -> dict[str, str]:
+        """x-api-key authentication and the pinned API version."""
+        return {"x-api-key": api_key, "anthropic-version": API_VERSION}
+
+    def encode(self, request: Request, model: ModelSpec, max_tokens: int, stream: bool) -> bytes:
+        """The messages request body."""
+        system = [m.content for m in request.messages if m.role is Role.SYSTEM]
+        body: dict[str, Any] = {
+            "model": model.name,
+            "max_tokens": max_tokens,
+            "messages": [
+                {"role": m.role.value, "content": m.content}
+                for m in request.messages
+                if m.role is not Role.SYSTEM
+            ],
+        }
+        if system:
+            body["system"] = "\n\n".join(system)
+        if request.temperature is not None:
+            body["temperature"] = min(request.temperature, 1.0)
+        if request.top_p is not None:
+            body["top_p"] = request.top_p
+        if request.stop:
+            body["stop_sequences"] = list(request.stop)
+        if stream:
+            body["stream"] = True
+        return orjson.dumps(body)
+
+    def decode(self, body: bytes) -> tuple[str, Usage | None, FinishReason]:
+        """Text, usage and stop reason of a message object."""
+        try:
+            parsed = orjson.loads(body)
+            text = "".join(
+                block["text"] for block in parsed["content"] if block.get("type") == "text"
+            )
+            finish = STOP_REASONS.get(parsed.get("stop_reason"), FinishReason.UNKNOWN)
+            raw = parsed.get("usage")
+            input_tokens = _input_tokens(raw)
+            usage = None
+            if input_tokens is not None and "output_tokens" in raw:
+                usage = Usage(input_tokens, int(raw["output_tokens"]))
+        except (KeyError, TypeError, AttributeError, ValueError):  # JSONDecodeError is a ValueError
+            raise RelayProtocolError("the relay sent a malformed message") from None
+        return text, usage, finish
+
+    def stream_decoder(self) -> AnthropicStreamDecoder:
+        """A decoder for one messages event stream."""
+        return AnthropicStreamDecoder()
+
+
+class AnthropicStreamDecoder:
+    """Accumulates a messages event stream."""
+
+    __slots__ = ("_input_tokens", "_output_tokens", "done", "finish_reason")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.finish_reason = FinishReason.UNKNOWN
+        self._input_tokens: int | None = None
+        self._output_tokens: int | None = None
+
+    @property
+    def usage(self) -> Usage | None:
+        """Usage as reported so far; None until the relay reported output tokens."""
+        if self._input_tokens is None or self._output_tokens is None:
+            return None
+        return Usage(self._input_tokens, self._output_tokens)
+
+    @property
+    def input_tokens(self) -> int | None:
+        """Input tokens reported by message_start, if it came."""
+        return self._input_tokens
+
+    def feed(self, events: list[ServerSentEvent]) -> str:
+        """Text of `events`; records usage, stop reason and message_stop."""
+        parts: list[str] = []
+        for event in events:
+            try:
+                data = orjson.loads(event.data)
+                kind = data["type"]
+                if kind == "content_block_delta":
+                    delta = data["delta"]
+                    if delta.get("type") == "text_delta":
+                        parts.append(delta["text"])
+                elif kind == "message_start":
+                    self._input_tokens = _input_tokens(data["message"].get("usage"))
+                elif kind == "message_delta":
+                    reason = data.get("delta", {}).get("stop_reason")
+                    if reason:
+                        self.finish_reason = STOP_REASONS.get(reason, FinishReason.UNKNOWN)
+                    usage = data.get("usage")
+                    if usage and "output_tokens" in usage:
+                        self._output_tokens = int(usage["output_tokens"])
+                elif kind == "message_stop":
+                    self.done = True
+                elif kind == "error":
+                    raise RelayUnavailableError("the relay reported an error inside the stream")
+            except (KeyError, TypeError, AttributeError, ValueError):  # incl. JSONDecodeError
+                raise RelayProtocolError("the relay sent a malformed stream event") from None
+        return "".join(parts) if len(parts) != 1 else parts[0]
+
+
+def _input_tokens(usage: Any) -> int | None:
+    """Input tokens including prompt-cache reads and writes, billed as input."""
+    if not usage or "input_tokens" not in usage:
+        return None
+    return (
+        int(usage["input_tokens"])
+        + int(usage.get("cache_creation_input_tokens") or 0)
+        + int(usage.get("cache_read_input_tokens") or 0)
+    )

@@ -1,0 +1,219 @@
+"""The relay client: one pooled httpx client shared by every call.
+
+This module is the single point where transport failures (httpx exceptions)
+and non-2xx answers become Switchyard's RelayErrors; nothing above it ever
+sees an httpx exception. It knows nothing of retries or fallback: it sends
+one request and reports exactly what came back, including the usage of an
+answer that broke off half-way, so that every billed token is accounted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import httpx
+
+from server.domain import Completion, Request, Usage
+from server.errors import (
+    RelayConnectError,
+    RelayError,
+    RelayProtocolError,
+    RelayTimeoutError,
+    classify,
+)
+from server.relay.sse import SSEDecoder
+from server.relay.transport import AiohttpTransport
+from server.relay.wires import WIRES, StreamDecoder
+from server.tokens import conversation_tokens, text_tokens
+
+if TYPE_CHECKING:
+    from server.catalog import ModelSpec
+    from server.settings import RelaySettings
+
+_UNREACHABLE = "the relay could not be reached; the operator should check SWITCHYARD_RELAY_URL"
+
+
+@contextmanager
+def relay_errors(read_timeout: float) -> Iterator[None]:
+    """Translate httpx's exceptions into RelayErrors: the one place it happens."""
+    try:
+        yield
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol):
+        raise RelayConnectError(_UNREACHABLE) from None
+    except (httpx.ReadTimeout, httpx.WriteTimeout):
+        raise RelayTimeoutError(
+            f"the relay sent nothing for {read_timeout:g}s; it may be stalled"
+        ) from None
+    except httpx.PoolTimeout:
+        raise RelayTimeoutError("no connection to the relay came free in time") from None
+    except httpx.TransportError:
+        raise RelayProtocolError(
+            "the relay closed the connection before the answer was complete"
+        ) from None
+
+
+class RelayClient:
+    """Sends completions to the relay in the wire format of each model."""
+
+    __slots__ = ("_base_url", "_headers", "_http", "_settings", "_urls")
+
+    def __init__(
+        self,
+        base_url: str,
+        settings: RelaySettings,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._settings = settings
+        self._base_url = base_url.rstrip("/")
+        self._http = httpx.AsyncClient(
+            transport=transport or AiohttpTransport(settings.max_connections),
+            timeout=httpx.Timeout(
+                settings.read_timeout,
+                connect=settings.connect_timeout,
+                pool=settings.connect_timeout,
+            ),
+            headers={
+                "content-type": "application/json",
+                "accept-encoding": "identity",  # streams must not wait on a compressor
+                "user-agent": "switchyard",
+            },
+        )
+        self._urls = {name: self._base_url + wire.path for name, wire in WIRES.items()}
+        self._headers = {name: wire.headers(settings.api_key) for name, wire in WIRES.items()}
+
+    @property
+    def base_url(self) -> str:
+        """The relay's base URL, for logs and traces (it holds no credential)."""
+        return self._base_url
+
+    def _request(
+        self, model: ModelSpec, request: Request, max_tokens: int, stream: bool, time_limit: float
+    ) -> httpx.Request:
+        wire = WIRES[model.wire]
+        read = min(self._settings.read_timeout, time_limit)
+        return self._http.build_request(
+            "POST",
+            self._urls[model.wire],
+            content=wire.encode(request, model, max_tokens, stream),
+            headers=self._headers[model.wire],
+            timeout=httpx.Timeout(read, connect=min(self._settings.connect_timeout, time_limit)),
+        )
+
+    async def complete(
+        self, model: ModelSpec, request: Request, max_tokens: int, time_limit: float
+    ) -> Completion:
+        """One unary completion, bounded by `time_limit` seconds in all."""
+        http_request = self._request(model, request, max_tokens, False, time_limit)
+        try:
+            async with asyncio.timeout(time_limit):
+                with relay_errors(time_limit):
+                    response = await self._http.send(http_request)
+        except TimeoutError:
+            raise RelayTimeoutError(f"the relay did not answer within {time_limit:.3g}s") from None
+        if response.status_code >= 300:
+            raise self._refusal(response.status_code, response.headers, response.content)
+        content, usage, finish = WIRES[model.wire].decode(response.content)
+        if usage is None:
+            usage = _estimate(request_tokens(request), content)
+        return Completion(model, content, usage, finish)
+
+    def stream(
+        self, model: ModelSpec, request: Request, max_tokens: int, time_limit: float
+    ) -> RelayStream:
+        """One streamed completion; iterate it for text, then one Completion."""
+        return RelayStream(self, model, request, max_tokens, time_limit)
+
+    def _refusal(self, status: int, headers: httpx.Headers, body: bytes) -> RelayError:
+        """Classify a non-2xx answer, first scrubbing our key from its body."""
+        key = self._settings.api_key.encode()
+        if key and key in body:
+            body = body.replace(key, b"[redacted]")
+        return classify(status, headers, body)
+
+    async def aclose(self) -> None:
+        """Close every pooled connection."""
+        await self._http.aclose()
+
+
+class RelayStream:
+    """One streamed answer from the relay.
+
+    Iterating yields text deltas (each the text of one socket read) and
+    finally one Completion. Whether the stream completes, fails or is
+    cancelled, `usage` afterwards says what the relay billed: its reported
+    usage, or an estimate from what was received (flagged `estimated`).
+    """
+
+    __slots__ = ("_client", "_decoder", "_max_tokens", "_model", "_request", "_text", "_time_limit")
+
+    def __init__(
+        self,
+        client: RelayClient,
+        model: ModelSpec,
+        request: Request,
+        max_tokens: int,
+        time_limit: float,
+    ) -> None:
+        self._client = client
+        self._model = model
+        self._request = request
+        self._max_tokens = max_tokens
+        self._time_limit = time_limit
+        self._decoder: StreamDecoder | None = None
+        self._text: list[str] = []
+
+    @property
+    def usage(self) -> Usage:
+        """Tokens billed for what was received so far."""
+        decoder = self._decoder
+        if decoder is None:
+            return Usage()
+        if decoder.usage is not None:
+            return decoder.usage
+        input_tokens = decoder.input_tokens
+        estimate = _estimate(request_tokens(self._request), "".join(self._text))
+        if input_tokens is not None:
+            return Usage(input_tokens, estimate.output_tokens, estimated=True)
+        return estimate
+
+    async def __aiter__(self) -> AsyncGenerator[str | Completion, None]:
+        client = self._client
+        http_request = client._request(
+            self._model, self._request, self._max_tokens, True, self._time_limit
+        )
+        read_timeout = min(client._settings.read_timeout, self._time_limit)
+        with relay_errors(read_timeout):
+            response = await client._http.send(http_request, stream=True)
+        try:
+            if response.status_code >= 300:
+                with relay_errors(read_timeout):
+                    body = await response.aread()
+                raise client._refusal(response.status_code, response.headers, body)
+            decoder = self._decoder = WIRES[self._model.wire].stream_decoder()
+            sse = SSEDecoder()
+            text = self._text
+            with relay_errors(read_timeout):
+                async for chunk in response.aiter_raw():
+                    delta = decoder.feed(sse.feed(chunk))
+                    if delta:
+                        text.append(delta)
+                        yield delta
+            if not decoder.done:
+                raise RelayProtocolError(
+                    "the relay ended the stream without its final event; the answer may be cut"
+                )
+            yield Completion(self._model, "", self.usage, decoder.finish_reason)
+        finally:
+            await response.aclose()
+
+
+def request_tokens(request: Request) -> int:
+    """Estimated input tokens of `request` (see server.tokens)."""
+    return conversation_tokens(message.content for message in request.messages)
+
+
+def _estimate(input_tokens: int, content: str) -> Usage:
+    return Usage(input_tokens, text_tokens(content), estimated=True)

@@ -1,0 +1,122 @@
+"""The OpenAI Chat Completions wire: ``POST {relay}/chat/completions``.
+
+Streams are requested with ``stream_options.include_usage`` so the relay
+reports usage in a last chunk whose ``choices`` is empty; the stream is
+complete only at ``data: [DONE]``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from server.domain import FinishReason, Request, Usage
+from server.errors import RelayProtocolError, RelayUnavailableError
+
+if TYPE_CHECKING:
+    from server.catalog import ModelSpec
+    from server.relay.sse import ServerSentEvent
+
+FINISH_REASONS = {
+    "stop": FinishReason.STOP,
+    "length": FinishReason.LENGTH,
+    "content_filter": FinishReason.CONTENT_FILTER,
+    "tool_calls": FinishReason.STOP,
+    "function_call": FinishReason.STOP,
+}
+_DONE = b"[DONE]"
+
+
+class OpenAIChat:
+    """Translator for the OpenAI Chat Completions wire."""
+
+    path = "/chat/completions"
+
+    def headers(self, api_key: str) -> dict[str, str]:
+        """Bearer authentication."""
+        return {"authorization": f"Bearer {api_key}"}
+
+    def encode(self, request: Request, model: ModelSpec, max_tokens: int, stream: bool) -> bytes:
+        """The chat.completions request body."""
+        body: dict[str, Any] = {
+            "model": model.name,
+            "messages": [{"role": m.role.value, "content": m.content} for m in request.messages],
+            "max_tokens": max_tokens,
+        }
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.top_p is not None:
+            body["top_p"] = request.top_p
+        if request.stop:
+            body["stop"] = list(request.stop)
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        return orjson.dumps(body)
+
+    def decode(self, body: bytes) -> tuple[str, Usage | None, FinishReason]:
+        """Content, usage and finish reason of a chat.completion object."""
+        try:
+            parsed = orjson.loads(body)
+            choice = parsed["choices"][0]
+            content = choice["message"].get("content") or ""
+            finish = FINISH_REASONS.get(choice.get("finish_reason"), FinishReason.UNKNOWN)
+            usage = _usage(parsed.get("usage"))
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+            raise RelayProtocolError("the relay sent a malformed chat completion") from None
+        if not isinstance(content, str):
+            raise RelayProtocolError("the relay sent a malformed chat completion")
+        return content, usage, finish
+
+    def stream_decoder(self) -> OpenAIStreamDecoder:
+        """A decoder for one chat.completion.chunk stream."""
+        return OpenAIStreamDecoder()
+
+
+class OpenAIStreamDecoder:
+    """Accumulates a chat.completion.chunk stream."""
+
+    __slots__ = ("done", "finish_reason", "usage")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.usage: Usage | None = None
+        self.finish_reason = FinishReason.UNKNOWN
+
+    @property
+    def input_tokens(self) -> int | None:
+        """Input tokens reported so far: only the final usage chunk has them."""
+        return self.usage.input_tokens if self.usage else None
+
+    def feed(self, events: list[ServerSentEvent]) -> str:
+        """Text of `events`; records usage, finish reason and [DONE]."""
+        parts: list[str] = []
+        for event in events:
+            data = event.data
+            if data == _DONE:
+                self.done = True
+                continue
+            try:
+                chunk = orjson.loads(data)
+                if "error" in chunk:
+                    raise RelayUnavailableError("the relay reported an error inside the stream")
+                for choice in chunk.get("choices") or ():
+                    delta = choice.get("delta")
+                    text = delta.get("content") if delta else None
+                    if text:
+                        parts.append(text)
+                    reason = choice.get("finish_reason")
+                    if reason:
+                        self.finish_reason = FINISH_REASONS.get(reason, FinishReason.UNKNOWN)
+                if chunk.get("usage"):
+                    self.usage = _usage(chunk["usage"])
+            except (AttributeError, TypeError, KeyError, ValueError):
+                raise RelayProtocolError("the relay sent a malformed stream chunk") from None
+        return "".join(parts) if len(parts) != 1 else parts[0]
+
+
+def _usage(raw: Any) -> Usage | None:
+    if not raw:
+        return None
+    return Usage(int(raw["prompt_tokens"]), int(raw["completion_tokens"]))

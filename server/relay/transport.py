@@ -1,0 +1,139 @@
+"""An httpx transport on aiohttp's connection pool.
+
+httpx is the client API of Switchyard; its default transport (httpcore) is
+its slow path, so requests run on one pooled `aiohttp.ClientSession`
+instead. Unlike the `httpx-aiohttp` package, this transport maps every
+aiohttp failure onto the httpx exception that means the same thing (a reset
+mid-body is a ReadError, not a ConnectTimeout), because Switchyard decides
+retries from those exceptions. Bodies are streamed as they arrive, so a
+stream's tokens are never held back waiting for a buffer to fill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+
+import aiohttp
+import httpx
+
+_SKIPPED_HEADERS = frozenset({"host", "content-length", "connection", "transfer-encoding"})
+
+
+@contextmanager
+def _map_exceptions() -> Iterator[None]:
+    """Translate aiohttp's exceptions into httpx's, the transport contract."""
+    try:
+        yield
+    except aiohttp.ClientConnectorError as exc:  # before ClientOSError, its base
+        raise httpx.ConnectError(type(exc).__name__) from exc
+    except aiohttp.ConnectionTimeoutError as exc:  # before ServerTimeoutError, its base
+        raise httpx.ConnectTimeout("connect timed out") from exc
+    except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
+        raise httpx.ReadTimeout("read timed out") from exc
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
+        raise httpx.RemoteProtocolError(type(exc).__name__) from exc
+    except aiohttp.ClientResponseError as exc:
+        raise httpx.RemoteProtocolError("malformed HTTP response") from exc
+    except aiohttp.InvalidURL as exc:
+        raise httpx.UnsupportedProtocol("invalid relay URL") from exc
+    except (aiohttp.ClientOSError, aiohttp.ClientConnectionError) as exc:
+        raise httpx.ReadError(type(exc).__name__) from exc
+    except aiohttp.ClientError as exc:
+        raise httpx.TransportError(type(exc).__name__) from exc
+
+
+class _ResponseStream(httpx.AsyncByteStream):
+    """The body of one aiohttp response, yielded chunk by chunk as it arrives."""
+
+    __slots__ = ("_response",)
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _map_exceptions():
+            content = self._response.content
+            while chunk := await content.readany():
+                yield chunk
+
+    async def aclose(self) -> None:
+        # A body read to its end returns the connection to the pool; a body
+        # abandoned half-way (cancel, error) must close it: it cannot be reused.
+        if self._response.content.is_eof():
+            self._response.release()
+        else:
+            self._response.close()
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """Sends httpx requests through one lazily created aiohttp session.
+
+    Timeouts come from httpx's per-request timeout: `connect` bounds the TCP
+    connect, `pool` the wait for a free connection, and `read` the silence
+    allowed between two reads (an idle timeout, so a long stream that keeps
+    producing is never cut).
+    """
+
+    __slots__ = ("_keepalive", "_max_connections", "_session")
+
+    def __init__(self, max_connections: int = 256, keepalive_expiry: float = 30.0) -> None:
+        self._max_connections = max_connections
+        self._keepalive = keepalive_expiry
+        self._session: aiohttp.ClientSession | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections,
+                keepalive_timeout=self._keepalive,
+                ttl_dns_cache=300,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept-Encoding"),
+                timeout=aiohttp.ClientTimeout(total=None),
+            )
+        return self._session
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send `request`; return as soon as the status and headers arrive."""
+        session = self._get_session()
+        timeouts = request.extensions.get("timeout", {})
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=timeouts.get("pool"),
+            sock_connect=timeouts.get("connect"),
+            sock_read=timeouts.get("read"),
+        )
+        headers = [
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in request.headers.raw
+            if name.lower().decode("latin-1") not in _SKIPPED_HEADERS
+        ]
+        with _map_exceptions():
+            response = await session.request(
+                request.method,
+                str(request.url),
+                headers=headers,
+                data=request.content,
+                allow_redirects=False,
+                timeout=timeout,
+            )
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.raw_headers,
+            stream=_ResponseStream(response),
+            request=request,
+            extensions={"http_version": b"HTTP/1.1"},
+        )
+
+    async def aclose(self) -> None:
+        """Close the pool and every connection in it."""
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+            # Let the connector's transports finish closing before the loop may end.
+            await asyncio.sleep(0)

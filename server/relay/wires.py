@@ -1,0 +1,84 @@
+"""The translator interface and the registry of wire formats.
+
+A wire format turns a domain request into the relay's JSON, and the relay's
+JSON or event stream back into text, usage and a finish reason. Translators
+are pure: no I/O, no clock. Adding a wire format is one new module and one
+line in `WIRES` below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Protocol
+
+from server.domain import FinishReason, Request, Usage
+from server.relay import anthropic_messages, openai_chat
+
+if TYPE_CHECKING:
+    from server.catalog import ModelSpec
+    from server.relay.sse import ServerSentEvent
+
+
+class StreamDecoder(Protocol):
+    """The state of one streamed answer, fed event by event."""
+
+    @property
+    def done(self) -> bool:
+        """The stream's terminal event ([DONE] / message_stop) arrived."""
+        ...
+
+    @property
+    def usage(self) -> Usage | None:
+        """Usage the relay reported (None until it reported it)."""
+        ...
+
+    @property
+    def finish_reason(self) -> FinishReason:
+        """Why the model stopped, as far as reported."""
+        ...
+
+    @property
+    def input_tokens(self) -> int | None:
+        """Input tokens the relay reported before the end, if any."""
+        ...
+
+    def feed(self, events: list[ServerSentEvent]) -> str:
+        """Consume events; return the text they carry (may be empty).
+
+        Raises RelayError for an error event.
+        """
+        ...
+
+
+class Wire(Protocol):
+    """One wire format of the relay."""
+
+    path: str  # appended to the relay base URL
+
+    def headers(self, api_key: str) -> dict[str, str]:
+        """Authentication and version headers for every request."""
+        ...
+
+    def encode(self, request: Request, model: ModelSpec, max_tokens: int, stream: bool) -> bytes:
+        """The JSON body asking `model` to answer `request`."""
+        ...
+
+    def decode(self, body: bytes) -> tuple[str, Usage | None, FinishReason]:
+        """Text, reported usage (None if absent) and finish reason of a JSON answer.
+
+        Raises RelayProtocolError when the body is not a well-formed answer.
+        """
+        ...
+
+    def stream_decoder(self) -> StreamDecoder:
+        """A fresh decoder for one streamed answer."""
+        ...
+
+
+WIRES: Mapping[str, Wire] = MappingProxyType(
+    {
+        "openai": openai_chat.OpenAIChat(),
+        "anthropic": anthropic_messages.AnthropicMessages(),
+    }
+)

@@ -1,0 +1,387 @@
+"""Configuration: read once at start-up, validated, then frozen.
+
+Sources, later ones winning: built-in defaults, the TOML file named by
+``SWITCHYARD_CONFIG``, then ``SWITCHYARD_*`` environment variables. Any
+unknown key or bad value stops start-up with a `ConfigError` naming the key,
+so a typo never surfaces as a failing request hours later.
+
+A TOML file may hold these tables (all optional)::
+
+    [server]     listen, shutdown_grace, log_level
+    [relay]      url, connect_timeout, read_timeout, timeout, max_connections
+    [limits]     relay_rpm, relay_burst, max_waiters, max_wait
+    [routing]    keywords, complex_words, complex_keywords, medium_words, ...
+    [routing.tasks]  reasoning = "<model>", creative = ..., fast = ..., batch = ...
+    [models."<name>"]  task, provider, wire, input_price, output_price,
+                       max_concurrent, fallbacks, default_max_tokens,
+                       context_window, enabled
+    [simulator]  latency_scale, tokens_per_second
+
+The relay key is read only from the environment, never from the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from server.catalog import DEFAULT_MODELS, WIRES, Catalog, ModelSpec
+from server.domain import Task
+
+ENV_PREFIX = "SWITCHYARD_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+DEFAULT_KEYWORDS = (
+    "분석", "비교", "평가", "논리", "추론", "코드", "알고리즘",
+    "analyze", "analyse", "compare", "evaluate", "logic", "reasoning", "code", "algorithm",
+)  # fmt: skip
+
+
+class ConfigError(Exception):
+    """Bad configuration; `key` names the offending setting."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """The gRPC listener and process behaviour."""
+
+    listen: str = "127.0.0.1:50051"
+    shutdown_grace: float = 10.0  # seconds in-flight calls get after SIGTERM
+    log_level: str = "INFO"
+
+
+@dataclass(frozen=True, slots=True)
+class RelaySettings:
+    """Where the relay is and how long to wait for it.
+
+    `url` None means: start the embedded relay simulator.
+    """
+
+    url: str | None = None
+    api_key: str = field(default="", repr=False)
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0  # longest silence allowed between two chunks
+    timeout: float = 300.0  # longest attempt when the caller sets no deadline
+    max_connections: int = 256
+    anthropic_version: str = "2023-06-01"
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSettings:
+    """Switchyard's own request budgets."""
+
+    relay_rpm: int = 500  # relay requests per minute, all models together
+    relay_burst: int = 50  # of which this many may come at once
+    max_waiters: int = 1000  # calls allowed to queue for capacity; more are refused
+    max_wait: float = 10.0  # longest queueing for capacity, even for calls without a deadline
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingSettings:
+    """How AUTO routing judges complexity and sizes max_tokens."""
+
+    keywords: tuple[str, ...] = DEFAULT_KEYWORDS
+    complex_words: int = 200  # more words than this: complex
+    complex_keywords: int = 3  # or at least this many keyword hits
+    medium_words: int = 50
+    medium_keywords: int = 1
+    long_prompt_words: int = 500  # longer prompts get 1.5x the default max_tokens
+    max_tokens_cap: int = 16_000
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorOptions:
+    """The embedded relay simulator, used when no relay URL is configured."""
+
+    latency_scale: float = 1.0
+    tokens_per_second: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything Switchyard needs to start."""
+
+    server: ServerSettings = ServerSettings()
+    relay: RelaySettings = RelaySettings()
+    limits: LimitSettings = LimitSettings()
+    routing: RoutingSettings = RoutingSettings()
+    catalog: Catalog = field(default_factory=lambda: _build_catalog({}, {}))
+    simulator: SimulatorOptions = SimulatorOptions()
+
+
+# Environment variable (without prefix) -> (section, key).
+_ENV_KEYS: dict[str, tuple[str, str]] = {
+    "LISTEN": ("server", "listen"),
+    "SHUTDOWN_GRACE": ("server", "shutdown_grace"),
+    "LOG_LEVEL": ("server", "log_level"),
+    "RELAY_URL": ("relay", "url"),
+    "RELAY_API_KEY": ("relay", "api_key"),
+    "RELAY_CONNECT_TIMEOUT": ("relay", "connect_timeout"),
+    "RELAY_READ_TIMEOUT": ("relay", "read_timeout"),
+    "RELAY_TIMEOUT": ("relay", "timeout"),
+    "RELAY_MAX_CONNECTIONS": ("relay", "max_connections"),
+    "RELAY_RPM": ("limits", "relay_rpm"),
+    "RELAY_BURST": ("limits", "relay_burst"),
+    "MAX_WAITERS": ("limits", "max_waiters"),
+    "MAX_WAIT": ("limits", "max_wait"),
+    "SIM_LATENCY_SCALE": ("simulator", "latency_scale"),
+    "SIM_TOKENS_PER_SECOND": ("simulator", "tokens_per_second"),
+}
+_SECTIONS: dict[str, type[Any]] = {
+    "server": ServerSettings,
+    "relay": RelaySettings,
+    "limits": LimitSettings,
+    "routing": RoutingSettings,
+    "simulator": SimulatorOptions,
+}
+_MODEL_KEYS = frozenset(
+    f.name for f in dataclasses.fields(ModelSpec) if f.init and f.name != "name"
+) | {"enabled"}
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Build Settings from `environ` (and the TOML file it may name)."""
+    file_tables: dict[str, Any] = {}
+    config_path = environ.get(ENV_PREFIX + "CONFIG")
+    if config_path:
+        file_tables = _read_toml(config_path)
+    unknown = set(file_tables) - set(_SECTIONS) - {"models"}
+    if unknown:
+        raise ConfigError(
+            f"SWITCHYARD_CONFIG [{sorted(unknown)[0]}]",
+            f"unknown table; expected one of {sorted({*_SECTIONS, 'models'})}",
+        )
+    if "api_key" in file_tables.get("relay", {}):
+        raise ConfigError(
+            "SWITCHYARD_CONFIG relay.api_key",
+            "keys do not belong in files; set SWITCHYARD_RELAY_API_KEY instead",
+        )
+
+    overrides: dict[str, dict[str, tuple[str, object]]] = {name: {} for name in _SECTIONS}
+    routing_file = dict(file_tables.get("routing", {}))
+    task_table = routing_file.pop("tasks", {})
+    for section in _SECTIONS:
+        table = routing_file if section == "routing" else file_tables.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"SWITCHYARD_CONFIG [{section}]", "must be a table")
+        for key, value in table.items():
+            overrides[section][key] = (f"SWITCHYARD_CONFIG {section}.{key}", value)
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        target = _ENV_KEYS.get(name.removeprefix(ENV_PREFIX))
+        if target is None:
+            known = ", ".join(ENV_PREFIX + key for key in sorted(_ENV_KEYS))
+            raise ConfigError(name, f"unknown setting; known ones are {known}, SWITCHYARD_CONFIG")
+        overrides[target[0]][target[1]] = (name, value)
+
+    sections = {name: _build(cls, overrides[name]) for name, cls in _SECTIONS.items()}
+    settings = Settings(
+        server=sections["server"],
+        relay=sections["relay"],
+        limits=sections["limits"],
+        routing=sections["routing"],
+        catalog=_build_catalog(file_tables.get("models", {}), task_table),
+        simulator=sections["simulator"],
+    )
+    _validate(settings)
+    return settings
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("SWITCHYARD_CONFIG", f"cannot read {path!r}: {exc.strerror}") from None
+    try:
+        # Decimal keeps prices exact: 2.50 stays 2.50, never a binary float.
+        return tomllib.loads(text, parse_float=Decimal)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("SWITCHYARD_CONFIG", f"{path!r} is not valid TOML: {exc}") from None
+
+
+def _build(cls: type[Any], values: Mapping[str, tuple[str, object]]) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, (where, raw) in values.items():
+        if key not in names:
+            raise ConfigError(where, f"unknown key; expected one of {', '.join(names)}")
+        kwargs[key] = _coerce(raw, hints[key], where)
+    return cls(**kwargs)
+
+
+def _coerce(raw: object, hint: Any, where: str) -> object:
+    """Convert a TOML value or an environment string to the field's type."""
+    if isinstance(hint, types.UnionType):  # only `X | None` is used
+        if raw == "" or raw is None:
+            return None
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    origin = typing.get_origin(hint)
+    try:
+        if origin is tuple:
+            items = raw.split(",") if isinstance(raw, str) else raw
+            if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+                raise ValueError
+            return tuple(item.strip() for item in items if item.strip())
+        if hint is bool:
+            if isinstance(raw, bool):
+                return raw
+            lowered = str(raw).lower()
+            if lowered not in ("true", "false", "1", "0"):
+                raise ValueError
+            return lowered in ("true", "1")
+        if hint is int:
+            if isinstance(raw, bool | Decimal | float):
+                raise ValueError
+            return int(str(raw))
+        if hint is float:
+            if isinstance(raw, bool):
+                raise ValueError
+            return float(str(raw))
+        if hint is Decimal:
+            if isinstance(raw, bool):
+                raise ValueError
+            return Decimal(str(raw))
+        if hint is str and isinstance(raw, str):
+            return raw
+    except (ValueError, InvalidOperation):
+        pass
+    expected = getattr(hint, "__name__", str(hint))
+    raise ConfigError(where, f"expected {expected}, got {raw!r}")
+
+
+def _build_catalog(models_table: Mapping[str, Any], task_table: Mapping[str, Any]) -> Catalog:
+    """Merge [models.*] onto the defaults: per field for known models, whole for new ones."""
+    defaults = {model.name: model for model in DEFAULT_MODELS}
+    hints = typing.get_type_hints(ModelSpec)
+    merged: dict[str, ModelSpec] = dict(defaults)
+    for name, table in models_table.items():
+        where = f"SWITCHYARD_CONFIG models.{name}"
+        if not isinstance(table, dict):
+            raise ConfigError(where, "must be a table")
+        unknown = set(table) - _MODEL_KEYS
+        if unknown:
+            raise ConfigError(
+                f"{where}.{sorted(unknown)[0]}",
+                f"unknown key; expected one of {', '.join(sorted(_MODEL_KEYS))}",
+            )
+        if table.get("enabled", True) is False:
+            merged.pop(name, None)
+            continue
+        values: dict[str, object] = {}
+        base = defaults.get(name)
+        if base is not None:
+            values = {
+                f.name: getattr(base, f.name)
+                for f in dataclasses.fields(ModelSpec)
+                if f.init and f.name != "name"
+            }
+        for key, raw in table.items():
+            if key == "enabled":
+                continue
+            if key == "task":
+                values[key] = _task(raw, f"{where}.task")
+            else:
+                values[key] = _coerce(raw, hints[key], f"{where}.{key}")
+        missing = _MODEL_KEYS - {"enabled"} - set(values)
+        if missing:
+            raise ConfigError(f"{where}.{sorted(missing)[0]}", "required for a new model")
+        try:
+            merged[name] = ModelSpec(name=name, **values)  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise ConfigError(f"{where}.input_price/output_price", str(exc)) from None
+    tasks = {model.task: model.name for model in reversed(merged.values())}
+    for key, raw in task_table.items():
+        task = _task(key, f"SWITCHYARD_CONFIG routing.tasks.{key}")
+        if not isinstance(raw, str) or raw not in merged:
+            raise ConfigError(
+                f"SWITCHYARD_CONFIG routing.tasks.{key}",
+                f"{raw!r} is not a served model; served: {', '.join(sorted(merged))}",
+            )
+        tasks[task] = raw
+    for task in Task:
+        if task not in tasks:
+            raise ConfigError(
+                f"SWITCHYARD_CONFIG routing.tasks.{task.value}",
+                "no served model has this task; name one",
+            )
+    for model in merged.values():
+        _validate_model(model, merged)
+    return Catalog.build(merged.values(), tasks)
+
+
+def _task(raw: object, where: str) -> Task:
+    try:
+        return Task(str(raw).lower())
+    except ValueError:
+        raise ConfigError(where, f"expected one of {', '.join(t.value for t in Task)}") from None
+
+
+def _validate_model(model: ModelSpec, models: Mapping[str, ModelSpec]) -> None:
+    where = f"SWITCHYARD_CONFIG models.{model.name}"
+    if model.wire not in WIRES:
+        raise ConfigError(f"{where}.wire", f"expected one of {', '.join(WIRES)}")
+    for name in model.fallbacks:
+        if name not in models or name == model.name:
+            raise ConfigError(f"{where}.fallbacks", f"{name!r} is not another served model")
+    for key in ("max_concurrent", "default_max_tokens", "context_window"):
+        if getattr(model, key) < 1:
+            raise ConfigError(f"{where}.{key}", "must be at least 1")
+
+
+def _validate(settings: Settings) -> None:
+    parse_listen(settings.server.listen)
+    if settings.server.log_level.upper() not in LOG_LEVELS:
+        raise ConfigError("SWITCHYARD_LOG_LEVEL", f"expected one of {', '.join(LOG_LEVELS)}")
+    url = settings.relay.url
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise ConfigError(
+            "SWITCHYARD_RELAY_URL", f"expected an http:// or https:// URL, got {url!r}"
+        )
+    if url is not None and not settings.relay.api_key:
+        raise ConfigError("SWITCHYARD_RELAY_API_KEY", "required when SWITCHYARD_RELAY_URL is set")
+    positive = {
+        "SWITCHYARD_SHUTDOWN_GRACE": settings.server.shutdown_grace,
+        "SWITCHYARD_RELAY_CONNECT_TIMEOUT": settings.relay.connect_timeout,
+        "SWITCHYARD_RELAY_READ_TIMEOUT": settings.relay.read_timeout,
+        "SWITCHYARD_RELAY_TIMEOUT": settings.relay.timeout,
+        "SWITCHYARD_RELAY_MAX_CONNECTIONS": settings.relay.max_connections,
+        "SWITCHYARD_RELAY_RPM": settings.limits.relay_rpm,
+        "SWITCHYARD_RELAY_BURST": settings.limits.relay_burst,
+        "SWITCHYARD_MAX_WAITERS": settings.limits.max_waiters,
+        "SWITCHYARD_MAX_WAIT": settings.limits.max_wait,
+        "SWITCHYARD_SIM_TOKENS_PER_SECOND": settings.simulator.tokens_per_second,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(key, f"must be greater than 0, got {value}")
+    if settings.simulator.latency_scale < 0:
+        raise ConfigError("SWITCHYARD_SIM_LATENCY_SCALE", "must be 0 or more")
+    routing = settings.routing
+    if not routing.keywords:
+        raise ConfigError("SWITCHYARD_CONFIG routing.keywords", "must name at least one keyword")
+    if routing.medium_words > routing.complex_words:
+        raise ConfigError(
+            "SWITCHYARD_CONFIG routing.medium_words", "must not exceed routing.complex_words"
+        )
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """Split 'host:port' (or '[v6]:port'); raise ConfigError when malformed."""
+    host, sep, port_text = listen.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ConfigError(
+            "SWITCHYARD_LISTEN", f"expected host:port such as 127.0.0.1:50051, got {listen!r}"
+        )
+    return host.strip("[]"), int(port_text)

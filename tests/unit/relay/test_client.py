@@ -1,0 +1,155 @@
+import httpx
+import pytest
+
+from server.catalog import default_catalog
+from server.domain import Completion, FinishReason, Message, Request, Role, Usage
+from server.errors import (
+    RelayAuthError,
+    RelayConnectError,
+    RelayProtocolError,
+    RelayTimeoutError,
+    RelayUnavailableError,
+)
+from server.relay.client import RelayClient
+from server.settings import RelaySettings
+
+from .mock_relay import OPENAI_CHUNKS, MockRelay, streamed
+
+CATALOG = default_catalog()
+GPT = CATALOG.models["gpt-4.1"]
+CLAUDE = CATALOG.models["claude-sonnet-4-20250514"]
+REQUEST = Request(messages=(Message(Role.USER, "hello there"),))
+KEY = "sk-test-key-123"
+
+
+def client(relay: MockRelay) -> RelayClient:
+    return RelayClient(
+        "http://relay.test/v1/", RelaySettings(api_key=KEY), transport=relay.transport
+    )
+
+
+async def test_unary_openai_posts_to_chat_completions_with_bearer_key():
+    relay = MockRelay(
+        lambda r: httpx.Response(
+            200,
+            json={
+                "choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 4, "completion_tokens": 1},
+            },
+        )
+    )
+    completion = await client(relay).complete(GPT, REQUEST, 64, 5.0)
+    assert completion == Completion(GPT, "hi", Usage(4, 1), FinishReason.STOP)
+    sent = relay.requests[0]
+    assert str(sent.url) == "http://relay.test/v1/chat/completions"
+    assert sent.headers["authorization"] == f"Bearer {KEY}"
+    assert relay.body()["max_tokens"] == 64
+
+
+async def test_unary_anthropic_posts_to_messages_with_x_api_key():
+    relay = MockRelay(
+        lambda r: httpx.Response(
+            200,
+            json={
+                "content": [{"type": "text", "text": "yo"}],
+                "stop_reason": "end_turn",
+                "usage": {"input_tokens": 3, "output_tokens": 1},
+            },
+        )
+    )
+    completion = await client(relay).complete(CLAUDE, REQUEST, 64, 5.0)
+    assert completion.content == "yo"
+    assert str(relay.requests[0].url) == "http://relay.test/v1/messages"
+    assert relay.requests[0].headers["x-api-key"] == KEY
+    assert "authorization" not in relay.requests[0].headers
+
+
+async def test_missing_usage_is_estimated_and_flagged():
+    relay = MockRelay(
+        lambda r: httpx.Response(
+            200, json={"choices": [{"message": {"content": "abcdefgh"}, "finish_reason": "stop"}]}
+        )
+    )
+    completion = await client(relay).complete(GPT, REQUEST, 64, 5.0)
+    # "hello there" = 11 bytes -> 3 tokens + 4 per message; "abcdefgh" -> 2 tokens
+    assert completion.usage == Usage(7, 2, estimated=True)
+
+
+async def test_error_statuses_are_classified_and_our_key_is_scrubbed():
+    relay = MockRelay(
+        lambda r: httpx.Response(400, json={"error": {"message": f"bad request with key {KEY}"}})
+    )
+    with pytest.raises(Exception) as caught:
+        await client(relay).complete(GPT, REQUEST, 64, 5.0)
+    assert KEY not in str(caught.value)
+    assert "[redacted]" in str(caught.value)
+    relay = MockRelay(lambda r: httpx.Response(401, json={}))
+    with pytest.raises(RelayAuthError):
+        await client(relay).complete(GPT, REQUEST, 64, 5.0)
+    relay = MockRelay(lambda r: httpx.Response(503, headers={"retry-after": "7"}))
+    with pytest.raises(RelayUnavailableError) as unavailable:
+        await client(relay).complete(GPT, REQUEST, 64, 5.0)
+    assert unavailable.value.retry_after == 7.0
+
+
+@pytest.mark.parametrize(
+    ("exception", "expected"),
+    [
+        (httpx.ConnectError("refused"), RelayConnectError),
+        (httpx.ConnectTimeout("slow"), RelayConnectError),
+        (httpx.ReadTimeout("silent"), RelayTimeoutError),
+        (httpx.PoolTimeout("busy"), RelayTimeoutError),
+        (httpx.RemoteProtocolError("reset"), RelayProtocolError),
+        (httpx.ReadError("reset"), RelayProtocolError),
+    ],
+)
+async def test_transport_failures_become_retryable_relay_errors(exception, expected):
+    def fail(request: httpx.Request) -> httpx.Response:
+        raise exception
+
+    with pytest.raises(expected) as caught:
+        await client(MockRelay(fail)).complete(GPT, REQUEST, 64, 5.0)
+    assert caught.value.retryable
+
+
+async def test_stream_yields_text_then_completion_with_reported_usage():
+    relay = MockRelay(lambda r: httpx.Response(200, content=streamed(OPENAI_CHUNKS)))
+    stream = client(relay).stream(GPT, REQUEST, 64, 5.0)
+    events = [event async for event in stream]
+    assert events[:2] == ["Hello ", "world"]
+    assert events[2] == Completion(GPT, "", Usage(9, 2), FinishReason.STOP)
+    assert relay.body()["stream_options"] == {"include_usage": True}
+
+
+async def test_stream_without_done_is_an_error_but_usage_is_estimated():
+    relay = MockRelay(lambda r: httpx.Response(200, content=streamed(OPENAI_CHUNKS[:3])))
+    stream = client(relay).stream(GPT, REQUEST, 64, 5.0)
+    received = []
+    with pytest.raises(RelayProtocolError, match="without its final event"):
+        async for event in stream:
+            received.append(event)
+    assert received == ["Hello ", "world"]
+    # "Hello world" = 11 bytes -> 3 tokens, flagged as an estimate
+    assert stream.usage == Usage(7, 3, estimated=True)
+
+
+async def test_stream_broken_mid_body_is_a_protocol_error():
+    relay = MockRelay(
+        lambda r: httpx.Response(
+            200, content=streamed(OPENAI_CHUNKS[:2], then=httpx.ReadError("reset"))
+        )
+    )
+    stream = client(relay).stream(GPT, REQUEST, 64, 5.0)
+    with pytest.raises(RelayProtocolError):
+        async for _ in stream:
+            pass
+
+
+async def test_stream_error_status_is_classified_before_any_text():
+    relay = MockRelay(lambda r: httpx.Response(529, content=streamed([b'{"type":"error"}'])))
+    stream = client(relay).stream(CLAUDE, REQUEST, 64, 5.0)
+    with pytest.raises(RelayUnavailableError) as caught:
+        async for _ in stream:
+            pass
+    assert caught.value.http_status == 529
+    assert stream.usage == Usage()

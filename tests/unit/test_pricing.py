@@ -1,0 +1,61 @@
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from server.catalog import default_catalog
+from server.domain import Usage
+from server.pricing import Price, cost_nanos, format_usd, nanos_per_token, to_decimal
+
+
+def test_catalog_prices_become_whole_nanos_per_token():
+    catalog = default_catalog()
+    assert catalog.models["claude-sonnet-4-20250514"].price == Price(15_000, 75_000)
+    assert catalog.models["gemini-2.5-flash"].price == Price(2_500, 10_000)
+    assert catalog.models["deepseek-v3.2"].price == Price(420, 420)
+
+
+def test_cost_is_exact_by_hand():
+    # 1,234 input tokens at $2.50/M and 567 output at $10/M:
+    # 1234 * 0.0000025 + 567 * 0.00001 = 0.003085 + 0.00567 = 0.008755 USD
+    price = Price.per_million(Decimal("2.50"), Decimal("10"))
+    nanos = cost_nanos(Usage(1234, 567), price)
+    assert nanos == 8_755_000
+    assert format_usd(nanos) == "0.008755"
+    assert to_decimal(nanos) == Decimal("0.008755")
+
+
+@pytest.mark.parametrize(
+    ("nanos", "text"),
+    [
+        (0, "0"),
+        (1, "0.000000001"),
+        (1_000_000_000, "1"),
+        (1_500_000_000, "1.5"),
+        (-42, "-0.000000042"),
+    ],
+)
+def test_format_usd(nanos, text):
+    assert format_usd(nanos) == text
+
+
+def test_prices_finer_than_a_thousandth_per_million_are_refused():
+    with pytest.raises(ValueError, match="round it to 3 decimal places"):
+        nanos_per_token(Decimal("0.0005"))
+    with pytest.raises(ValueError, match="non-negative"):
+        nanos_per_token(Decimal("-1"))
+    assert nanos_per_token(Decimal("0.001")) == 1
+
+
+@given(
+    st.integers(0, 10**7),
+    st.integers(0, 10**7),
+    st.decimals(0, 1000, places=3, allow_nan=False, allow_infinity=False),
+    st.decimals(0, 1000, places=3, allow_nan=False, allow_infinity=False),
+)
+def test_integer_cost_equals_decimal_arithmetic(inp, out, price_in, price_out):
+    price = Price.per_million(price_in, price_out)
+    exact = (inp * price_in + out * price_out) / Decimal(1_000_000)
+    assert to_decimal(cost_nanos(Usage(inp, out), price)) == exact
+    assert Decimal(format_usd(cost_nanos(Usage(inp, out), price))) == exact

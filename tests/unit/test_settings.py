@@ -1,0 +1,148 @@
+from decimal import Decimal
+
+import pytest
+
+from server.domain import Task
+from server.settings import ConfigError, load_settings, parse_listen
+
+
+def write(tmp_path, text):
+    path = tmp_path / "switchyard.toml"
+    path.write_text(text)
+    return {"SWITCHYARD_CONFIG": str(path)}
+
+
+def test_defaults_match_the_catalog_of_the_founding_issue():
+    settings = load_settings({})
+    assert settings.server.listen == "127.0.0.1:50051"
+    assert settings.relay.url is None
+    assert (settings.limits.relay_rpm, settings.limits.relay_burst) == (500, 50)
+    catalog = settings.catalog
+    assert {task: model.name for task, model in catalog.task_models.items()} == {
+        Task.REASONING: "claude-sonnet-4-20250514",
+        Task.CREATIVE: "gpt-4.1",
+        Task.FAST: "gemini-2.5-flash",
+        Task.BATCH: "deepseek-v3.2",
+    }
+    claude = catalog.models["claude-sonnet-4-20250514"]
+    assert (claude.wire, claude.max_concurrent, claude.default_max_tokens) == (
+        "anthropic",
+        10,
+        8192,
+    )
+    assert claude.fallbacks == ("gpt-4.1", "gemini-2.5-flash")
+    assert catalog.models["gemini-2.5-flash"].input_price == Decimal("2.50")
+
+
+def test_environment_overrides():
+    settings = load_settings(
+        {
+            "SWITCHYARD_LISTEN": "0.0.0.0:6000",
+            "SWITCHYARD_RELAY_URL": "https://relay.example/v1",
+            "SWITCHYARD_RELAY_API_KEY": "secret",
+            "SWITCHYARD_RELAY_RPM": "1000",
+            "SWITCHYARD_SIM_LATENCY_SCALE": "0",
+            "PATH": "/bin",  # other variables are not ours to judge
+        }
+    )
+    assert settings.server.listen == "0.0.0.0:6000"
+    assert settings.relay.url == "https://relay.example/v1"
+    assert settings.limits.relay_rpm == 1000
+    assert settings.simulator.latency_scale == 0.0
+    assert "secret" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"SWITCHYARD_LISTNE": "x"}, "SWITCHYARD_LISTNE"),
+        ({"SWITCHYARD_LISTEN": "nope"}, "SWITCHYARD_LISTEN"),
+        ({"SWITCHYARD_LISTEN": "127.0.0.1:99999"}, "SWITCHYARD_LISTEN"),
+        ({"SWITCHYARD_RELAY_RPM": "many"}, "SWITCHYARD_RELAY_RPM"),
+        ({"SWITCHYARD_RELAY_RPM": "0"}, "SWITCHYARD_RELAY_RPM"),
+        ({"SWITCHYARD_RELAY_URL": "relay:8080"}, "SWITCHYARD_RELAY_URL"),
+        ({"SWITCHYARD_RELAY_URL": "http://relay/v1"}, "SWITCHYARD_RELAY_API_KEY"),
+        ({"SWITCHYARD_LOG_LEVEL": "LOUD"}, "SWITCHYARD_LOG_LEVEL"),
+        ({"SWITCHYARD_CONFIG": "/nonexistent/switchyard.toml"}, "SWITCHYARD_CONFIG"),
+    ],
+)
+def test_bad_environment_names_the_key(env, key):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env)
+    assert caught.value.key == key
+    assert str(caught.value).startswith(key)
+
+
+def test_toml_changes_a_price_exactly_and_adds_a_model(tmp_path):
+    env = write(
+        tmp_path,
+        """
+[models."gpt-4.1"]
+input_price = 7.125
+
+[models."mistral-large"]
+task = "creative"
+provider = "mistral"
+wire = "openai"
+input_price = 2
+output_price = 6
+max_concurrent = 4
+fallbacks = ["gpt-4.1"]
+default_max_tokens = 2048
+context_window = 128000
+
+[routing.tasks]
+creative = "mistral-large"
+
+[limits]
+relay_rpm = 60
+""",
+    )
+    settings = load_settings(env)
+    assert settings.catalog.models["gpt-4.1"].input_price == Decimal("7.125")
+    assert settings.catalog.models["gpt-4.1"].price.input_nanos == 7125
+    assert settings.catalog.task_models[Task.CREATIVE].name == "mistral-large"
+    assert settings.limits.relay_rpm == 60
+
+
+def test_toml_can_remove_a_model_but_not_leave_a_task_without_one(tmp_path):
+    env = write(tmp_path, '[models."deepseek-v3.2"]\nenabled = false\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env)
+    assert caught.value.key == "SWITCHYARD_CONFIG routing.tasks.batch"
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[models."gpt-4.1"]\ninput_prize = 1\n', "SWITCHYARD_CONFIG models.gpt-4.1.input_prize"),
+        (
+            '[models."gpt-4.1"]\ninput_price = 0.0001\n',
+            "SWITCHYARD_CONFIG models.gpt-4.1.input_price/output_price",
+        ),
+        ('[models."gpt-4.1"]\nwire = "grpc"\n', "SWITCHYARD_CONFIG models.gpt-4.1.wire"),
+        (
+            '[models."gpt-4.1"]\nfallbacks = ["gpt-9"]\n',
+            "SWITCHYARD_CONFIG models.gpt-4.1.fallbacks",
+        ),
+        (
+            '[models."new-model"]\ntask = "fast"\n',
+            "SWITCHYARD_CONFIG models.new-model.context_window",
+        ),
+        ('[models."gpt-4.1"]\ntask = "poetry"\n', "SWITCHYARD_CONFIG models.gpt-4.1.task"),
+        ("[limits]\nrelay_rpm = 1.5\n", "SWITCHYARD_CONFIG limits.relay_rpm"),
+        ("[limitz]\n", "SWITCHYARD_CONFIG [limitz]"),
+        ('[relay]\napi_key = "sk"\n', "SWITCHYARD_CONFIG relay.api_key"),
+        ('[routing.tasks]\nfast = "gpt-9"\n', "SWITCHYARD_CONFIG routing.tasks.fast"),
+        ("not toml ===", "SWITCHYARD_CONFIG"),
+    ],
+)
+def test_bad_toml_names_the_key(tmp_path, text, key):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text))
+    assert caught.value.key == key
+
+
+def test_parse_listen():
+    assert parse_listen("127.0.0.1:0") == ("127.0.0.1", 0)
+    assert parse_listen("[::1]:50051") == ("::1", 50051)

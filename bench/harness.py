@@ -260,6 +260,7 @@ class Runner:
         finally:
             for worker in workers:
                 await worker.close()
+        _alive(target, name)
         for outcome in outcomes:
             result.requests += outcome["completed"]
             result.errors += outcome["errors"]
@@ -307,7 +308,7 @@ class Runner:
             concurrency=count,
             shape=IDLE_SHAPE,
             channels=max(1, -(-count // parts // plan.idle_streams_per_channel)),
-            open_timeout=60.0 + count / 100,
+            open_timeout=30.0 + count / 200,
         )
         before = procstat.memory(target.pid)
         workers = [
@@ -330,6 +331,7 @@ class Runner:
         finally:
             for worker in workers:
                 await worker.close()
+        _alive(target, f"idle {count}")
         opened = sum(h["open"] for h in held)
         figures = {
             "streams": count,
@@ -349,6 +351,17 @@ class Runner:
             + (f" FAILED {count - opened}: {figures['error_sample']}" if opened < count else "")
         )
         return figures
+
+
+class TargetExitedError(RuntimeError):
+    """The process under test exited in the middle of a measurement."""
+
+
+def _alive(target: Target, phase: str) -> None:
+    code = target.process.returncode
+    if code is not None:
+        tail = target.log.read_text(errors="replace").splitlines()[-3:]
+        raise TargetExitedError(f"{target.name} exited ({code}) during {phase}: {tail}")
 
 
 def fmt(value: float | None, digits: int) -> str:

@@ -41,6 +41,7 @@ from switchyard.v1 import gateway_pb2, gateway_pb2_grpc
 
 TOKEN_TEXT = " word"  # what the relay sends per token (see bench.relay)
 REQUEST_TIMEOUT = 30.0
+STALL_SECONDS = 10.0  # idle mode: no new stream opened for this long ends the ramp
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,12 +315,24 @@ class Worker:
                     await call
 
         holders = [asyncio.create_task(hold()) for _ in range(self.spec.concurrency)]
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(settled.wait(), self.spec.open_timeout)
+        # Wait for every stream, but give up on a target that stopped opening new ones
+        # (a full connection pool, a refused file descriptor) rather than wait it out.
+        start = last_change = time.perf_counter()
+        progress = -1
+        while not settled.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(settled.wait(), 1.0)
+            now = time.perf_counter()
+            if opened + len(failed) != progress:
+                progress, last_change = opened + len(failed), now
+            elif now - last_change > STALL_SECONDS or now - start > self.spec.open_timeout:
+                break
         _emit({"event": "holding", "open": opened, "failed": len(failed)})
         self.outcome.completed = opened
         self.outcome.errors = self.spec.concurrency - opened
-        self.outcome.error_sample = failed[0] if failed else ""
+        pending = self.spec.concurrency - opened - len(failed)
+        stalled = f"{pending} still waiting for a first token after {now - start:.0f}s"
+        self.outcome.error_sample = failed[0] if failed else (stalled if pending else "")
         await release.wait()
         await asyncio.gather(*holders, return_exceptions=True)
 

@@ -153,11 +153,13 @@ def checks(results: dict[str, Any]) -> list[Check]:
         figures = idle[biggest]
         complete = figures["failed"] == 0
         note = "" if complete else f", only {figures['opened']} opened"
+        floor_rss = _get(floor, "idle", biggest, "rss_mb")
+        reference = "" if floor_rss is None else f" (floor {floor_rss:.0f} MB)"
         found.append(
             Check(
                 f"RSS with {int(biggest):,} idle streams",
                 "< 1 GB, all open",
-                f"{figures['rss_mb']:.0f} MB{note}",
+                f"{figures['rss_mb']:.0f} MB{note}{reference}",
                 complete and figures["rss_mb"] < 1024,
             )
         )
@@ -175,6 +177,11 @@ def checks(results: dict[str, Any]) -> list[Check]:
         found.append(Check("RSS flat over a 5-min soak", "within 5%", "not run (SOAK=1)", None))
     sustained = (subject or {}).get("sustained", {})
     p50, p99 = _get(sustained, "latency_ms", "p50"), _get(sustained, "latency_ms", "p99")
+    f50, f99 = (
+        _get(floor, "sustained", "latency_ms", "p50"),
+        _get(floor, "sustained", "latency_ms", "p99"),
+    )
+    reference = "" if not f50 or f99 is None else f"; floor {f99 / f50:.2f}×"
     if p50 is None or p99 is None:
         found.append(Check("p99 < 3× p50 at 80% of saturation", "< 3×", "not measured", None))
     else:
@@ -182,7 +189,7 @@ def checks(results: dict[str, Any]) -> list[Check]:
             Check(
                 f"p99 < 3× p50 at 80% of saturation ({sustained['rate']:.0f}/s)",
                 "< 3×",
-                f"{p99 / p50:.2f}× ({p50:.2f}/{p99:.2f} ms)",
+                f"{p99 / p50:.2f}× ({p50:.2f}/{p99:.2f} ms{reference})",
                 p99 / p50 < 3 and not sustained.get("errors"),
             )
         )

@@ -57,7 +57,8 @@ clean: ## remove the virtualenv and caches
 
 # ---- benchmark harness (issue 3) ------------------------------------------------------
 # `make bench` measures the relay, the floors, Switchyard (and PEERS=litellm) in one run;
-# SOAK=1 adds the 5-minute RSS soak. `make bench-smoke` proves the harness runs (seconds).
+# SOAK=1 adds the 5-minute RSS soak; PROFILE=switchyard adds py-spy profiles of that row.
+# `make bench-smoke` proves the harness runs (seconds).
 # Neither fails on a missed target. Bench-only packages come from the `bench` extra;
 # LiteLLM gets its own virtualenv under bench/.peers/, created only when asked for.
 BENCH_STAMP := $(VENV)/.installed-bench
@@ -77,7 +78,8 @@ $(LITELLM_STAMP):
 	@touch $@
 
 bench: $(BENCH_STAMP) $(if $(findstring litellm,$(PEERS)),$(LITELLM_STAMP)) ## benchmark vs the floor (PEERS=litellm, SOAK=1)
-	$(PY) -m bench $(if $(PEERS),--peers $(PEERS)) $(if $(SOAK),--soak $(SOAK_SECONDS)) $(BENCH_ARGS)
+	$(PY) -m bench $(if $(PEERS),--peers $(PEERS)) $(if $(SOAK),--soak $(SOAK_SECONDS)) \
+		$(if $(PROFILE),--profile $(PROFILE)) $(BENCH_ARGS)
 
 bench-smoke: $(BENCH_STAMP) ## run the benchmark harness with tiny counts (seconds)
 	$(PY) -m bench --smoke $(BENCH_ARGS)

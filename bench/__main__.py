@@ -109,7 +109,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     files = _raise_file_limit()
     relay_process, relay_port = await start_relay(logs)
     relay_url = f"http://127.0.0.1:{relay_port}/v1"
-    runner = Runner(plan, relay_process.pid, logs, verbose=not args.quiet)
+    runner = Runner(
+        plan,
+        relay_process.pid,
+        logs,
+        verbose=not args.quiet,
+        profile=tuple(p for p in args.profile.split(",") if p),
+    )
     runner.say(f"logs in {logs}; relay on {relay_url}; file limit {files}")
     rows: dict[str, Any] = {}
     only = set(args.only.split(",")) if args.only else None
@@ -224,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=0, help="load processes per phase")
     parser.add_argument("--out", type=Path, default=None, help="results directory")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    parser.add_argument(
+        "--profile", default="", help="comma-separated rows to profile with py-spy afterwards"
+    )
     args = parser.parse_args(argv)
     args.peers = [p for p in args.peers.split(",") if p]
     unknown = set(args.peers) - set(PEERS)
@@ -232,8 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out or (
         Path(tempfile.gettempdir()) / "switchyard-bench-smoke" if args.smoke else RESULTS
     )
-    results = asyncio.run(run(args))
     out.mkdir(parents=True, exist_ok=True)
+    results = asyncio.run(run(args))
     path = out / f"{results['date']}.json"
     path.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
     chart = path.with_suffix(".png")

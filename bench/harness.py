@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bench import procstat
+from bench import procstat, profile
 from bench.load import Spec
 from bench.targets import ROOT, Target
 
@@ -215,8 +215,18 @@ def _split(spec: Spec, parts: int) -> list[Spec]:
 class Runner:
     """Runs phases against targets while watching the relay's CPU too."""
 
-    def __init__(self, plan: Plan, relay_pid: int, logs: Path, verbose: bool = True) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        relay_pid: int,
+        logs: Path,
+        verbose: bool = True,
+        profile: tuple[str, ...] = (),
+        out: Path | None = None,
+    ) -> None:
         self.plan = plan
+        self.profile = profile
+        self.out = out or logs
         self.relay_pid = relay_pid
         self.logs = logs
         self.verbose = verbose
@@ -536,6 +546,8 @@ async def measure_target(
         for count in plan.idle_counts:
             row["idle"][str(count)] = await runner.idle(target, count)
     row["rss_mb_end"] = procstat.memory(target.pid).rss / 2**20
+    if target.name in runner.profile:
+        row["profile"] = await profile_target(runner, target)
     return row
 
 
@@ -583,3 +595,34 @@ async def soak(runner: Runner, target: Target, seconds: float) -> dict[str, Any]
         "errors": sum(p.errors for p in phases),
         "requests": sum(p.requests for p in phases),
     }
+
+
+async def profile_target(runner: Runner, target: Target) -> dict[str, Any]:
+    """Unary and streaming load under py-spy; the figures of these phases are not used."""
+    plan = runner.plan
+    seconds = max(plan.throughput_seconds, 1.0)
+    found: dict[str, Any] = {}
+    phases = {
+        "unary": {"concurrency": plan.throughput_concurrency, "shape": UNARY_SHAPE},
+        "stream": {
+            "concurrency": plan.stream_concurrency,
+            "shape": plan.stream_shape,
+            "stream": True,
+        },
+    }
+    for kind, options in phases.items():
+        raw = runner.out / f"profile-{target.name}-{kind}.txt"
+        sampler = await profile.record(target.pid, seconds + 1, raw)
+        await runner.phase(
+            f"prof-{kind}",
+            target,
+            runner.spec(target, mode="closed", duration=seconds, warmup=0, **options),
+        )
+        _, errors = await sampler.communicate()
+        if sampler.returncode != 0 or not raw.exists():
+            runner.say(f"  py-spy failed: {errors.decode(errors='replace')[-300:]}")
+            continue
+        summary = profile.summarise(raw)
+        runner.say(profile.summary_text(f"{target.name} {kind} profile ({raw})", summary))
+        found[kind] = {"raw": str(raw), **summary}
+    return found

@@ -143,7 +143,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 runner,
                 rows,
                 "switchyard",
-                start_switchyard(relay_url, logs),
+                start_switchyard(relay_url, logs, args.switchyard_env),
                 idle=not args.no_idle,
             )
         if "litellm" in args.peers:
@@ -151,7 +151,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 runner, rows, "litellm", start_litellm(relay_url, logs), idle=not args.no_idle
             )
         if args.soak:
-            soak_figures = await _soak(runner, args.subject, relay_url, logs, args.soak)
+            soak_figures = await _soak(runner, args, relay_url, logs)
     finally:
         await stop(relay_process)
     return {
@@ -159,6 +159,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
         "smoke": args.smoke,
         "subject": args.subject,
+        "switchyard_env": args.switchyard_env,
         "model": MODEL,
         "machine": {
             "cpus": os.cpu_count(),
@@ -175,11 +176,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _soak(
-    runner: Runner, subject: str, relay_url: str, logs: Path, seconds: float
+    runner: Runner, args: argparse.Namespace, relay_url: str, logs: Path
 ) -> dict[str, Any] | None:
     """The RSS-flat check, on a freshly started subject."""
+    subject, seconds = args.subject, args.soak
     if subject == "switchyard":
-        starting = start_switchyard(relay_url, logs)
+        starting = start_switchyard(relay_url, logs, args.switchyard_env)
     elif subject.startswith("floor("):
         starting = start_floor(subject[len("floor(") : -1], relay_url, logs)
     else:
@@ -231,10 +233,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="results directory")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     parser.add_argument(
+        "--switchyard-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting added to Switchyard's environment (the row notes it)",
+    )
+    parser.add_argument(
         "--profile", default="", help="comma-separated rows to profile with py-spy afterwards"
     )
     args = parser.parse_args(argv)
     args.peers = [p for p in args.peers.split(",") if p]
+    if any("=" not in item for item in args.switchyard_env):
+        parser.error("--switchyard-env takes NAME=VALUE")
+    args.switchyard_env = dict(item.split("=", 1) for item in args.switchyard_env)
     unknown = set(args.peers) - set(PEERS)
     if unknown:
         parser.error(f"unknown peers {sorted(unknown)}; known: {', '.join(PEERS)}")
@@ -254,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(report.checks_text(results))
     print()
+    print(report.noise_text(results))
     print(f"figures: {path}\nchart:   {chart}")
     problems = _sane(results)
     if problems:

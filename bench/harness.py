@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -22,6 +23,7 @@ from bench.load import Spec
 from bench.targets import ROOT, Target
 
 UNARY_SHAPE = "[relay chunks=16]"
+FOREIGN_WARNING = 0.10  # share of the machine's CPU used by others that taints a phase
 IDLE_SHAPE = "[relay chunks=2 delay=3600]"
 TTFT_SHAPE = "[relay chunks=8]"
 
@@ -86,6 +88,9 @@ class Phase:
     relay_cpu_s: float = 0.0
     client_cpu_s: float = 0.0
     client_busiest: float = 0.0  # the busiest worker's CPU / wall: near 1.0 means client-bound
+    # CPU used on the machine by anything but the server, relay and load workers, as a
+    # share of all cores: other work on a shared machine makes latencies unreliable.
+    foreign_share: float = 0.0
     tokens: int = 0
     messages: int = 0
     cached: int = 0
@@ -259,6 +264,7 @@ class Runner:
             await asyncio.gather(*(w.expect("ready", warm_timeout) for w in workers))
             cpu0 = procstat.cpu_seconds(target.pid)
             relay0 = procstat.cpu_seconds(self.relay_pid)
+            busy0 = procstat.machine_busy_seconds()
             start = time.perf_counter()
             for worker in workers:
                 await worker.send("go")
@@ -267,10 +273,17 @@ class Runner:
             result.wall_s = time.perf_counter() - start
             result.server_cpu_s = procstat.cpu_seconds(target.pid) - cpu0
             result.relay_cpu_s = procstat.cpu_seconds(self.relay_pid) - relay0
+            busy = procstat.machine_busy_seconds() - busy0
         finally:
             for worker in workers:
                 await worker.close()
         _alive(target, name)
+        client_cpu = sum(o["client_cpu_s"] for o in outcomes)
+        ours = result.server_cpu_s + client_cpu
+        if target.pid != self.relay_pid:
+            ours += result.relay_cpu_s
+        cores = os.cpu_count() or 1
+        result.foreign_share = max(0.0, busy - ours) / (result.wall_s * cores)
         for outcome in outcomes:
             result.requests += outcome["completed"]
             result.errors += outcome["errors"]
@@ -303,6 +316,8 @@ class Runner:
         if lat.get("n"):
             parts.append(f"p50 {lat['p50']:.2f} p99 {lat['p99']:.2f} ms")
         parts.append(f"client {result.client_busiest:.0%}")
+        if result.foreign_share > FOREIGN_WARNING:
+            parts.append(f"BUSY MACHINE: {result.foreign_share:.0%} of CPU used by others")
         if result.errors:
             parts.append(f"ERRORS {result.errors} ({result.error_sample})")
         self.say(" ".join(parts))
@@ -394,28 +409,34 @@ async def find_saturation(
     runner: Runner, target: Target, ceiling: float, unloaded_p50_ms: float
 ) -> tuple[float, list[dict[str, Any]]]:
     """The highest open-loop rate sustained, searched by bisection under the closed-loop
-    throughput (closed loops batch better than scheduled arrivals, so they overestimate)."""
+    throughput (closed loops batch better than scheduled arrivals, so they overestimate:
+    the floor sustained about 80% of its closed-loop figure)."""
     plan = runner.plan
-    low, high = 0.0, ceiling * 1.1
-    rate = ceiling * 0.9
+    low, high = 0.0, ceiling
+    rate = ceiling * 0.7
     probes: list[dict[str, Any]] = []
     for _ in range(plan.probes):
-        phase = await runner.phase(
-            f"{rate:.0f}/s",
-            target,
-            runner.spec(
+        # A failed probe gets one retry: a single hiccup of a shared machine must not
+        # halve the answer, while a real overload fails twice.
+        for _attempt in range(2):
+            phase = await runner.phase(
+                f"{rate:.0f}/s",
                 target,
-                mode="open",
-                rate=rate,
-                duration=plan.probe_seconds,
-                warmup=plan.warmup // 2,
-                concurrency=plan.throughput_concurrency,
-                shape=UNARY_SHAPE,
-            ),
-            plan.load_processes,
-        )
-        kept_up = sustainable(phase, rate, unloaded_p50_ms)
-        probes.append({"rate": rate, "sustained": kept_up, **phase.summary()})
+                runner.spec(
+                    target,
+                    mode="open",
+                    rate=rate,
+                    duration=plan.probe_seconds,
+                    warmup=plan.warmup // 2,
+                    concurrency=plan.throughput_concurrency,
+                    shape=UNARY_SHAPE,
+                ),
+                plan.load_processes,
+            )
+            kept_up = sustainable(phase, rate, unloaded_p50_ms)
+            probes.append({"rate": rate, "sustained": kept_up, **phase.summary()})
+            if kept_up or plan.probes == 1:
+                break
         if kept_up:
             low = rate
         else:

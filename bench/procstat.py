@@ -83,3 +83,10 @@ def memory(pid: int) -> Memory:
             elif line.startswith("VmHWM:"):
                 hwm += int(line.split()[1]) * 1024
     return Memory(rss=rss, hwm=hwm)
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (/proc/stat), to spot foreign load."""
+    fields = (_PROC / "stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / _TICKS

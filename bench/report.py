@@ -109,6 +109,10 @@ def table(results: dict[str, Any]) -> str:
         out.append("  ".join(cells))
         if index == 0:
             out.append("  ".join("-" * w for w in widths))
+    for name in ORDER:
+        description = rows.get(name, {}).get("description")
+        if description:
+            out.append(f"  {name}: {description}")
     return "\n".join(out)
 
 
@@ -194,6 +198,22 @@ def checks(results: dict[str, Any]) -> list[Check]:
             )
         )
     return found
+
+
+def noise_text(results: dict[str, Any]) -> str:
+    """A warning naming the phases during which other processes used the machine."""
+    tainted = []
+    for name, row in results["rows"].items():
+        for phase, figures in row.items():
+            if isinstance(figures, dict) and figures.get("foreign_share", 0) > 0.10:
+                tainted.append(f"{name} {phase} {figures['foreign_share']:.0%}")
+    if not tainted:
+        return "Machine: quiet (no phase saw over 10% of its CPU used by other processes)."
+    return (
+        "Machine: BUSY, other processes used over 10% of the CPU during: "
+        + ", ".join(tainted)
+        + ". CPU per request stays valid; latencies of those phases are not."
+    )
 
 
 def checks_text(results: dict[str, Any]) -> str:

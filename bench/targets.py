@@ -147,7 +147,9 @@ def switchyard_available() -> str | None:
     return None
 
 
-async def start_switchyard(relay_url: str, logs: Path) -> Target:
+async def start_switchyard(
+    relay_url: str, logs: Path, extra_env: dict[str, str] | None = None
+) -> Target:
     """Switchyard exactly as users start it: ``python -m server`` configured by environment.
 
     The global limiter stays on, raised far above the benchmark's rate so the run
@@ -164,12 +166,15 @@ async def start_switchyard(relay_url: str, logs: Path) -> Target:
         "SWITCHYARD_RELAY_API_KEY": API_KEY,
         "SWITCHYARD_RELAY_RPM": "100000000",
         "SWITCHYARD_RELAY_BURST": "100000",
+        **(extra_env or {}),
     }
     log = logs / "switchyard.log"
     process = await _spawn([sys.executable, "-m", "server"], log, env=env)
     assert process.stdout is not None
     _background(_drain(process.stdout, log))
-    target = Target("switchyard", "grpc", f"127.0.0.1:{port}", process, log)
+    changed = " ".join(f"{k}={v}" for k, v in (extra_env or {}).items())
+    description = "defaults, limiter raised" + (f"; also {changed}" if changed else "")
+    target = Target("switchyard", "grpc", f"127.0.0.1:{port}", process, log, description)
     await _probe_grpc(target)
     return target
 

@@ -5,3 +5,8 @@ test uses it to inject failures. See :mod:`server.simulator.app` for the
 server, :mod:`server.simulator.faults` for the directive grammar and
 :mod:`server.simulator.content` for the answer and usage rules.
 """
+
+from server.simulator.app import RelaySimulator, SimulatorSettings
+from server.simulator.stats import ModelStats, SimulatorStats
+
+__all__ = ["ModelStats", "RelaySimulator", "SimulatorSettings", "SimulatorStats"]

@@ -196,6 +196,11 @@ class Wire(Protocol):
         """Short name used in messages: ``openai`` or ``anthropic``."""
         ...
 
+    @property
+    def id_prefix(self) -> str:
+        """How this wire's response ids start: ``chatcmpl-`` or ``msg_``."""
+        ...
+
     def api_key(self, headers: Mapping[str, str]) -> str | None:
         """The credential the client presented, if any."""
         ...

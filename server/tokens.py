@@ -25,10 +25,8 @@ TOKENS_PER_MESSAGE = 4
 
 def text_tokens(text: str) -> int:
     """Estimate the tokens of one text: ceil(UTF-8 bytes / 4)."""
-    if text.isascii():
-        size = len(text)  # avoids encoding ASCII, the common case
-    else:
-        size = len(text.encode("utf-8"))
+    # len() of ASCII text is its UTF-8 size: skips encoding in the common case.
+    size = len(text) if text.isascii() else len(text.encode("utf-8"))
     return -(-size // BYTES_PER_TOKEN)
 
 

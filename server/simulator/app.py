@@ -20,19 +20,14 @@ valid, per-model concurrency (429 with ``retry-after: 1`` beyond the limit).
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
-from aiohttp import StreamReader, web
-from aiohttp.abc import AbstractStreamWriter
-from aiohttp.http_parser import RawRequestMessage
-from aiohttp.web_protocol import RequestHandler
+from aiohttp import web
 
 from server.simulator.anthropic_wire import AnthropicWire
 from server.simulator.content import (
@@ -50,13 +45,12 @@ from server.simulator.faults import (
     parse_directives,
     plan_faults,
 )
+from server.simulator.listener import Listener
 from server.simulator.openai_wire import OpenAIWire
 from server.simulator.profiles import CATALOG, ModelProfile, plan_timing
 from server.simulator.stats import SimulatorStats, StatsBook
 from server.simulator.wire import Call, ChatRequest, ErrorKind, Wire, WireError
 
-MAX_BODY_BYTES = 32 * 1024 * 1024  # long-context tests send big prompts
-SHUTDOWN_GRACE_S = 1.0
 _OPENAI = OpenAIWire()
 _ANTHROPIC = AnthropicWire()
 _ROUTES: dict[str, Wire] = {"/v1/chat/completions": _OPENAI, "/v1/messages": _ANTHROPIC}
@@ -78,75 +72,33 @@ class SimulatorSettings:
             raise ValueError("tokens_per_second must be > 0")
 
 
-class _TrackingServer(web.Server):
-    """aiohttp's low-level server, telling the stats when connections open and close."""
-
-    def __init__(
-        self,
-        book: StatsBook,
-        handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(handler, **kwargs)
-        self._book = book
-        self.transports: dict[RequestHandler, asyncio.Transport] = {}
-
-    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
-        """Count the connection (aiohttp's own map drops it only after its handler ends)."""
-        super().connection_made(handler, transport)
-        self.transports[handler] = transport
-        self._book.connection_opened()
-
-    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
-        """Uncount the connection."""
-        super().connection_lost(handler, exc)
-        if self.transports.pop(handler, None) is not None:
-            self._book.connection_closed()
-
-
 class RelaySimulator:
     """An HTTP relay imitating OpenAI Chat Completions and Anthropic Messages."""
 
-    __slots__ = ("_book", "_runner", "_server", "_settings", "_times", "_url")
+    __slots__ = ("_book", "_listener", "_settings", "_times", "_url")
 
     def __init__(self, settings: SimulatorSettings = SimulatorSettings()) -> None:
         self._settings = settings
         self._book = StatsBook(CATALOG)
         self._times: dict[tuple[bytes, str, int], int] = {}  # times=N counters
-        self._runner: web.ServerRunner | None = None
-        self._server: _TrackingServer | None = None
+        self._listener: Listener | None = None
         self._url: str | None = None
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen on ``host:port`` (0 picks a free port); returns the base URL ending in /v1."""
-        if self._runner is not None:
+        if self._listener is not None:
             raise RuntimeError("the simulator is already started")
-        self._server = _TrackingServer(
-            self._book,
-            self._handle,
-            handler_cancellation=True,  # a client hanging up ends its stall at once
-            request_factory=self._make_request,
-            access_log=None,
-        )
-        self._runner = web.ServerRunner(self._server, shutdown_timeout=SHUTDOWN_GRACE_S)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
+        self._listener = Listener(self._book, self._handle)
+        bound = await self._listener.listen(host, port)
         shown_host = f"[{host}]" if ":" in host else host
-        self._url = f"http://{shown_host}:{site.port}/v1"
+        self._url = f"http://{shown_host}:{bound}/v1"
         return self._url
 
     async def stop(self) -> None:
         """Stop listening and drop every open connection, stalled ones included."""
-        runner, server = self._runner, self._server
-        if runner is None or server is None:
-            return
-        self._runner = self._server = None
-        for site in runner.sites:
-            await site.stop()  # no new connections from here on
-        for transport in list(server.transports.values()):
-            transport.abort()  # cancels each connection's handler (handler_cancellation)
-        await runner.cleanup()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.close()
 
     @property
     def url(self) -> str:
@@ -182,20 +134,6 @@ class RelaySimulator:
     async def wait_disconnected(self, timeout: float = 5.0) -> SimulatorStats:  # noqa: ASYNC109
         """Wait until no HTTP connection is open (a client closed its pool)."""
         return await self.wait_until(lambda stats: stats.open_connections == 0, timeout)
-
-    def _make_request(
-        self,
-        message: RawRequestMessage,
-        payload: StreamReader,
-        protocol: RequestHandler,
-        writer: AbstractStreamWriter,
-        task: asyncio.Task[None],
-    ) -> web.BaseRequest:
-        """aiohttp's default request, with room for long-context prompts."""
-        loop = asyncio.get_running_loop()
-        return web.BaseRequest(
-            message, payload, protocol, writer, task, loop, client_max_size=MAX_BODY_BYTES
-        )
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         wire = _ROUTES.get(request.path)

@@ -7,19 +7,41 @@ A test writes a directive anywhere in any message content (system included)::
 Grammar: ``[[sim`` then whitespace-separated ``key=value`` pairs then ``]]``.
 Keys (each at most once per directive):
 
-=================  ==========================================================
-``fault``          429 500 502 503 529 401 403 400 404 408 409 413 422,
-                   context_length, spend_limit, stall, stall_mid, reset,
-                   no_done, no_usage, sse_error, ping, empty_choices
-``retry_after``    seconds (``2`` or ``0.5``), sent as ``retry-after``
-``retry_after_ms`` milliseconds, sent as ``retry-after-ms``
-``retry_after_date`` seconds from now, sent as an HTTP-date ``retry-after``
-``after``          tokens sent before stall_mid, reset or sse_error (default 0)
-``times``          the directive fires for the first N matching requests only
-``model``          the directive fires only for requests to this model
-``latency_ms``     time to first token, absolute (not scaled)
-``tokens``         forces the natural answer length
-=================  ==========================================================
+====================  =======================================================
+``fault``             one of the faults below
+``retry_after``       seconds (``2`` or ``0.5``), sent as ``retry-after``
+``retry_after_ms``    milliseconds, sent as ``retry-after-ms``
+``retry_after_date``  seconds from now, sent as an HTTP-date ``retry-after``
+``after``             tokens sent before stall_mid, reset, sse_error (default 0)
+``times``             fire for the first N matching requests only
+``model``             fire only for requests to this model
+``latency_ms``        time to first token, absolute (not scaled)
+``tokens``            forces the natural answer length
+====================  =======================================================
+
+The three retry keys go with fault 429, 503, 529 or spend_limit only (an
+error fault without them sends no ``retry-after``). Faults:
+
+* ``400 401 403 404 408 409 413 422 429 500 502 503 529``: that HTTP status,
+  body in the wire's error format; ``context_length`` (400, OpenAI code
+  ``context_length_exceeded``, Anthropic "prompt is too long") and
+  ``spend_limit`` (429, OpenAI ``insufficient_quota``, Anthropic
+  ``rate_limit_error`` naming the spend limit). Sent at once, or after
+  ``latency_ms`` when given (drawn latencies apply to answers only).
+* ``stall``: nothing at all, not even headers, until the client hangs up.
+* ``stall_mid``: stream: the opening frames and ``after`` tokens, then
+  silence; unary: status and headers, then a body that never comes.
+* ``reset``: stream: opening frames and ``after`` tokens, then a TCP RST;
+  unary: RST after the time to first token, before any byte.
+* ``no_usage``: no usage chunk (OpenAI, even with include_usage), no usage in
+  ``message_delta`` (Anthropic), no ``usage`` in a unary body.
+* Streaming only (400 on a unary request): ``no_done`` (everything but
+  ``[DONE]`` / ``message_stop``, then the connection closes cleanly);
+  ``sse_error`` (HTTP 200, opening frames, ``after`` tokens, then an SSE error,
+  overloaded); ``ping`` (a keep-alive before every token and before the
+  end: ``: ping`` comments on OpenAI, ``ping`` events on Anthropic);
+  ``empty_choices`` (OpenAI only: a ``"choices": []`` chunk without usage
+  before every token and before the finish chunk).
 
 Resolution, per request, in the order directives appear: a directive
 *fires* when its ``model`` matches, its ``times`` budget is not spent and, if

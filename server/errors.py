@@ -8,6 +8,7 @@ The hierarchy::
     ├── CapacityError                  RESOURCE_EXHAUSTED: Switchyard's own limits; has retry_after
     │   └── RateLimitedError           the relay request budget is spent for now
     ├── ShuttingDownError              UNAVAILABLE: this instance is draining; retry elsewhere
+    ├── DeadlineExceededError          DEADLINE_EXCEEDED: the caller's deadline passed first
     ├── RelayError                     one attempt on the relay failed (see `classify`)
     │   ├── RelayAuthError             UNAUTHENTICATED: the relay refused the key        (final)
     │   ├── RelayPermissionError       PERMISSION_DENIED: the key may not use the model  (final)
@@ -92,6 +93,18 @@ class ShuttingDownError(SwitchyardError):
 
     code = grpc.StatusCode.UNAVAILABLE
     retryable = True
+
+
+class DeadlineExceededError(SwitchyardError):
+    """The caller's deadline passed before a model answered; nothing more is tried."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"the call's deadline passed before {model} answered;"
+            " allow more time or ask for fewer tokens"
+        )
 
 
 class RelayError(SwitchyardError):

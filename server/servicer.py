@@ -91,6 +91,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         except Exception as exc:
             await _internal(context, exc, call.request_id)
 
+    async def GetUsage(self, request: pb.GetUsageRequest, context: Context) -> pb.GetUsageResponse:
+        """Not served yet: the windowed ledger behind it is being built."""
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED, "GetUsage is not available in this build yet"
+        )
+        raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
     def _admit(self) -> None:
         if self.draining:
             raise ShuttingDownError(

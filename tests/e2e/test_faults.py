@@ -495,3 +495,23 @@ async def test_200_concurrent_calls_with_random_faults_each_end_once_and_costs_a
     await gateway.sim.wait_idle()
     assert ledger_cost(gateway) == relay_reported_cost(gateway)
     assert gateway.app.pipeline.ledger.calls == 200
+
+
+async def test_server_shutdown_mid_stream_gives_every_slot_back(start_gateway):
+    sim = SimulatorSettings(latency_scale=1.0, tokens_per_second=20, api_key=RELAY_KEY)
+    gateway = await start_gateway(env=FAST_RETRIES, sim_settings=sim)
+    spec = query("long story [[sim tokens=200]] [[sim latency_ms=1]]", model="gemini-2.5-flash")
+    call = gateway.stub.StreamQuery(pb.StreamQueryRequest(query=spec))
+    assert (await call.read()).HasField("start")
+    caps = gateway.app.pipeline.limits.of(
+        gateway.app.pipeline.router.catalog.models["gemini-2.5-flash"]
+    )
+    assert (caps.model_cap.in_use, caps.provider_cap.in_use) == (1, 1)
+    await gateway.app.server.stop(grace=0.05)  # the grace ends long before the 10 s stream
+    with pytest.raises(grpc.aio.AioRpcError):
+        while await call.read() is not grpc.aio.EOF:
+            pass
+    await gateway.sim.wait_idle(timeout=1.0)
+    assert (caps.model_cap.in_use, caps.provider_cap.in_use) == (0, 0)
+    billed = gateway.app.pipeline.ledger.totals("anonymous")["gemini-2.5-flash"]
+    assert billed.failures == 1 and billed.output_tokens > 0  # what arrived is still billed

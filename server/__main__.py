@@ -29,6 +29,8 @@ def main() -> None:
         level=settings.server.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # httpx logs every relay request at INFO; one line per call is noise, and work.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         asyncio.run(serve(settings))
     except ConfigError as error:

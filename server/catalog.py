@@ -36,6 +36,8 @@ class ModelSpec:
     fallbacks: tuple[str, ...]
     default_max_tokens: int
     context_window: int
+    rpm: int = 0  # the model's requests-per-minute budget; 0: none of its own
+    tpm: int = 0  # the model's tokens-per-minute budget; 0: none of its own
     price: Price = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

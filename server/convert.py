@@ -29,6 +29,7 @@ from server.domain import (
     Usage,
 )
 from server.errors import InvalidRequestError
+from server.pipeline.breaker import CircuitState
 from server.pricing import NANOS_PER_USD
 
 MAX_STOP_SEQUENCES = 4
@@ -162,7 +163,23 @@ def money(nanos: int) -> money_pb2.Money:
 
 def usage_to_proto(usage: Usage) -> pb.Usage:
     """Domain usage as the contract's Usage."""
-    return pb.Usage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
+    return pb.Usage(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        estimated=usage.estimated,
+    )
+
+
+_CIRCUIT_TO_PB = {
+    CircuitState.CLOSED: pb.CIRCUIT_STATE_CLOSED,
+    CircuitState.OPEN: pb.CIRCUIT_STATE_OPEN,
+    CircuitState.HALF_OPEN: pb.CIRCUIT_STATE_HALF_OPEN,
+}
+
+
+def model_state(model: ModelSpec, state: CircuitState, retry_in: float) -> pb.ModelState:
+    """A model's circuit breaker state as the contract's ModelState."""
+    return pb.ModelState(model=model.name, circuit=_CIRCUIT_TO_PB[state], retry_in_ms=_ms(retry_in))
 
 
 def route_to_proto(route: RouteDecision) -> pb.RouteDecision:

@@ -6,8 +6,11 @@ The hierarchy::
     ├── InvalidRequestError            INVALID_ARGUMENT: fix the request
     │   └── UnknownModelError          INVALID_ARGUMENT: lists the served models
     ├── CapacityError                  RESOURCE_EXHAUSTED: Switchyard's own limits; has retry_after
-    │   └── RateLimitedError           the relay request budget is spent for now
+    │   ├── RateLimitedError           a request budget is spent for now
+    │   └── ModelBusyError             one model's limits are reached         (falls back)
+    ├── CircuitOpenError               UNAVAILABLE: the model is cooling down  (falls back)
     ├── ShuttingDownError              UNAVAILABLE: this instance is draining; retry elsewhere
+    ├── DeadlineExceededError          DEADLINE_EXCEEDED: the caller's deadline passed first
     ├── RelayError                     one attempt on the relay failed (see `classify`)
     │   ├── RelayAuthError             UNAUTHENTICATED: the relay refused the key        (final)
     │   ├── RelayPermissionError       PERMISSION_DENIED: the key may not use the model  (final)
@@ -20,6 +23,12 @@ The hierarchy::
     │   │   └── RelayProtocolError     UNAVAILABLE: a malformed or truncated answer    (retryable)
     │   └── StreamInterruptedError     UNAVAILABLE: failed after text reached the caller (final)
     └── AllModelsFailedError           the status of the decisive failure; names every model tried
+
+Two flags drive resilience: `retryable` (the same model may succeed if
+tried again shortly: the retry stage acts on it) and `falls_back` (another
+model may succeed where this one failed: the fallback stage acts on it).
+Every retryable error also falls back; a context-length error and a busy or
+cooling-down model fall back without being retried.
 
 Messages are written for the person who reads them: they say what to do, and
 never contain the prompt, a completion or a credential. Retryable relay
@@ -40,7 +49,8 @@ class SwitchyardError(Exception):
     """Base of every error Switchyard reports to a caller."""
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
-    retryable: bool = False
+    retryable: bool = False  # the same model may answer if tried again
+    falls_back: bool = False  # another model may answer instead
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -50,6 +60,11 @@ class SwitchyardError(Exception):
     def retry_after(self) -> float | None:
         """Seconds after which trying again may succeed, when known."""
         return None
+
+    @property
+    def reason(self) -> str:
+        """A few words for attempt records, logs and traces: no request data."""
+        return self.message.split(";", 1)[0]
 
 
 class InvalidRequestError(SwitchyardError):
@@ -87,11 +102,47 @@ class RateLimitedError(CapacityError):
     """A request budget has no capacity within the caller's deadline."""
 
 
+class ModelBusyError(CapacityError):
+    """One model's own limits (requests, tokens, concurrency) are reached."""
+
+    falls_back = True
+
+
+class CircuitOpenError(SwitchyardError):
+    """The model failed repeatedly and is skipped until its cooldown ends."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    falls_back = True
+
+    def __init__(self, model: str, failures: int, retry_in: float) -> None:
+        super().__init__(
+            f"{model} is cooling down after {failures} failures in a row;"
+            f" it is tried again in {retry_in:.1f} s"
+        )
+        self._retry_in = retry_in
+
+    @property
+    def retry_after(self) -> float | None:
+        return self._retry_in
+
+
 class ShuttingDownError(SwitchyardError):
     """The instance is shutting down and takes no new work."""
 
     code = grpc.StatusCode.UNAVAILABLE
     retryable = True
+
+
+class DeadlineExceededError(SwitchyardError):
+    """The caller's deadline passed before a model answered; nothing more is tried."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"the call's deadline passed before {model} answered;"
+            " allow more time or ask for fewer tokens"
+        )
 
 
 class RelayError(SwitchyardError):
@@ -145,6 +196,8 @@ class RelayRejectedError(RelayError):
 class ContextLengthError(RelayRejectedError):
     """The conversation is longer than the model's context window."""
 
+    falls_back = True  # to a model with a larger window only
+
 
 class SpendLimitError(RelayError):
     """The relay account reached its spend limit; only its owner can lift it."""
@@ -156,6 +209,7 @@ class RelayUnavailableError(RelayError):
     """The relay or the provider behind it is overloaded, throttled or failing."""
 
     retryable = True
+    falls_back = True
 
 
 class RelayConnectError(RelayUnavailableError):
@@ -186,11 +240,13 @@ class StreamInterruptedError(RelayError):
 class AllModelsFailedError(SwitchyardError):
     """Every model of the chain failed; carries the decisive error's status."""
 
-    def __init__(self, failures: Sequence[tuple[str, RelayError]]) -> None:
+    def __init__(self, failures: Sequence[tuple[str, SwitchyardError]]) -> None:
         decisive = _decisive(failures)
         tried = "; ".join(f"{model}: {error.reason}" for model, error in failures)
         if isinstance(decisive, RelayUnavailableError):
             advice = "the relay or its providers are failing; retry later"
+        elif isinstance(decisive, CircuitOpenError):
+            advice = "every model is cooling down after repeated failures; retry later"
         else:
             advice = decisive.message
         super().__init__(f"no model could answer ({tried}); {advice}")
@@ -204,12 +260,22 @@ class AllModelsFailedError(SwitchyardError):
         return min(hints) if hints else None
 
 
-def _decisive(failures: Sequence[tuple[str, RelayError]]) -> RelayError:
-    """The failure whose status the caller should see: a final one beats overloads."""
-    for _, error in reversed(failures):
-        if not error.retryable:
+def _decisive(failures: Sequence[tuple[str, SwitchyardError]]) -> SwitchyardError:
+    """The failure whose status the caller should see.
+
+    A failure no retry can fix (bad key, context too long) beats passing
+    trouble; among passing trouble, a failing relay beats our own limits and
+    cooldowns, which beat nothing.
+    """
+    errors = [error for _, error in failures]
+    for error in reversed(errors):
+        if not error.retryable and not isinstance(error, CapacityError | CircuitOpenError):
             return error
-    return failures[-1][1]
+    for kind in (RelayError, CapacityError):
+        for error in reversed(errors):
+            if isinstance(error, kind):
+                return error
+    return errors[-1]
 
 
 # --- classification of relay answers: the one place that decides -----------------

@@ -57,7 +57,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             route = self._pipeline.router.decide(convert.request_from_proto(request.query))
         except SwitchyardError as error:
             await _abort(context, error, "")
-        return pb.RouteResponse(route=convert.route_to_proto(route))
+        decision = convert.route_to_proto(route)
+        breakers = self._pipeline.breakers
+        decision.model_states.extend(
+            convert.model_state(model, *breakers.state(model)) for model in route.chain
+        )
+        return pb.RouteResponse(route=decision)
 
     async def Query(self, request: pb.QueryRequest, context: Context) -> pb.QueryResponse:
         """Answer the query in one response."""
@@ -90,6 +95,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             await _abort(context, error, call.request_id)
         except Exception as exc:
             await _internal(context, exc, call.request_id)
+
+    async def GetUsage(self, request: pb.GetUsageRequest, context: Context) -> pb.GetUsageResponse:
+        """Not served yet: the windowed ledger behind it is being built."""
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED, "GetUsage is not available in this build yet"
+        )
+        raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
     def _admit(self) -> None:
         if self.draining:

@@ -9,12 +9,15 @@ A TOML file may hold these tables (all optional)::
 
     [server]     listen, shutdown_grace, log_level
     [relay]      url, connect_timeout, read_timeout, timeout, max_connections
-    [limits]     relay_rpm, relay_burst, max_waiters, max_wait
+    [limits]     relay_rpm, relay_burst, max_waiters, max_wait, other_provider_concurrency
+    [limits.provider_concurrency]  anthropic = 10, openai = 20, ...
+    [retry]      max_attempts, base_delay, max_delay, max_retry_after, budget_ratio, ...
+    [breaker]    failures, cooldown
     [routing]    keywords, complex_words, complex_keywords, medium_words, ...
     [routing.tasks]  reasoning = "<model>", creative = ..., fast = ..., batch = ...
     [models."<name>"]  task, provider, wire, input_price, output_price,
                        max_concurrent, fallbacks, default_max_tokens,
-                       context_window, enabled
+                       context_window, rpm, tpm, enabled
     [simulator]  latency_scale, tokens_per_second
 
 The relay key is read only from the environment, never from the file.
@@ -30,6 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from server.catalog import DEFAULT_MODELS, WIRES, Catalog, ModelSpec
@@ -76,14 +80,42 @@ class RelaySettings:
     anthropic_version: str = "2023-06-01"
 
 
+DEFAULT_PROVIDER_CONCURRENCY = MappingProxyType({"anthropic": 10, "openai": 20, "google": 30})
+
+
 @dataclass(frozen=True, slots=True)
 class LimitSettings:
-    """Switchyard's own request budgets."""
+    """Switchyard's own budgets and concurrency caps."""
 
     relay_rpm: int = 500  # relay requests per minute, all models together
     relay_burst: int = 50  # of which this many may come at once
-    max_waiters: int = 1000  # calls allowed to queue for capacity; more are refused
+    max_waiters: int = 1000  # tries allowed to queue for each limit; more are refused
     max_wait: float = 10.0  # longest queueing for capacity, even for calls without a deadline
+    provider_concurrency: Mapping[str, int] = field(
+        default_factory=lambda: DEFAULT_PROVIDER_CONCURRENCY
+    )
+    other_provider_concurrency: int = 5  # for providers not named above
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySettings:
+    """Retries of one model before the fallback stage moves on."""
+
+    max_attempts: int = 3  # tries per model, the first included
+    base_delay: float = 0.1  # backoff: full jitter over base * 2^n ...
+    max_delay: float = 2.0  # ... capped here
+    max_retry_after: float = 10.0  # a longer Retry-After sends the call to the next model
+    budget_ratio: float = 0.2  # retries may add at most this share of recent tries ...
+    budget_min_per_second: float = 5.0  # ... but this many a second are always allowed
+    budget_window: float = 10.0  # seconds of history the retry budget looks at
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSettings:
+    """Per-model circuit breakers."""
+
+    failures: int = 5  # consecutive failed tries that open a model's circuit
+    cooldown: float = 30.0  # seconds an open circuit skips the model before one probe
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +146,8 @@ class Settings:
     server: ServerSettings = ServerSettings()
     relay: RelaySettings = RelaySettings()
     limits: LimitSettings = LimitSettings()
+    retry: RetrySettings = RetrySettings()
+    breaker: BreakerSettings = BreakerSettings()
     routing: RoutingSettings = RoutingSettings()
     catalog: Catalog = field(default_factory=lambda: _build_catalog({}, {}))
     simulator: SimulatorOptions = SimulatorOptions()
@@ -134,6 +168,15 @@ _ENV_KEYS: dict[str, tuple[str, str]] = {
     "RELAY_BURST": ("limits", "relay_burst"),
     "MAX_WAITERS": ("limits", "max_waiters"),
     "MAX_WAIT": ("limits", "max_wait"),
+    "PROVIDER_CONCURRENCY": ("limits", "provider_concurrency"),
+    "OTHER_PROVIDER_CONCURRENCY": ("limits", "other_provider_concurrency"),
+    "RETRY_MAX_ATTEMPTS": ("retry", "max_attempts"),
+    "RETRY_BASE_DELAY": ("retry", "base_delay"),
+    "RETRY_MAX_DELAY": ("retry", "max_delay"),
+    "RETRY_MAX_RETRY_AFTER": ("retry", "max_retry_after"),
+    "RETRY_BUDGET_RATIO": ("retry", "budget_ratio"),
+    "BREAKER_FAILURES": ("breaker", "failures"),
+    "BREAKER_COOLDOWN": ("breaker", "cooldown"),
     "SIM_LATENCY_SCALE": ("simulator", "latency_scale"),
     "SIM_TOKENS_PER_SECOND": ("simulator", "tokens_per_second"),
 }
@@ -141,12 +184,19 @@ _SECTIONS: dict[str, type[Any]] = {
     "server": ServerSettings,
     "relay": RelaySettings,
     "limits": LimitSettings,
+    "retry": RetrySettings,
+    "breaker": BreakerSettings,
     "routing": RoutingSettings,
     "simulator": SimulatorOptions,
 }
 _MODEL_KEYS = frozenset(
     f.name for f in dataclasses.fields(ModelSpec) if f.init and f.name != "name"
 ) | {"enabled"}
+_MODEL_REQUIRED = frozenset(
+    f.name
+    for f in dataclasses.fields(ModelSpec)
+    if f.init and f.name != "name" and f.default is dataclasses.MISSING
+)
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
@@ -190,6 +240,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         server=sections["server"],
         relay=sections["relay"],
         limits=sections["limits"],
+        retry=sections["retry"],
+        breaker=sections["breaker"],
         routing=sections["routing"],
         catalog=_build_catalog(file_tables.get("models", {}), task_table),
         simulator=sections["simulator"],
@@ -229,6 +281,8 @@ def _coerce(raw: object, hint: Any, where: str) -> object:
         hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
     origin = typing.get_origin(hint)
     try:
+        if origin is Mapping:
+            return _mapping(raw)
         if origin is tuple:
             items = raw.split(",") if isinstance(raw, str) else raw
             if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
@@ -255,10 +309,25 @@ def _coerce(raw: object, hint: Any, where: str) -> object:
             return Decimal(str(raw))
         if hint is str and isinstance(raw, str):
             return raw
-    except (ValueError, InvalidOperation):
+    except (ValueError, TypeError, InvalidOperation):
         pass
     expected = getattr(hint, "__name__", str(hint))
     raise ConfigError(where, f"expected {expected}, got {raw!r}")
+
+
+def _mapping(raw: object) -> Mapping[str, int]:
+    """A name -> count table: a TOML table, or 'a=1,b=2' from the environment."""
+    if isinstance(raw, str):
+        pairs = [item.split("=", 1) for item in raw.split(",") if item.strip()]
+        if any(len(pair) != 2 for pair in pairs):
+            raise ValueError
+        raw = {name.strip(): value.strip() for name, value in pairs}
+    if not isinstance(raw, dict):
+        raise TypeError
+    table = {str(name): int(str(value)) for name, value in raw.items()}
+    if any(value < 1 for value in table.values()):
+        raise ValueError
+    return MappingProxyType(table)
 
 
 def _build_catalog(models_table: Mapping[str, Any], task_table: Mapping[str, Any]) -> Catalog:
@@ -294,7 +363,7 @@ def _build_catalog(models_table: Mapping[str, Any], task_table: Mapping[str, Any
                 values[key] = _task(raw, f"{where}.task")
             else:
                 values[key] = _coerce(raw, hints[key], f"{where}.{key}")
-        missing = _MODEL_KEYS - {"enabled"} - set(values)
+        missing = _MODEL_REQUIRED - set(values)
         if missing:
             raise ConfigError(f"{where}.{sorted(missing)[0]}", "required for a new model")
         try:
@@ -366,6 +435,21 @@ def _validate(settings: Settings) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(key, f"must be greater than 0, got {value}")
+    retry, breaker = settings.retry, settings.breaker
+    positive_retry = {
+        "SWITCHYARD_RETRY_MAX_ATTEMPTS": retry.max_attempts,
+        "SWITCHYARD_RETRY_MAX_DELAY": retry.max_delay,
+        "SWITCHYARD_BREAKER_FAILURES": breaker.failures,
+        "SWITCHYARD_BREAKER_COOLDOWN": breaker.cooldown,
+        "SWITCHYARD_OTHER_PROVIDER_CONCURRENCY": settings.limits.other_provider_concurrency,
+    }
+    for key, value in positive_retry.items():
+        if value <= 0:
+            raise ConfigError(key, f"must be greater than 0, got {value}")
+    if not 0 <= retry.budget_ratio <= 1:
+        raise ConfigError("SWITCHYARD_RETRY_BUDGET_RATIO", "must be from 0 to 1")
+    if retry.base_delay < 0 or retry.max_retry_after < 0 or retry.budget_min_per_second < 0:
+        raise ConfigError("SWITCHYARD_CONFIG retry", "delays and rates must be 0 or more")
     if settings.simulator.latency_scale < 0:
         raise ConfigError("SWITCHYARD_SIM_LATENCY_SCALE", "must be 0 or more")
     routing = settings.routing

@@ -1,10 +1,12 @@
 """The pipeline every call runs through, declared in one place.
 
-    accounting -> router -> fallback -> [per model] limiter -> relay attempt
+    accounting -> router -> fallback -> [per model] retry -> breaker -> limiter -> relay attempt
 
 Above fallback a stage sees the whole `Call`; below it, one `ModelCall` per
-try, so the limiter counts every relay request (fallbacks included) and
-each attempt is recorded where it happens.
+model of the chain. Retry repeats a model's try; the breaker and the limiter
+then see every single try, so an open circuit costs no budget and every
+relay request (retries included) is counted; each try is recorded where it
+happens.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from server.domain import Call, ModelCall
 from server.pipeline.accounting import AccountingStage, InMemoryLedger
 from server.pipeline.attempt import RelayAttempt
 from server.pipeline.base import Handler
+from server.pipeline.breaker import Breakers, BreakerStage
 from server.pipeline.fallback import FallbackStage
-from server.pipeline.limiter import LimiterStage, RateBudget
+from server.pipeline.limiter import LimiterStage, Limits
+from server.pipeline.retry import RetryBudget, RetryStage
 from server.pipeline.router import Router, RouterStage
 from server.relay.client import RelayClient
 from server.settings import Settings
@@ -29,21 +33,28 @@ class Pipeline:
     handler: Handler[Call]
     router: Router
     ledger: InMemoryLedger
-    relay_budget: RateBudget
+    limits: Limits
+    breakers: Breakers
 
 
 def build_pipeline(settings: Settings, relay: RelayClient) -> Pipeline:
     """Assemble the stages, innermost first."""
-    limits = settings.limits
+    models = settings.catalog.models
     router = Router(settings.catalog, settings.routing)
     ledger = InMemoryLedger()
-    relay_budget = RateBudget(
-        "relay", limits.relay_rpm, limits.relay_burst, limits.max_waiters, limits.max_wait
-    )
+    limits = Limits(models, settings.limits)
+    breakers = Breakers(models.values(), settings.breaker)
+    retry = settings.retry
 
     attempt: Handler[ModelCall] = RelayAttempt(relay, settings.relay.timeout)
-    attempt = LimiterStage(attempt, relay_budget)
+    attempt = LimiterStage(attempt, limits)
+    attempt = BreakerStage(attempt, breakers)
+    attempt = RetryStage(
+        attempt,
+        retry,
+        RetryBudget(retry.budget_ratio, retry.budget_min_per_second, retry.budget_window),
+    )
     call: Handler[Call] = FallbackStage(attempt)
     call = RouterStage(call, router)
     call = AccountingStage(call, ledger)
-    return Pipeline(call, router, ledger, relay_budget)
+    return Pipeline(call, router, ledger, limits, breakers)

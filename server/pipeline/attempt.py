@@ -20,7 +20,6 @@ from contextlib import aclosing
 
 from server.domain import (
     Attempt,
-    Call,
     Completion,
     ModelCall,
     Outcome,
@@ -28,11 +27,16 @@ from server.domain import (
     StreamStart,
     Usage,
 )
-from server.errors import RelayError, StreamInterruptedError
+from server.errors import (
+    DeadlineExceededError,
+    RelayError,
+    RelayTimeoutError,
+    StreamInterruptedError,
+)
 from server.pricing import cost_nanos
 from server.relay.client import RelayClient
 
-_MIN_TIME_LIMIT = 0.001  # an already-expired deadline still makes a (failing) try
+_DEADLINE_SLACK = 0.002  # a timeout this close to the deadline was the deadline's doing
 
 
 class RelayAttempt:
@@ -44,22 +48,35 @@ class RelayAttempt:
         self._relay = relay
         self._default_limit = default_limit
 
-    def _time_limit(self, call: Call, now: float) -> float:
-        remaining = call.remaining(now)
+    def _time_limit(self, item: ModelCall, now: float) -> float:
+        """The try's time limit: ours, or less when the caller's deadline is nearer."""
+        remaining = item.call.remaining(now)
         if remaining is None:
             return self._default_limit
-        return max(min(remaining, self._default_limit), _MIN_TIME_LIMIT)
+        if remaining <= _DEADLINE_SLACK:
+            raise DeadlineExceededError(item.model.name)
+        return min(remaining, self._default_limit)
 
     async def query(self, item: ModelCall, /) -> Completion:
         """One unary try."""
         call, model = item.call, item.model
         started = time.monotonic()
+        time_limit = self._time_limit(item, started)
         try:
             completion = await self._relay.complete(
-                model, call.request, item.max_tokens, self._time_limit(call, started)
+                model, call.request, item.max_tokens, time_limit
             )
         except RelayError as error:
-            call.attempts.append(_failed(item, error, time.monotonic() - started))
+            call.attempts.append(
+                Attempt(
+                    model,
+                    _outcome(item, error),
+                    time.monotonic() - started,
+                    error.http_status,
+                    error.reason,
+                )
+            )
+            _raise_deadline_if_spent(item, error)
             raise
         except asyncio.CancelledError:
             call.attempts.append(Attempt(model, Outcome.CANCELLED, time.monotonic() - started))
@@ -81,7 +98,7 @@ class RelayAttempt:
         call, model = item.call, item.model
         started = time.monotonic()
         relay_stream = self._relay.stream(
-            model, call.request, item.max_tokens, self._time_limit(call, started)
+            model, call.request, item.max_tokens, self._time_limit(item, started)
         )
         committed = recorded = False
         outcome, failure = Outcome.CANCELLED, None
@@ -106,16 +123,34 @@ class RelayAttempt:
                 outcome = Outcome.INTERRUPTED
                 delivered = relay_stream.usage.output_tokens
                 raise StreamInterruptedError(error, delivered) from None
-            outcome = Outcome.RETRYABLE_ERROR if error.retryable else Outcome.FINAL_ERROR
+            outcome = _outcome(item, error)
+            _raise_deadline_if_spent(item, error)
             raise
         finally:
             if not recorded:
                 call.attempts.append(_record(item, outcome, started, relay_stream.usage, failure))
 
 
-def _failed(item: ModelCall, error: RelayError, latency: float) -> Attempt:
-    outcome = Outcome.RETRYABLE_ERROR if error.retryable else Outcome.FINAL_ERROR
-    return Attempt(item.model, outcome, latency, error.http_status, error.reason)
+def _deadline_spent(item: ModelCall, error: RelayError) -> bool:
+    """Did this timeout run into the caller's deadline (rather than ours)?"""
+    remaining = item.call.remaining(time.monotonic())
+    return (
+        isinstance(error, RelayTimeoutError)
+        and remaining is not None
+        and remaining <= _DEADLINE_SLACK
+    )
+
+
+def _outcome(item: ModelCall, error: RelayError) -> Outcome:
+    if _deadline_spent(item, error):
+        return Outcome.CANCELLED
+    return Outcome.RETRYABLE_ERROR if error.retryable else Outcome.FINAL_ERROR
+
+
+def _raise_deadline_if_spent(item: ModelCall, error: RelayError) -> None:
+    """A timeout that ran into the caller's deadline is the deadline's error."""
+    if _deadline_spent(item, error):
+        raise DeadlineExceededError(item.model.name) from None
 
 
 def _record(

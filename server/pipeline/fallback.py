@@ -1,11 +1,12 @@
 """Fallback: walk the route's chain of models until one answers.
 
-A model is left for the next one when it fails with a retryable error
-(overload, rate limit, 5xx, network) or when the conversation is too long
-for it (then only models with a larger context window are tried). A final
-error (bad key, bad request) ends the walk at once: another model would be
-refused the same way. When every model fails, the caller gets one error
-naming each model tried and why, with the status of the decisive failure.
+A model is left for the next one when its failure `falls_back`: overload,
+rate limit, 5xx, network trouble (after the retry stage gave up on it), a
+busy or cooling-down model, or a conversation too long for it (then only
+models with a larger context window are tried). Any other failure (bad key,
+bad request, the caller's deadline) ends the walk at once: another model
+would fail the same way. When more than one model was tried, the caller
+gets one error naming each and why, with the status of the decisive one.
 
 Streams fall back only before their first text reaches the caller: once a
 model's StreamStart has been passed on, its failure ends the stream.
@@ -18,7 +19,7 @@ from contextlib import aclosing
 
 from server.catalog import ModelSpec
 from server.domain import Attempt, Call, Completion, ModelCall, Outcome, StreamEvent
-from server.errors import AllModelsFailedError, ContextLengthError, RelayError, SwitchyardError
+from server.errors import AllModelsFailedError, ContextLengthError, SwitchyardError
 from server.pipeline.base import Handler
 
 
@@ -32,22 +33,22 @@ class FallbackStage:
 
     async def query(self, call: Call, /) -> Completion:
         """Answer with the first model of the chain that can."""
-        failures: list[tuple[str, RelayError]] = []
+        failures: list[tuple[str, SwitchyardError]] = []
         for item in _candidates(call, failures):
             try:
                 return await self.next.query(item)
-            except RelayError as error:
+            except SwitchyardError as error:
                 failures.append((item.model.name, error))
         raise _exhausted(failures)
 
     async def stream(self, call: Call, /) -> AsyncGenerator[StreamEvent, None]:
         """Stream from the first model of the chain that starts answering."""
-        failures: list[tuple[str, RelayError]] = []
+        failures: list[tuple[str, SwitchyardError]] = []
         for item in _candidates(call, failures):
             async with aclosing(self.next.stream(item)) as events:
                 try:
                     first = await anext(events, None)
-                except RelayError as error:
+                except SwitchyardError as error:
                     failures.append((item.model.name, error))
                     continue
                 if first is None:
@@ -60,7 +61,7 @@ class FallbackStage:
         raise _exhausted(failures)
 
 
-def _candidates(call: Call, failures: list[tuple[str, RelayError]]) -> Iterator[ModelCall]:
+def _candidates(call: Call, failures: list[tuple[str, SwitchyardError]]) -> Iterator[ModelCall]:
     """Yield the chain's ModelCalls while the failures so far allow going on."""
     route = call.route
     assert route is not None, "the router runs before fallback"
@@ -70,7 +71,7 @@ def _candidates(call: Call, failures: list[tuple[str, RelayError]]) -> Iterator[
             last = failures[-1][1]
             if isinstance(last, ContextLengthError):
                 min_context = max(min_context, _window(call, failures[-1][0]) + 1)
-            elif not last.retryable:
+            elif not last.falls_back:
                 return
         if model.context_window < min_context:
             call.attempts.append(
@@ -87,7 +88,7 @@ def _window(call: Call, name: str) -> int:
     return model.context_window
 
 
-def _exhausted(failures: list[tuple[str, RelayError]]) -> SwitchyardError:
+def _exhausted(failures: list[tuple[str, SwitchyardError]]) -> SwitchyardError:
     assert failures, "a chain has at least one model, and skips follow a failure"
     if len(failures) == 1:
         return failures[0][1]

@@ -93,8 +93,8 @@ class Router:
             task, basis = _TASK_OF[complexity], RouteBasis.COMPLEXITY
             model = catalog.task_models[task]
             reason = (
-                f"{complexity.value} query ({words} words, {hits} analysis keywords)"
-                f" routed as {task.name} to {model.name}"
+                f"{complexity.value} query ({_count(words, 'word')}, "
+                f"{_count(hits, 'analysis keyword')}) routed as {task.name} to {model.name}"
             )
         fallbacks = catalog.fallbacks(model) if request.fallback else ()
         long_prompt = words > self._settings.long_prompt_words
@@ -124,6 +124,10 @@ class Router:
         else:
             wanted = model.default_max_tokens
         return min(wanted, self._settings.max_tokens_cap)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 class RouterStage(Stage[Call]):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from server.domain import FinishReason, Request, Role, Usage
-from server.errors import RelayProtocolError, RelayUnavailableError
+from server.errors import RelayError, RelayProtocolError, RelayUnavailableError
 
 if TYPE_CHECKING:
     from server.catalog import ModelSpec
@@ -88,11 +88,20 @@ class AnthropicMessages:
 class AnthropicStreamDecoder:
     """Accumulates a messages event stream."""
 
-    __slots__ = ("_input_tokens", "_output_tokens", "done", "finish_reason")
+    __slots__ = (
+        "_input_tokens",
+        "_output_tokens",
+        "done",
+        "error",
+        "finish_reason",
+        "usage_final",
+    )
 
     def __init__(self) -> None:
         self.done = False
         self.finish_reason = FinishReason.UNKNOWN
+        self.error: RelayError | None = None
+        self.usage_final = False  # message_start's output count is provisional
         self._input_tokens: int | None = None
         self._output_tokens: int | None = None
 
@@ -112,6 +121,8 @@ class AnthropicStreamDecoder:
         """Text of `events`; records usage, stop reason and message_stop."""
         parts: list[str] = []
         for event in events:
+            if self.error is not None:
+                break
             try:
                 data = orjson.loads(event.data)
                 kind = data["type"]
@@ -120,7 +131,10 @@ class AnthropicStreamDecoder:
                     if delta.get("type") == "text_delta":
                         parts.append(delta["text"])
                 elif kind == "message_start":
-                    self._input_tokens = _input_tokens(data["message"].get("usage"))
+                    usage = data["message"].get("usage") or {}
+                    self._input_tokens = _input_tokens(usage)
+                    if "output_tokens" in usage:  # reported already, usually 1
+                        self._output_tokens = int(usage["output_tokens"])
                 elif kind == "message_delta":
                     reason = data.get("delta", {}).get("stop_reason")
                     if reason:
@@ -128,12 +142,15 @@ class AnthropicStreamDecoder:
                     usage = data.get("usage")
                     if usage and "output_tokens" in usage:
                         self._output_tokens = int(usage["output_tokens"])
+                        self.usage_final = True
                 elif kind == "message_stop":
                     self.done = True
                 elif kind == "error":
-                    raise RelayUnavailableError("the relay reported an error inside the stream")
+                    self.error = RelayUnavailableError(
+                        "the relay reported an error inside the stream"
+                    )
             except (KeyError, TypeError, AttributeError, ValueError):  # incl. JSONDecodeError
-                raise RelayProtocolError("the relay sent a malformed stream event") from None
+                self.error = RelayProtocolError("the relay sent a malformed stream event")
         return "".join(parts) if len(parts) != 1 else parts[0]
 
 

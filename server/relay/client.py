@@ -109,7 +109,7 @@ class RelayClient:
         http_request = self._request(model, request, max_tokens, False, time_limit)
         try:
             async with asyncio.timeout(time_limit):
-                with relay_errors(time_limit):
+                with relay_errors(min(self._settings.read_timeout, time_limit)):
                     response = await self._http.send(http_request)
         except TimeoutError:
             raise RelayTimeoutError(f"the relay did not answer within {time_limit:.3g}s") from None
@@ -167,17 +167,31 @@ class RelayStream:
 
     @property
     def usage(self) -> Usage:
-        """Tokens billed for what was received so far."""
+        """Tokens billed for what was received so far.
+
+        The relay's closing usage report is billed as it is, even when the
+        stream broke after it. A provisional report (Anthropic's message_start)
+        counts unless more text arrived than it covers; then, or with no report
+        at all, the received text is estimated and flagged. Nothing received,
+        nothing billed.
+        """
         decoder = self._decoder
         if decoder is None:
             return Usage()
-        if decoder.usage is not None:
-            return decoder.usage
+        reported = decoder.usage
+        if reported is not None and (decoder.done or decoder.usage_final):
+            return reported
+        received = text_tokens("".join(self._text)) if self._text else 0
+        if reported is not None:
+            if received <= reported.output_tokens:
+                return reported
+            return Usage(reported.input_tokens, received, estimated=True)
         input_tokens = decoder.input_tokens
-        estimate = _estimate(request_tokens(self._request), "".join(self._text))
-        if input_tokens is not None:
-            return Usage(input_tokens, estimate.output_tokens, estimated=True)
-        return estimate
+        if input_tokens is None:
+            if not received:
+                return Usage()
+            input_tokens = request_tokens(self._request)
+        return Usage(input_tokens, received, estimated=True)
 
     async def __aiter__(self) -> AsyncGenerator[str | Completion, None]:
         client = self._client
@@ -201,6 +215,8 @@ class RelayStream:
                     if delta:
                         text.append(delta)
                         yield delta
+                    if decoder.error is not None:
+                        raise decoder.error
             if not decoder.done:
                 raise RelayProtocolError(
                     "the relay ended the stream without its final event; the answer may be cut"

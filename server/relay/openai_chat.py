@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from server.domain import FinishReason, Request, Usage
-from server.errors import RelayProtocolError, RelayUnavailableError
+from server.errors import RelayError, RelayProtocolError, RelayUnavailableError
 
 if TYPE_CHECKING:
     from server.catalog import ModelSpec
@@ -77,22 +77,30 @@ class OpenAIChat:
 class OpenAIStreamDecoder:
     """Accumulates a chat.completion.chunk stream."""
 
-    __slots__ = ("done", "finish_reason", "usage")
+    __slots__ = ("done", "error", "finish_reason", "usage")
 
     def __init__(self) -> None:
         self.done = False
         self.usage: Usage | None = None
         self.finish_reason = FinishReason.UNKNOWN
+        self.error: RelayError | None = None
 
     @property
     def input_tokens(self) -> int | None:
         """Input tokens reported so far: only the final usage chunk has them."""
         return self.usage.input_tokens if self.usage else None
 
+    @property
+    def usage_final(self) -> bool:
+        """The usage chunk comes after the last content: it is always the final count."""
+        return self.usage is not None
+
     def feed(self, events: list[ServerSentEvent]) -> str:
         """Text of `events`; records usage, finish reason and [DONE]."""
         parts: list[str] = []
         for event in events:
+            if self.error is not None:
+                break
             data = event.data
             if data == _DONE:
                 self.done = True
@@ -100,7 +108,10 @@ class OpenAIStreamDecoder:
             try:
                 chunk = orjson.loads(data)
                 if "error" in chunk:
-                    raise RelayUnavailableError("the relay reported an error inside the stream")
+                    self.error = RelayUnavailableError(
+                        "the relay reported an error inside the stream"
+                    )
+                    break
                 for choice in chunk.get("choices") or ():
                     delta = choice.get("delta")
                     text = delta.get("content") if delta else None
@@ -112,7 +123,7 @@ class OpenAIStreamDecoder:
                 if chunk.get("usage"):
                     self.usage = _usage(chunk["usage"])
             except (AttributeError, TypeError, KeyError, ValueError):
-                raise RelayProtocolError("the relay sent a malformed stream chunk") from None
+                self.error = RelayProtocolError("the relay sent a malformed stream chunk")
         return "".join(parts) if len(parts) != 1 else parts[0]
 
 

@@ -17,6 +17,7 @@ from server.relay import anthropic_messages, openai_chat
 
 if TYPE_CHECKING:
     from server.catalog import ModelSpec
+    from server.errors import RelayError
     from server.relay.sse import ServerSentEvent
 
 
@@ -30,7 +31,12 @@ class StreamDecoder(Protocol):
 
     @property
     def usage(self) -> Usage | None:
-        """Usage the relay reported (None until it reported it)."""
+        """The usage the relay reported last (None until it reported any)."""
+        ...
+
+    @property
+    def usage_final(self) -> bool:
+        """True once the relay sent its closing usage report, which counts the whole answer."""
         ...
 
     @property
@@ -43,10 +49,17 @@ class StreamDecoder(Protocol):
         """Input tokens the relay reported before the end, if any."""
         ...
 
+    @property
+    def error(self) -> RelayError | None:
+        """The failure the stream reported (an error event, a malformed chunk)."""
+        ...
+
     def feed(self, events: list[ServerSentEvent]) -> str:
         """Consume events; return the text they carry (may be empty).
 
-        Raises RelayError for an error event.
+        At an error event or a malformed chunk, decoding stops: the text
+        before it is returned and `error` is set, so text that did arrive is
+        never lost.
         """
         ...
 

@@ -1,11 +1,14 @@
 import asyncio
+import dataclasses
 import time
 
 import pytest
 
+from server.catalog import default_catalog
 from server.domain import ModelCall
-from server.errors import RateLimitedError
-from server.pipeline.limiter import Bucket, LimiterStage, RateBudget
+from server.errors import ModelBusyError, RateLimitedError, RelayUnavailableError
+from server.pipeline.limiter import Bucket, ConcurrencyCap, LimiterStage, Limits, RateBudget
+from server.settings import LimitSettings
 
 from .fakes import CATALOG, ScriptedModels, routed_call
 
@@ -79,10 +82,13 @@ async def test_large_requests_are_not_starved_by_small_ones():
     assert order[0] == "large"  # aiolimiter alone would serve the small ones first
 
 
+def limits_for(**limit_fields) -> Limits:
+    return Limits(default_catalog().models, LimitSettings(**limit_fields))
+
+
 async def test_limiter_stage_refuses_before_calling_the_relay():
     models = ScriptedModels({"gpt-4.1": ["ok"]})
-    budget = RateBudget("relay", per_minute=60, burst=1, max_waiters=10)
-    stage = LimiterStage(models, budget)
+    stage = LimiterStage(models, limits_for(relay_rpm=60, relay_burst=1))
     call = routed_call(model="gpt-4.1", deadline=time.monotonic() + 0.2)
     item = ModelCall(call, CATALOG.models["gpt-4.1"], 10)
     await stage.query(item)
@@ -92,3 +98,82 @@ async def test_limiter_stage_refuses_before_calling_the_relay():
         async for _ in stage.stream(item):
             pass
     assert models.tried == ["gpt-4.1"]
+
+
+async def test_concurrency_cap_hands_slots_over_in_order_and_times_out_at_the_deadline():
+    cap = ConcurrencyCap("model x", 1, max_waiters=5, max_wait=10.0)
+    await cap.acquire(None)
+    order: list[int] = []
+
+    async def wait(n: int) -> None:
+        await cap.acquire(None)
+        order.append(n)
+
+    waiters = [asyncio.create_task(wait(n)) for n in range(3)]
+    await asyncio.sleep(0)
+    assert cap.waiters == 3
+    for _ in range(3):
+        cap.release()
+        await asyncio.sleep(0)
+    await asyncio.gather(*waiters)
+    assert order == [0, 1, 2] and cap.in_use == 1
+    started = time.monotonic()
+    with pytest.raises(ModelBusyError, match="1 calls in flight"):
+        await cap.acquire(time.monotonic() + 0.05)
+    assert time.monotonic() - started < 1.0
+    assert cap.waiters == 0
+    cap.release()
+    assert cap.in_use == 0
+
+
+async def test_a_cancelled_waiter_passes_a_slot_on():
+    cap = ConcurrencyCap("model x", 1, max_waiters=5, max_wait=10.0)
+    await cap.acquire(None)
+    first = asyncio.create_task(cap.acquire(None))
+    second = asyncio.create_task(cap.acquire(None))
+    await asyncio.sleep(0)
+    cap.release()  # hands the slot to `first`...
+    first.cancel()  # ...which is cancelled before it runs
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    await asyncio.wait_for(second, 1)  # so the slot went on to `second`
+    assert cap.in_use == 1
+
+
+async def test_model_and_provider_caps_are_released_on_success_error_and_cancel():
+    limits = limits_for()
+    gpt = CATALOG.models["gpt-4.1"]
+    gate = limits.of(gpt)
+    models = ScriptedModels(
+        {"gpt-4.1": ["a", "b"], "gemini-2.5-flash": RelayUnavailableError("down", 503)}
+    )
+    stage = LimiterStage(models, limits)
+    await stage.query(ModelCall(routed_call(model="gpt-4.1"), gpt, 10))
+    gemini = CATALOG.models["gemini-2.5-flash"]
+    with pytest.raises(RelayUnavailableError):
+        await stage.query(ModelCall(routed_call(model="gemini-2.5-flash"), gemini, 10))
+    stream = stage.stream(ModelCall(routed_call(model="gpt-4.1"), gpt, 10))
+    await anext(stream)
+    assert (gate.model_cap.in_use, gate.provider_cap.in_use) == (1, 1)
+    await stream.aclose()
+    for cap in (gate.model_cap, gate.provider_cap, limits.of(gemini).model_cap):
+        assert cap.in_use == 0
+
+
+async def test_token_budget_reserves_input_plus_max_tokens_and_refunds_the_unused_part():
+    models = dict(default_catalog().models)
+    models["gpt-4.1"] = dataclasses.replace(models["gpt-4.1"], tpm=1000)
+    limits = Limits(models, LimitSettings())
+    gpt = models["gpt-4.1"]
+    scripted = ScriptedModels({"gpt-4.1": ["x"] * 7})  # bills 1 input + 7 output tokens
+    stage = LimiterStage(scripted, limits)
+    call = routed_call(model="gpt-4.1")  # "hi": 5 estimated input tokens
+    assert call.route is not None
+    call.route = dataclasses.replace(call.route, model=gpt)
+    tpm = limits.of(gpt).tpm
+    assert tpm is not None
+    await stage.query(ModelCall(call, gpt, 995))  # reserves 5 + 995 = 1000, the whole budget
+    # the unused 1000 - 8 = 992 came back: 900 more fit at once
+    assert tpm._bucket.wait_time(900) == 0.0
+    with pytest.raises(ModelBusyError, match="at most 1000 tokens at once"):
+        await stage.query(ModelCall(call, gpt, 2000))

@@ -153,3 +153,80 @@ async def test_stream_error_status_is_classified_before_any_text():
             pass
     assert caught.value.http_status == 529
     assert stream.usage == Usage()
+
+
+ANTHROPIC_START = b'event: message_start\ndata: {"type":"message_start","message":{"usage":{"input_tokens":40,"output_tokens":1}}}\n\n'
+
+
+def anthropic_delta(text: str) -> bytes:
+    return (
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"'
+        + text.encode()
+        + b'"}}\n\n'
+    )
+
+
+async def test_usage_of_a_cut_stream_follows_what_was_received():
+    # Cut after message_start and 12 bytes of text: reported input, estimated output (12 / 4).
+    relay = MockRelay(
+        lambda r: httpx.Response(
+            200,
+            content=streamed(
+                [ANTHROPIC_START, anthropic_delta("abcdefghijkl")], then=httpx.ReadError("cut")
+            ),
+        )
+    )
+    stream = client(relay).stream(CLAUDE, REQUEST, 64, 5.0)
+    with pytest.raises(RelayProtocolError):
+        async for _ in stream:
+            pass
+    assert stream.usage == Usage(40, 3, estimated=True)
+    # Cut right after message_start: its provisional report is what the relay billed.
+    relay = MockRelay(
+        lambda r: httpx.Response(
+            200, content=streamed([ANTHROPIC_START], then=httpx.ReadError("cut"))
+        )
+    )
+    stream = client(relay).stream(CLAUDE, REQUEST, 64, 5.0)
+    with pytest.raises(RelayProtocolError):
+        async for _ in stream:
+            pass
+    assert stream.usage == Usage(40, 1)
+
+
+async def test_a_closing_usage_report_is_billed_as_is_even_without_done():
+    relay = MockRelay(lambda r: httpx.Response(200, content=streamed(OPENAI_CHUNKS[:-1])))
+    stream = client(relay).stream(GPT, REQUEST, 64, 5.0)
+    with pytest.raises(RelayProtocolError):
+        async for _ in stream:
+            pass
+    assert stream.usage == Usage(9, 2)  # the relay's count, not an estimate of the text
+
+
+async def test_nothing_received_bills_nothing():
+    relay = MockRelay(
+        lambda r: httpx.Response(
+            200, content=streamed([b'data: {"error": {"message": "overloaded"}}\n\n'])
+        )
+    )
+    stream = client(relay).stream(GPT, REQUEST, 64, 5.0)
+    with pytest.raises(RelayUnavailableError):
+        async for _ in stream:
+            pass
+    assert stream.usage == Usage()
+
+
+async def test_text_before_an_error_event_is_delivered_then_the_error_raised():
+    relay = MockRelay(
+        lambda r: httpx.Response(
+            200,
+            content=streamed(
+                [OPENAI_CHUNKS[1] + b'data: {"error": {"message": "overloaded"}}\n\n']
+            ),
+        )
+    )
+    received = []
+    with pytest.raises(RelayUnavailableError):
+        async for event in client(relay).stream(GPT, REQUEST, 64, 5.0):
+            received.append(event)
+    assert received == ["Hello "]

@@ -88,12 +88,20 @@ def test_openai_stream_text_usage_and_done():
     assert decoder.finish_reason is FinishReason.STOP
 
 
-def test_openai_stream_error_event_is_retryable():
+def test_openai_stream_error_keeps_the_text_before_it():
     decoder = WIRES["openai"].stream_decoder()
-    with pytest.raises(RelayUnavailableError):
-        decoder.feed(sse(b'data: {"error": {"message": "overloaded"}}\n\n'))
-    with pytest.raises(RelayProtocolError):
-        decoder.feed(sse(b"data: {not json\n\n"))
+    text = decoder.feed(
+        sse(
+            b'data: {"choices":[{"index":0,"delta":{"content":"partial"}}]}\n\n',
+            b'data: {"error": {"message": "overloaded"}}\n\n',
+            b'data: {"choices":[{"index":0,"delta":{"content":"never"}}]}\n\n',
+        )
+    )
+    assert text == "partial"
+    assert isinstance(decoder.error, RelayUnavailableError) and decoder.error.retryable
+    malformed = WIRES["openai"].stream_decoder()
+    malformed.feed(sse(b"data: {not json\n\n"))
+    assert isinstance(malformed.error, RelayProtocolError)
 
 
 def test_anthropic_request_body_moves_system_and_clamps_temperature():
@@ -128,7 +136,8 @@ def test_anthropic_stream():
         )
     )
     assert text == "Hi"
-    assert decoder.input_tokens == 12 and decoder.usage is None
+    assert decoder.input_tokens == 12
+    assert decoder.usage == Usage(12, 1)  # message_start reports output 1 until message_delta
     decoder.feed(
         sse(
             b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":7}}\n\n',
@@ -141,7 +150,7 @@ def test_anthropic_stream():
 
 def test_anthropic_stream_error_event():
     decoder = WIRES["anthropic"].stream_decoder()
-    with pytest.raises(RelayUnavailableError):
-        decoder.feed(
-            sse(b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error"}}\n\n')
-        )
+    decoder.feed(
+        sse(b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error"}}\n\n')
+    )
+    assert isinstance(decoder.error, RelayUnavailableError)

@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.type import money_pb2 as google_dot_type_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bswitchyard/v1/gateway.proto\x12\rswitchyard.v1\x1a\x17google/type/money.proto\"=\n\x07Message\x12!\n\x04role\x18\x01 \x01(\x0e\x32\x13.switchyard.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xe0\x02\n\tQuerySpec\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12(\n\x08messages\x18\x02 \x03(\x0b\x32\x16.switchyard.v1.Message\x12!\n\x04task\x18\x03 \x01(\x0e\x32\x13.switchyard.v1.Task\x12\r\n\x05model\x18\x04 \x01(\t\x12\x12\n\nmax_tokens\x18\x05 \x01(\r\x12\x18\n\x0btemperature\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x07 \x01(\x01H\x01\x88\x01\x01\x12\x0c\n\x04stop\x18\x08 \x03(\t\x12\x18\n\x10\x64isable_fallback\x18\t \x01(\x08\x12\x34\n\x06labels\x18\n \x03(\x0b\x32$.switchyard.v1.QuerySpec.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_p\"4\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\r\x12\x15\n\routput_tokens\x18\x02 \x01(\r\"P\n\x0c\x43ostEstimate\x12\x1f\n\x03min\x18\x01 \x01(\x0b\x32\x12.google.type.Money\x12\x1f\n\x03max\x18\x02 \x01(\x0b\x32\x12.google.type.Money\"\xbe\x02\n\rRouteDecision\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x17\n\x0f\x66\x61llback_models\x18\x03 \x03(\t\x12!\n\x04task\x18\x04 \x01(\x0e\x32\x13.switchyard.v1.Task\x12-\n\ncomplexity\x18\x05 \x01(\x0e\x32\x19.switchyard.v1.Complexity\x12(\n\x05\x62\x61sis\x18\x06 \x01(\x0e\x32\x19.switchyard.v1.RouteBasis\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x1e\n\x16\x65stimated_input_tokens\x18\x08 \x01(\r\x12\x12\n\nmax_tokens\x18\t \x01(\r\x12\x33\n\x0e\x65stimated_cost\x18\n \x01(\x0b\x32\x1b.switchyard.v1.CostEstimate\"\xd9\x01\n\x07\x41ttempt\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12.\n\x07outcome\x18\x03 \x01(\x0e\x32\x1d.switchyard.v1.AttemptOutcome\x12\x13\n\x0bhttp_status\x18\x04 \x01(\r\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x12\n\nlatency_ms\x18\x06 \x01(\r\x12#\n\x05usage\x18\x07 \x01(\x0b\x32\x14.switchyard.v1.Usage\x12 \n\x04\x63ost\x18\x08 \x01(\x0b\x32\x12.google.type.Money\"7\n\x0cRouteRequest\x12\'\n\x05query\x18\x01 \x01(\x0b\x32\x18.switchyard.v1.QuerySpec\"<\n\rRouteResponse\x12+\n\x05route\x18\x01 \x01(\x0b\x32\x1c.switchyard.v1.RouteDecision\"7\n\x0cQueryRequest\x12\'\n\x05query\x18\x01 \x01(\x0b\x32\x18.switchyard.v1.QuerySpec\"\xcb\x02\n\rQueryResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12#\n\x05usage\x18\x04 \x01(\x0b\x32\x14.switchyard.v1.Usage\x12 \n\x04\x63ost\x18\x05 \x01(\x0b\x32\x12.google.type.Money\x12\x32\n\rfinish_reason\x18\x06 \x01(\x0e\x32\x1b.switchyard.v1.FinishReason\x12(\n\x08\x61ttempts\x18\x07 \x03(\x0b\x32\x16.switchyard.v1.Attempt\x12\x0e\n\x06\x63\x61\x63hed\x18\x08 \x01(\x08\x12\x12\n\nlatency_ms\x18\t \x01(\r\x12+\n\x05route\x18\n \x01(\x0b\x32\x1c.switchyard.v1.RouteDecision\x12\x12\n\nrequest_id\x18\x0b \x01(\t\"=\n\x12StreamQueryRequest\x12\'\n\x05query\x18\x01 \x01(\x0b\x32\x18.switchyard.v1.QuerySpec\"o\n\x0bStreamStart\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12+\n\x05route\x18\x03 \x01(\x0b\x32\x1c.switchyard.v1.RouteDecision\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\x19\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"\xf4\x01\n\tStreamEnd\x12#\n\x05usage\x18\x01 \x01(\x0b\x32\x14.switchyard.v1.Usage\x12 \n\x04\x63ost\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12\x32\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x1b.switchyard.v1.FinishReason\x12(\n\x08\x61ttempts\x18\x04 \x03(\x0b\x32\x16.switchyard.v1.Attempt\x12\x0e\n\x06\x63\x61\x63hed\x18\x05 \x01(\x08\x12\x12\n\nlatency_ms\x18\x06 \x01(\r\x12\x1e\n\x16time_to_first_token_ms\x18\x07 \x01(\r\"\x9f\x01\n\x13StreamQueryResponse\x12+\n\x05start\x18\x01 \x01(\x0b\x32\x1a.switchyard.v1.StreamStartH\x00\x12)\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x18.switchyard.v1.TextDeltaH\x00\x12\'\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x18.switchyard.v1.StreamEndH\x00\x42\x07\n\x05\x65vent*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03*b\n\x04Task\x12\x14\n\x10TASK_UNSPECIFIED\x10\x00\x12\x12\n\x0eTASK_REASONING\x10\x01\x12\x11\n\rTASK_CREATIVE\x10\x02\x12\r\n\tTASK_FAST\x10\x03\x12\x0e\n\nTASK_BATCH\x10\x04*n\n\nComplexity\x12\x1a\n\x16\x43OMPLEXITY_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43OMPLEXITY_SIMPLE\x10\x01\x12\x15\n\x11\x43OMPLEXITY_MEDIUM\x10\x02\x12\x16\n\x12\x43OMPLEXITY_COMPLEX\x10\x03*r\n\nRouteBasis\x12\x1b\n\x17ROUTE_BASIS_UNSPECIFIED\x10\x00\x12\x15\n\x11ROUTE_BASIS_MODEL\x10\x01\x12\x14\n\x10ROUTE_BASIS_TASK\x10\x02\x12\x1a\n\x16ROUTE_BASIS_COMPLEXITY\x10\x03*\x81\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x03*\xf1\x01\n\x0e\x41ttemptOutcome\x12\x1f\n\x1b\x41TTEMPT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41TTEMPT_OUTCOME_SUCCESS\x10\x01\x12#\n\x1f\x41TTEMPT_OUTCOME_RETRYABLE_ERROR\x10\x02\x12\x1f\n\x1b\x41TTEMPT_OUTCOME_FINAL_ERROR\x10\x03\x12\x1d\n\x19\x41TTEMPT_OUTCOME_CANCELLED\x10\x04\x12\x1f\n\x1b\x41TTEMPT_OUTCOME_INTERRUPTED\x10\x05\x12\x1b\n\x17\x41TTEMPT_OUTCOME_SKIPPED\x10\x06\x32\xf0\x01\n\x0eGatewayService\x12\x42\n\x05Route\x12\x1b.switchyard.v1.RouteRequest\x1a\x1c.switchyard.v1.RouteResponse\x12\x42\n\x05Query\x12\x1b.switchyard.v1.QueryRequest\x1a\x1c.switchyard.v1.QueryResponse\x12V\n\x0bStreamQuery\x12!.switchyard.v1.StreamQueryRequest\x1a\".switchyard.v1.StreamQueryResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bswitchyard/v1/gateway.proto\x12\rswitchyard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/type/money.proto\"=\n\x07Message\x12!\n\x04role\x18\x01 \x01(\x0e\x32\x13.switchyard.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\x8e\x03\n\tQuerySpec\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12(\n\x08messages\x18\x02 \x03(\x0b\x32\x16.switchyard.v1.Message\x12!\n\x04task\x18\x03 \x01(\x0e\x32\x13.switchyard.v1.Task\x12\r\n\x05model\x18\x04 \x01(\t\x12\x12\n\nmax_tokens\x18\x05 \x01(\r\x12\x18\n\x0btemperature\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x07 \x01(\x01H\x01\x88\x01\x01\x12\x0c\n\x04stop\x18\x08 \x03(\t\x12\x18\n\x10\x64isable_fallback\x18\t \x01(\x08\x12\x34\n\x06labels\x18\n \x03(\x0b\x32$.switchyard.v1.QuerySpec.LabelsEntry\x12,\n\ncache_mode\x18\x0b \x01(\x0e\x32\x18.switchyard.v1.CacheMode\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_p\"d\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\r\x12\x15\n\routput_tokens\x18\x02 \x01(\r\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\x03 \x01(\r\x12\x11\n\testimated\x18\x04 \x01(\x08\"W\n\x0bTokenTotals\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x04\x12\x15\n\routput_tokens\x18\x02 \x01(\x04\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\x03 \x01(\x04\"^\n\nModelState\x12\r\n\x05model\x18\x01 \x01(\t\x12,\n\x07\x63ircuit\x18\x02 \x01(\x0e\x32\x1b.switchyard.v1.CircuitState\x12\x13\n\x0bretry_in_ms\x18\x03 \x01(\r\"-\n\tAdmission\x12\x10\n\x08\x61\x64mitted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"P\n\x0c\x43ostEstimate\x12\x1f\n\x03min\x18\x01 \x01(\x0b\x32\x12.google.type.Money\x12\x1f\n\x03max\x18\x02 \x01(\x0b\x32\x12.google.type.Money\"\x9c\x03\n\rRouteDecision\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x17\n\x0f\x66\x61llback_models\x18\x03 \x03(\t\x12!\n\x04task\x18\x04 \x01(\x0e\x32\x13.switchyard.v1.Task\x12-\n\ncomplexity\x18\x05 \x01(\x0e\x32\x19.switchyard.v1.Complexity\x12(\n\x05\x62\x61sis\x18\x06 \x01(\x0e\x32\x19.switchyard.v1.RouteBasis\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x1e\n\x16\x65stimated_input_tokens\x18\x08 \x01(\r\x12\x12\n\nmax_tokens\x18\t \x01(\r\x12\x33\n\x0e\x65stimated_cost\x18\n \x01(\x0b\x32\x1b.switchyard.v1.CostEstimate\x12/\n\x0cmodel_states\x18\x0b \x03(\x0b\x32\x19.switchyard.v1.ModelState\x12+\n\tadmission\x18\x0c \x01(\x0b\x32\x18.switchyard.v1.Admission\"\xd9\x01\n\x07\x41ttempt\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12.\n\x07outcome\x18\x03 \x01(\x0e\x32\x1d.switchyard.v1.AttemptOutcome\x12\x13\n\x0bhttp_status\x18\x04 \x01(\r\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x12\n\nlatency_ms\x18\x06 \x01(\r\x12#\n\x05usage\x18\x07 \x01(\x0b\x32\x14.switchyard.v1.Usage\x12 \n\x04\x63ost\x18\x08 \x01(\x0b\x32\x12.google.type.Money\"7\n\x0cRouteRequest\x12\'\n\x05query\x18\x01 \x01(\x0b\x32\x18.switchyard.v1.QuerySpec\"<\n\rRouteResponse\x12+\n\x05route\x18\x01 \x01(\x0b\x32\x1c.switchyard.v1.RouteDecision\"7\n\x0cQueryRequest\x12\'\n\x05query\x18\x01 \x01(\x0b\x32\x18.switchyard.v1.QuerySpec\"\xf3\x02\n\rQueryResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12#\n\x05usage\x18\x04 \x01(\x0b\x32\x14.switchyard.v1.Usage\x12 \n\x04\x63ost\x18\x05 \x01(\x0b\x32\x12.google.type.Money\x12\x32\n\rfinish_reason\x18\x06 \x01(\x0e\x32\x1b.switchyard.v1.FinishReason\x12(\n\x08\x61ttempts\x18\x07 \x03(\x0b\x32\x16.switchyard.v1.Attempt\x12\x0e\n\x06\x63\x61\x63hed\x18\x08 \x01(\x08\x12\x12\n\nlatency_ms\x18\t \x01(\r\x12+\n\x05route\x18\n \x01(\x0b\x32\x1c.switchyard.v1.RouteDecision\x12\x12\n\nrequest_id\x18\x0b \x01(\t\x12&\n\nsaved_cost\x18\x0c \x01(\x0b\x32\x12.google.type.Money\"=\n\x12StreamQueryRequest\x12\'\n\x05query\x18\x01 \x01(\x0b\x32\x18.switchyard.v1.QuerySpec\"o\n\x0bStreamStart\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12+\n\x05route\x18\x03 \x01(\x0b\x32\x1c.switchyard.v1.RouteDecision\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\x19\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"\x9c\x02\n\tStreamEnd\x12#\n\x05usage\x18\x01 \x01(\x0b\x32\x14.switchyard.v1.Usage\x12 \n\x04\x63ost\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12\x32\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x1b.switchyard.v1.FinishReason\x12(\n\x08\x61ttempts\x18\x04 \x03(\x0b\x32\x16.switchyard.v1.Attempt\x12\x0e\n\x06\x63\x61\x63hed\x18\x05 \x01(\x08\x12\x12\n\nlatency_ms\x18\x06 \x01(\r\x12\x1e\n\x16time_to_first_token_ms\x18\x07 \x01(\r\x12&\n\nsaved_cost\x18\x08 \x01(\x0b\x32\x12.google.type.Money\"\x9f\x01\n\x13StreamQueryResponse\x12+\n\x05start\x18\x01 \x01(\x0b\x32\x1a.switchyard.v1.StreamStartH\x00\x12)\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x18.switchyard.v1.TextDeltaH\x00\x12\'\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x18.switchyard.v1.StreamEndH\x00\x42\x07\n\x05\x65vent\"e\n\x0fGetUsageRequest\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x94\x01\n\nModelUsage\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x02 \x01(\x04\x12\x17\n\x0f\x66\x61iled_attempts\x18\x03 \x01(\x04\x12*\n\x06tokens\x18\x04 \x01(\x0b\x32\x1a.switchyard.v1.TokenTotals\x12 \n\x04\x63ost\x18\x05 \x01(\x0b\x32\x12.google.type.Money\"d\n\nCacheUsage\x12\x0c\n\x04hits\x18\x01 \x01(\x04\x12\x0e\n\x06misses\x18\x02 \x01(\x04\x12\x10\n\x08hit_rate\x18\x03 \x01(\x01\x12&\n\nsaved_cost\x18\x04 \x01(\x0b\x32\x12.google.type.Money\"\x92\x01\n\x0b\x42udgetUsage\x12\x0e\n\x06period\x18\x01 \x01(\t\x12!\n\x05limit\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12!\n\x05spent\x18\x03 \x01(\x0b\x32\x12.google.type.Money\x12-\n\tresets_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"B\n\x0cProviderLoad\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x11\n\tin_flight\x18\x02 \x01(\r\x12\r\n\x05limit\x18\x03 \x01(\r\"\x98\x03\n\x10GetUsageResponse\x12\x0e\n\x06\x63\x61ller\x18\x01 \x01(\t\x12)\n\x05start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08requests\x18\x04 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x05 \x01(\x04\x12 \n\x04\x63ost\x18\x06 \x01(\x0b\x32\x12.google.type.Money\x12*\n\x06tokens\x18\x07 \x01(\x0b\x32\x1a.switchyard.v1.TokenTotals\x12)\n\x06models\x18\x08 \x03(\x0b\x32\x19.switchyard.v1.ModelUsage\x12(\n\x05\x63\x61\x63he\x18\t \x01(\x0b\x32\x19.switchyard.v1.CacheUsage\x12+\n\x07\x62udgets\x18\n \x03(\x0b\x32\x1a.switchyard.v1.BudgetUsage\x12.\n\tin_flight\x18\x0b \x03(\x0b\x32\x1b.switchyard.v1.ProviderLoad*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03*b\n\x04Task\x12\x14\n\x10TASK_UNSPECIFIED\x10\x00\x12\x12\n\x0eTASK_REASONING\x10\x01\x12\x11\n\rTASK_CREATIVE\x10\x02\x12\r\n\tTASK_FAST\x10\x03\x12\x0e\n\nTASK_BATCH\x10\x04*n\n\nComplexity\x12\x1a\n\x16\x43OMPLEXITY_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43OMPLEXITY_SIMPLE\x10\x01\x12\x15\n\x11\x43OMPLEXITY_MEDIUM\x10\x02\x12\x16\n\x12\x43OMPLEXITY_COMPLEX\x10\x03*r\n\nRouteBasis\x12\x1b\n\x17ROUTE_BASIS_UNSPECIFIED\x10\x00\x12\x15\n\x11ROUTE_BASIS_MODEL\x10\x01\x12\x14\n\x10ROUTE_BASIS_TASK\x10\x02\x12\x1a\n\x16ROUTE_BASIS_COMPLEXITY\x10\x03*\x81\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x03*\xf1\x01\n\x0e\x41ttemptOutcome\x12\x1f\n\x1b\x41TTEMPT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41TTEMPT_OUTCOME_SUCCESS\x10\x01\x12#\n\x1f\x41TTEMPT_OUTCOME_RETRYABLE_ERROR\x10\x02\x12\x1f\n\x1b\x41TTEMPT_OUTCOME_FINAL_ERROR\x10\x03\x12\x1d\n\x19\x41TTEMPT_OUTCOME_CANCELLED\x10\x04\x12\x1f\n\x1b\x41TTEMPT_OUTCOME_INTERRUPTED\x10\x05\x12\x1b\n\x17\x41TTEMPT_OUTCOME_SKIPPED\x10\x06*n\n\tCacheMode\x12\x1a\n\x16\x43\x41\x43HE_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43\x41\x43HE_MODE_DEFAULT\x10\x01\x12\x15\n\x11\x43\x41\x43HE_MODE_BYPASS\x10\x02\x12\x16\n\x12\x43\x41\x43HE_MODE_REFRESH\x10\x03*|\n\x0c\x43ircuitState\x12\x1d\n\x19\x43IRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43IRCUIT_STATE_CLOSED\x10\x01\x12\x16\n\x12\x43IRCUIT_STATE_OPEN\x10\x02\x12\x1b\n\x17\x43IRCUIT_STATE_HALF_OPEN\x10\x03\x32\xbd\x02\n\x0eGatewayService\x12\x42\n\x05Route\x12\x1b.switchyard.v1.RouteRequest\x1a\x1c.switchyard.v1.RouteResponse\x12\x42\n\x05Query\x12\x1b.switchyard.v1.QueryRequest\x1a\x1c.switchyard.v1.QueryResponse\x12V\n\x0bStreamQuery\x12!.switchyard.v1.StreamQueryRequest\x1a\".switchyard.v1.StreamQueryResponse0\x01\x12K\n\x08GetUsage\x12\x1e.switchyard.v1.GetUsageRequest\x1a\x1f.switchyard.v1.GetUsageResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,50 +35,72 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_QUERYSPEC_LABELSENTRY']._loaded_options = None
   _globals['_QUERYSPEC_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_ROLE']._serialized_start=2288
-  _globals['_ROLE']._serialized_end=2368
-  _globals['_TASK']._serialized_start=2370
-  _globals['_TASK']._serialized_end=2468
-  _globals['_COMPLEXITY']._serialized_start=2470
-  _globals['_COMPLEXITY']._serialized_end=2580
-  _globals['_ROUTEBASIS']._serialized_start=2582
-  _globals['_ROUTEBASIS']._serialized_end=2696
-  _globals['_FINISHREASON']._serialized_start=2699
-  _globals['_FINISHREASON']._serialized_end=2828
-  _globals['_ATTEMPTOUTCOME']._serialized_start=2831
-  _globals['_ATTEMPTOUTCOME']._serialized_end=3072
-  _globals['_MESSAGE']._serialized_start=71
-  _globals['_MESSAGE']._serialized_end=132
-  _globals['_QUERYSPEC']._serialized_start=135
-  _globals['_QUERYSPEC']._serialized_end=487
-  _globals['_QUERYSPEC_LABELSENTRY']._serialized_start=416
-  _globals['_QUERYSPEC_LABELSENTRY']._serialized_end=461
-  _globals['_USAGE']._serialized_start=489
-  _globals['_USAGE']._serialized_end=541
-  _globals['_COSTESTIMATE']._serialized_start=543
-  _globals['_COSTESTIMATE']._serialized_end=623
-  _globals['_ROUTEDECISION']._serialized_start=626
-  _globals['_ROUTEDECISION']._serialized_end=944
-  _globals['_ATTEMPT']._serialized_start=947
-  _globals['_ATTEMPT']._serialized_end=1164
-  _globals['_ROUTEREQUEST']._serialized_start=1166
-  _globals['_ROUTEREQUEST']._serialized_end=1221
-  _globals['_ROUTERESPONSE']._serialized_start=1223
-  _globals['_ROUTERESPONSE']._serialized_end=1283
-  _globals['_QUERYREQUEST']._serialized_start=1285
-  _globals['_QUERYREQUEST']._serialized_end=1340
-  _globals['_QUERYRESPONSE']._serialized_start=1343
-  _globals['_QUERYRESPONSE']._serialized_end=1674
-  _globals['_STREAMQUERYREQUEST']._serialized_start=1676
-  _globals['_STREAMQUERYREQUEST']._serialized_end=1737
-  _globals['_STREAMSTART']._serialized_start=1739
-  _globals['_STREAMSTART']._serialized_end=1850
-  _globals['_TEXTDELTA']._serialized_start=1852
-  _globals['_TEXTDELTA']._serialized_end=1877
-  _globals['_STREAMEND']._serialized_start=1880
-  _globals['_STREAMEND']._serialized_end=2124
-  _globals['_STREAMQUERYRESPONSE']._serialized_start=2127
-  _globals['_STREAMQUERYRESPONSE']._serialized_end=2286
-  _globals['_GATEWAYSERVICE']._serialized_start=3075
-  _globals['_GATEWAYSERVICE']._serialized_end=3315
+  _globals['_ROLE']._serialized_start=3805
+  _globals['_ROLE']._serialized_end=3885
+  _globals['_TASK']._serialized_start=3887
+  _globals['_TASK']._serialized_end=3985
+  _globals['_COMPLEXITY']._serialized_start=3987
+  _globals['_COMPLEXITY']._serialized_end=4097
+  _globals['_ROUTEBASIS']._serialized_start=4099
+  _globals['_ROUTEBASIS']._serialized_end=4213
+  _globals['_FINISHREASON']._serialized_start=4216
+  _globals['_FINISHREASON']._serialized_end=4345
+  _globals['_ATTEMPTOUTCOME']._serialized_start=4348
+  _globals['_ATTEMPTOUTCOME']._serialized_end=4589
+  _globals['_CACHEMODE']._serialized_start=4591
+  _globals['_CACHEMODE']._serialized_end=4701
+  _globals['_CIRCUITSTATE']._serialized_start=4703
+  _globals['_CIRCUITSTATE']._serialized_end=4827
+  _globals['_MESSAGE']._serialized_start=104
+  _globals['_MESSAGE']._serialized_end=165
+  _globals['_QUERYSPEC']._serialized_start=168
+  _globals['_QUERYSPEC']._serialized_end=566
+  _globals['_QUERYSPEC_LABELSENTRY']._serialized_start=495
+  _globals['_QUERYSPEC_LABELSENTRY']._serialized_end=540
+  _globals['_USAGE']._serialized_start=568
+  _globals['_USAGE']._serialized_end=668
+  _globals['_TOKENTOTALS']._serialized_start=670
+  _globals['_TOKENTOTALS']._serialized_end=757
+  _globals['_MODELSTATE']._serialized_start=759
+  _globals['_MODELSTATE']._serialized_end=853
+  _globals['_ADMISSION']._serialized_start=855
+  _globals['_ADMISSION']._serialized_end=900
+  _globals['_COSTESTIMATE']._serialized_start=902
+  _globals['_COSTESTIMATE']._serialized_end=982
+  _globals['_ROUTEDECISION']._serialized_start=985
+  _globals['_ROUTEDECISION']._serialized_end=1397
+  _globals['_ATTEMPT']._serialized_start=1400
+  _globals['_ATTEMPT']._serialized_end=1617
+  _globals['_ROUTEREQUEST']._serialized_start=1619
+  _globals['_ROUTEREQUEST']._serialized_end=1674
+  _globals['_ROUTERESPONSE']._serialized_start=1676
+  _globals['_ROUTERESPONSE']._serialized_end=1736
+  _globals['_QUERYREQUEST']._serialized_start=1738
+  _globals['_QUERYREQUEST']._serialized_end=1793
+  _globals['_QUERYRESPONSE']._serialized_start=1796
+  _globals['_QUERYRESPONSE']._serialized_end=2167
+  _globals['_STREAMQUERYREQUEST']._serialized_start=2169
+  _globals['_STREAMQUERYREQUEST']._serialized_end=2230
+  _globals['_STREAMSTART']._serialized_start=2232
+  _globals['_STREAMSTART']._serialized_end=2343
+  _globals['_TEXTDELTA']._serialized_start=2345
+  _globals['_TEXTDELTA']._serialized_end=2370
+  _globals['_STREAMEND']._serialized_start=2373
+  _globals['_STREAMEND']._serialized_end=2657
+  _globals['_STREAMQUERYRESPONSE']._serialized_start=2660
+  _globals['_STREAMQUERYRESPONSE']._serialized_end=2819
+  _globals['_GETUSAGEREQUEST']._serialized_start=2821
+  _globals['_GETUSAGEREQUEST']._serialized_end=2922
+  _globals['_MODELUSAGE']._serialized_start=2925
+  _globals['_MODELUSAGE']._serialized_end=3073
+  _globals['_CACHEUSAGE']._serialized_start=3075
+  _globals['_CACHEUSAGE']._serialized_end=3175
+  _globals['_BUDGETUSAGE']._serialized_start=3178
+  _globals['_BUDGETUSAGE']._serialized_end=3324
+  _globals['_PROVIDERLOAD']._serialized_start=3326
+  _globals['_PROVIDERLOAD']._serialized_end=3392
+  _globals['_GETUSAGERESPONSE']._serialized_start=3395
+  _globals['_GETUSAGERESPONSE']._serialized_end=3803
+  _globals['_GATEWAYSERVICE']._serialized_start=4830
+  _globals['_GATEWAYSERVICE']._serialized_end=5147
 # @@protoc_insertion_point(module_scope)

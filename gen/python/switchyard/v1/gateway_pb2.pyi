@@ -12,6 +12,7 @@ google.type.Money in US dollars; amounts are exact to the nano-dollar.
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.type import money_pb2 as _money_pb2
@@ -214,6 +215,66 @@ ATTEMPT_OUTCOME_SKIPPED: AttemptOutcome.ValueType  # 6
 """The model was not tried (for example, its circuit breaker was open)."""
 Global___AttemptOutcome: _TypeAlias = AttemptOutcome  # noqa: Y015
 
+class _CacheMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CacheModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CacheMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CACHE_MODE_UNSPECIFIED: _CacheMode.ValueType  # 0
+    """The same as CACHE_MODE_DEFAULT."""
+    CACHE_MODE_DEFAULT: _CacheMode.ValueType  # 1
+    """Serve from the cache when the query is cacheable (temperature 0 or
+    unset) and store a fresh complete answer.
+    """
+    CACHE_MODE_BYPASS: _CacheMode.ValueType  # 2
+    """Neither read nor write the cache."""
+    CACHE_MODE_REFRESH: _CacheMode.ValueType  # 3
+    """Do not read the cache, but store the fresh answer, replacing an old one."""
+
+class CacheMode(_CacheMode, metaclass=_CacheModeEnumTypeWrapper):
+    """CacheMode says how a query may use the response cache."""
+
+CACHE_MODE_UNSPECIFIED: CacheMode.ValueType  # 0
+"""The same as CACHE_MODE_DEFAULT."""
+CACHE_MODE_DEFAULT: CacheMode.ValueType  # 1
+"""Serve from the cache when the query is cacheable (temperature 0 or
+unset) and store a fresh complete answer.
+"""
+CACHE_MODE_BYPASS: CacheMode.ValueType  # 2
+"""Neither read nor write the cache."""
+CACHE_MODE_REFRESH: CacheMode.ValueType  # 3
+"""Do not read the cache, but store the fresh answer, replacing an old one."""
+Global___CacheMode: _TypeAlias = CacheMode  # noqa: Y015
+
+class _CircuitState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CircuitStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CircuitState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CIRCUIT_STATE_UNSPECIFIED: _CircuitState.ValueType  # 0
+    """Not known."""
+    CIRCUIT_STATE_CLOSED: _CircuitState.ValueType  # 1
+    """The model is healthy and receives calls."""
+    CIRCUIT_STATE_OPEN: _CircuitState.ValueType  # 2
+    """The model failed repeatedly and is skipped until its cooldown ends."""
+    CIRCUIT_STATE_HALF_OPEN: _CircuitState.ValueType  # 3
+    """The cooldown ended; one probe call decides whether the model is back."""
+
+class CircuitState(_CircuitState, metaclass=_CircuitStateEnumTypeWrapper):
+    """CircuitState is the state of a model's circuit breaker."""
+
+CIRCUIT_STATE_UNSPECIFIED: CircuitState.ValueType  # 0
+"""Not known."""
+CIRCUIT_STATE_CLOSED: CircuitState.ValueType  # 1
+"""The model is healthy and receives calls."""
+CIRCUIT_STATE_OPEN: CircuitState.ValueType  # 2
+"""The model failed repeatedly and is skipped until its cooldown ends."""
+CIRCUIT_STATE_HALF_OPEN: CircuitState.ValueType  # 3
+"""The cooldown ended; one probe call decides whether the model is back."""
+Global___CircuitState: _TypeAlias = CircuitState  # noqa: Y015
+
 @_typing.final
 class Message(_message.Message):
     """Message is one turn of a conversation."""
@@ -278,6 +339,7 @@ class QuerySpec(_message.Message):
     STOP_FIELD_NUMBER: _builtins.int
     DISABLE_FALLBACK_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    CACHE_MODE_FIELD_NUMBER: _builtins.int
     prompt: _builtins.str
     """Shorthand for one user message. When `messages` is also set, the prompt
     is appended to them as the last user message. One of the two is required.
@@ -302,6 +364,8 @@ class QuerySpec(_message.Message):
     """
     disable_fallback: _builtins.bool
     """Answer with the routed model only: no other model is tried when it fails."""
+    cache_mode: Global___CacheMode.ValueType
+    """How the response cache may serve and store this query."""
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
         """The conversation so far, oldest first."""
@@ -330,10 +394,11 @@ class QuerySpec(_message.Message):
         stop: _abc.Iterable[_builtins.str] | None = ...,
         disable_fallback: _builtins.bool = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        cache_mode: Global___CacheMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "_top_p", b"_top_p", "temperature", b"temperature", "top_p", b"top_p"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "_top_p", b"_top_p", "disable_fallback", b"disable_fallback", "labels", b"labels", "max_tokens", b"max_tokens", "messages", b"messages", "model", b"model", "prompt", b"prompt", "stop", b"stop", "task", b"task", "temperature", b"temperature", "top_p", b"top_p"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "_top_p", b"_top_p", "cache_mode", b"cache_mode", "disable_fallback", b"disable_fallback", "labels", b"labels", "max_tokens", b"max_tokens", "messages", b"messages", "model", b"model", "prompt", b"prompt", "stop", b"stop", "task", b"task", "temperature", b"temperature", "top_p", b"top_p"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
     _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
@@ -354,23 +419,125 @@ class Usage(_message.Message):
 
     INPUT_TOKENS_FIELD_NUMBER: _builtins.int
     OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHED_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    ESTIMATED_FIELD_NUMBER: _builtins.int
     input_tokens: _builtins.int
     """Tokens of the prompt and conversation sent to the model."""
     output_tokens: _builtins.int
     """Tokens the model generated."""
+    cached_input_tokens: _builtins.int
+    """Of input_tokens, those the provider served from its prompt cache, billed
+    at the model's cached-input price.
+    """
+    estimated: _builtins.bool
+    """True when the relay reported no usage and the counts are Switchyard's
+    estimate (about 4 bytes of UTF-8 per token).
+    """
     def __init__(
         self,
         *,
         input_tokens: _builtins.int = ...,
         output_tokens: _builtins.int = ...,
+        cached_input_tokens: _builtins.int = ...,
+        estimated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_tokens", b"input_tokens", "output_tokens", b"output_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_input_tokens", b"cached_input_tokens", "estimated", b"estimated", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Usage: _TypeAlias = Usage  # noqa: Y015
+
+@_typing.final
+class TokenTotals(_message.Message):
+    """TokenTotals counts tokens over many calls."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHED_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    input_tokens: _builtins.int
+    """Tokens sent to models."""
+    output_tokens: _builtins.int
+    """Tokens models generated."""
+    cached_input_tokens: _builtins.int
+    """Of input_tokens, those served from providers' prompt caches."""
+    def __init__(
+        self,
+        *,
+        input_tokens: _builtins.int = ...,
+        output_tokens: _builtins.int = ...,
+        cached_input_tokens: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_input_tokens", b"cached_input_tokens", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TokenTotals: _TypeAlias = TokenTotals  # noqa: Y015
+
+@_typing.final
+class ModelState(_message.Message):
+    """ModelState is the health of one model as the router sees it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    CIRCUIT_FIELD_NUMBER: _builtins.int
+    RETRY_IN_MS_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """The model."""
+    circuit: Global___CircuitState.ValueType
+    """Its circuit breaker's state."""
+    retry_in_ms: _builtins.int
+    """When the circuit is open: milliseconds until a probe call is allowed."""
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        circuit: Global___CircuitState.ValueType = ...,
+        retry_in_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit", b"circuit", "model", b"model", "retry_in_ms", b"retry_in_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelState: _TypeAlias = ModelState  # noqa: Y015
+
+@_typing.final
+class Admission(_message.Message):
+    """Admission says whether the caller's budget lets a query run now."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADMITTED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    admitted: _builtins.bool
+    """True when the query's largest possible cost fits the caller's budgets
+    (always true for callers without a budget).
+    """
+    reason: _builtins.str
+    """Why not, naming the budget, the spend and when it resets; empty when
+    admitted.
+    """
+    def __init__(
+        self,
+        *,
+        admitted: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admitted", b"admitted", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Admission: _TypeAlias = Admission  # noqa: Y015
 
 @_typing.final
 class CostEstimate(_message.Message):
@@ -418,6 +585,8 @@ class RouteDecision(_message.Message):
     ESTIMATED_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
     MAX_TOKENS_FIELD_NUMBER: _builtins.int
     ESTIMATED_COST_FIELD_NUMBER: _builtins.int
+    MODEL_STATES_FIELD_NUMBER: _builtins.int
+    ADMISSION_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """The model that answers first, for example "claude-sonnet-4-20250514"."""
     provider: _builtins.str
@@ -446,6 +615,14 @@ class RouteDecision(_message.Message):
     def estimated_cost(self) -> Global___CostEstimate:
         """The cost range of the call on the chosen model."""
 
+    @_builtins.property
+    def model_states(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelState]:
+        """Circuit breaker state of each model of the chain, in chain order."""
+
+    @_builtins.property
+    def admission(self) -> Global___Admission:
+        """Whether the caller's budget admits the query now."""
+
     def __init__(
         self,
         *,
@@ -459,10 +636,12 @@ class RouteDecision(_message.Message):
         estimated_input_tokens: _builtins.int = ...,
         max_tokens: _builtins.int = ...,
         estimated_cost: Global___CostEstimate | None = ...,
+        model_states: _abc.Iterable[Global___ModelState] | None = ...,
+        admission: Global___Admission | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["estimated_cost", b"estimated_cost"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["admission", b"admission", "estimated_cost", b"estimated_cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["basis", b"basis", "complexity", b"complexity", "estimated_cost", b"estimated_cost", "estimated_input_tokens", b"estimated_input_tokens", "fallback_models", b"fallback_models", "max_tokens", b"max_tokens", "model", b"model", "provider", b"provider", "reason", b"reason", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admission", b"admission", "basis", b"basis", "complexity", b"complexity", "estimated_cost", b"estimated_cost", "estimated_input_tokens", b"estimated_input_tokens", "fallback_models", b"fallback_models", "max_tokens", b"max_tokens", "model", b"model", "model_states", b"model_states", "provider", b"provider", "reason", b"reason", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -613,6 +792,7 @@ class QueryResponse(_message.Message):
     LATENCY_MS_FIELD_NUMBER: _builtins.int
     ROUTE_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    SAVED_COST_FIELD_NUMBER: _builtins.int
     content: _builtins.str
     """The answer's text."""
     model: _builtins.str
@@ -645,6 +825,12 @@ class QueryResponse(_message.Message):
     def route(self) -> Global___RouteDecision:
         """The routing decision the call started from."""
 
+    @_builtins.property
+    def saved_cost(self) -> _money_pb2.Money:
+        """On a cache hit: what the answer cost when it was first produced (`cost`
+        is then zero). Zero otherwise.
+        """
+
     def __init__(
         self,
         *,
@@ -659,10 +845,11 @@ class QueryResponse(_message.Message):
         latency_ms: _builtins.int = ...,
         route: Global___RouteDecision | None = ...,
         request_id: _builtins.str = ...,
+        saved_cost: _money_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "route", b"route", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "route", b"route", "saved_cost", b"saved_cost", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cached", b"cached", "content", b"content", "cost", b"cost", "finish_reason", b"finish_reason", "latency_ms", b"latency_ms", "model", b"model", "provider", b"provider", "request_id", b"request_id", "route", b"route", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cached", b"cached", "content", b"content", "cost", b"cost", "finish_reason", b"finish_reason", "latency_ms", b"latency_ms", "model", b"model", "provider", b"provider", "request_id", b"request_id", "route", b"route", "saved_cost", b"saved_cost", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -765,6 +952,7 @@ class StreamEnd(_message.Message):
     CACHED_FIELD_NUMBER: _builtins.int
     LATENCY_MS_FIELD_NUMBER: _builtins.int
     TIME_TO_FIRST_TOKEN_MS_FIELD_NUMBER: _builtins.int
+    SAVED_COST_FIELD_NUMBER: _builtins.int
     finish_reason: Global___FinishReason.ValueType
     """Why the model stopped."""
     cached: _builtins.bool
@@ -785,6 +973,12 @@ class StreamEnd(_message.Message):
     def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attempt]:
         """Every try made, in order, including failed ones."""
 
+    @_builtins.property
+    def saved_cost(self) -> _money_pb2.Money:
+        """On a cache hit: what the answer cost when it was first produced (`cost`
+        is then zero). Zero otherwise.
+        """
+
     def __init__(
         self,
         *,
@@ -795,10 +989,11 @@ class StreamEnd(_message.Message):
         cached: _builtins.bool = ...,
         latency_ms: _builtins.int = ...,
         time_to_first_token_ms: _builtins.int = ...,
+        saved_cost: _money_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "saved_cost", b"saved_cost", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cached", b"cached", "cost", b"cost", "finish_reason", b"finish_reason", "latency_ms", b"latency_ms", "time_to_first_token_ms", b"time_to_first_token_ms", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cached", b"cached", "cost", b"cost", "finish_reason", b"finish_reason", "latency_ms", b"latency_ms", "saved_cost", b"saved_cost", "time_to_first_token_ms", b"time_to_first_token_ms", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -841,3 +1036,261 @@ class StreamQueryResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___StreamQueryResponse: _TypeAlias = StreamQueryResponse  # noqa: Y015
+
+@_typing.final
+class GetUsageRequest(_message.Message):
+    """GetUsageRequest asks for the calling caller's usage over a window. The
+    caller is the one named by the `x-switchyard-caller` metadata.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """Start of the window; unset means 24 hours before `end`."""
+
+    @_builtins.property
+    def end(self) -> _timestamp_pb2.Timestamp:
+        """End of the window; unset means now."""
+
+    def __init__(
+        self,
+        *,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        end: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUsageRequest: _TypeAlias = GetUsageRequest  # noqa: Y015
+
+@_typing.final
+class ModelUsage(_message.Message):
+    """ModelUsage is one model's share of a caller's usage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    FAILED_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    TOKENS_FIELD_NUMBER: _builtins.int
+    COST_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """The model."""
+    attempts: _builtins.int
+    """Relay attempts made on this model (retries and fallbacks count)."""
+    failed_attempts: _builtins.int
+    """Of those attempts, the ones that failed."""
+    @_builtins.property
+    def tokens(self) -> Global___TokenTotals:
+        """Tokens billed."""
+
+    @_builtins.property
+    def cost(self) -> _money_pb2.Money:
+        """Exact spend."""
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        attempts: _builtins.int = ...,
+        failed_attempts: _builtins.int = ...,
+        tokens: Global___TokenTotals | None = ...,
+        cost: _money_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "tokens", b"tokens"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cost", b"cost", "failed_attempts", b"failed_attempts", "model", b"model", "tokens", b"tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelUsage: _TypeAlias = ModelUsage  # noqa: Y015
+
+@_typing.final
+class CacheUsage(_message.Message):
+    """CacheUsage is what the response cache did for a caller."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HITS_FIELD_NUMBER: _builtins.int
+    MISSES_FIELD_NUMBER: _builtins.int
+    HIT_RATE_FIELD_NUMBER: _builtins.int
+    SAVED_COST_FIELD_NUMBER: _builtins.int
+    hits: _builtins.int
+    """Calls answered from the cache."""
+    misses: _builtins.int
+    """Cacheable calls that had to ask a model."""
+    hit_rate: _builtins.float
+    """hits / (hits + misses); 0 when there were none."""
+    @_builtins.property
+    def saved_cost(self) -> _money_pb2.Money:
+        """What the cached answers cost when first produced: the money saved."""
+
+    def __init__(
+        self,
+        *,
+        hits: _builtins.int = ...,
+        misses: _builtins.int = ...,
+        hit_rate: _builtins.float = ...,
+        saved_cost: _money_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["saved_cost", b"saved_cost"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hit_rate", b"hit_rate", "hits", b"hits", "misses", b"misses", "saved_cost", b"saved_cost"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CacheUsage: _TypeAlias = CacheUsage  # noqa: Y015
+
+@_typing.final
+class BudgetUsage(_message.Message):
+    """BudgetUsage is one spend budget of a caller."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    SPENT_FIELD_NUMBER: _builtins.int
+    RESETS_AT_FIELD_NUMBER: _builtins.int
+    period: _builtins.str
+    """The budget's period: "day" or "month" (UTC)."""
+    @_builtins.property
+    def limit(self) -> _money_pb2.Money:
+        """The budget."""
+
+    @_builtins.property
+    def spent(self) -> _money_pb2.Money:
+        """Spent in the current period, including calls in flight."""
+
+    @_builtins.property
+    def resets_at(self) -> _timestamp_pb2.Timestamp:
+        """When the current period ends and the spend starts again from zero."""
+
+    def __init__(
+        self,
+        *,
+        period: _builtins.str = ...,
+        limit: _money_pb2.Money | None = ...,
+        spent: _money_pb2.Money | None = ...,
+        resets_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "resets_at", b"resets_at", "spent", b"spent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "period", b"period", "resets_at", b"resets_at", "spent", b"spent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BudgetUsage: _TypeAlias = BudgetUsage  # noqa: Y015
+
+@_typing.final
+class ProviderLoad(_message.Message):
+    """ProviderLoad is the gateway's current load on one provider."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    """The provider, for example "anthropic"."""
+    in_flight: _builtins.int
+    """Relay requests to this provider in flight now, over all callers."""
+    limit: _builtins.int
+    """The most Switchyard sends to this provider at once."""
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        in_flight: _builtins.int = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["in_flight", b"in_flight", "limit", b"limit", "provider", b"provider"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProviderLoad: _TypeAlias = ProviderLoad  # noqa: Y015
+
+@_typing.final
+class GetUsageResponse(_message.Message):
+    """GetUsageResponse is the caller's usage over the window."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALLER_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    COST_FIELD_NUMBER: _builtins.int
+    TOKENS_FIELD_NUMBER: _builtins.int
+    MODELS_FIELD_NUMBER: _builtins.int
+    CACHE_FIELD_NUMBER: _builtins.int
+    BUDGETS_FIELD_NUMBER: _builtins.int
+    IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    caller: _builtins.str
+    """The caller the figures belong to."""
+    requests: _builtins.int
+    """Calls made (Route excluded)."""
+    errors: _builtins.int
+    """Of those calls, the ones that ended in an error."""
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """Start of the window."""
+
+    @_builtins.property
+    def end(self) -> _timestamp_pb2.Timestamp:
+        """End of the window."""
+
+    @_builtins.property
+    def cost(self) -> _money_pb2.Money:
+        """Exact spend over all models."""
+
+    @_builtins.property
+    def tokens(self) -> Global___TokenTotals:
+        """Tokens over all models."""
+
+    @_builtins.property
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelUsage]:
+        """Per model, sorted by model name."""
+
+    @_builtins.property
+    def cache(self) -> Global___CacheUsage:
+        """The response cache's effect."""
+
+    @_builtins.property
+    def budgets(self) -> _containers.RepeatedCompositeFieldContainer[Global___BudgetUsage]:
+        """The caller's spend budgets; empty when it has none."""
+
+    @_builtins.property
+    def in_flight(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProviderLoad]:
+        """In-flight relay requests per provider, now, over all callers."""
+
+    def __init__(
+        self,
+        *,
+        caller: _builtins.str = ...,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        end: _timestamp_pb2.Timestamp | None = ...,
+        requests: _builtins.int = ...,
+        errors: _builtins.int = ...,
+        cost: _money_pb2.Money | None = ...,
+        tokens: Global___TokenTotals | None = ...,
+        models: _abc.Iterable[Global___ModelUsage] | None = ...,
+        cache: Global___CacheUsage | None = ...,
+        budgets: _abc.Iterable[Global___BudgetUsage] | None = ...,
+        in_flight: _abc.Iterable[Global___ProviderLoad] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "cost", b"cost", "end", b"end", "start", b"start", "tokens", b"tokens"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budgets", b"budgets", "cache", b"cache", "caller", b"caller", "cost", b"cost", "end", b"end", "errors", b"errors", "in_flight", b"in_flight", "models", b"models", "requests", b"requests", "start", b"start", "tokens", b"tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUsageResponse: _TypeAlias = GetUsageResponse  # noqa: Y015

@@ -51,6 +51,11 @@ class GatewayServiceStub:
                 request_serializer=switchyard_dot_v1_dot_gateway__pb2.StreamQueryRequest.SerializeToString,
                 response_deserializer=switchyard_dot_v1_dot_gateway__pb2.StreamQueryResponse.FromString,
                 _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/switchyard.v1.GatewayService/GetUsage',
+                request_serializer=switchyard_dot_v1_dot_gateway__pb2.GetUsageRequest.SerializeToString,
+                response_deserializer=switchyard_dot_v1_dot_gateway__pb2.GetUsageResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -83,6 +88,15 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetUsage(self, request, context):
+        """GetUsage reports the calling caller's spend, tokens, requests, errors and
+        cache savings per model over a time window, with its budget status and
+        the gateway's current in-flight requests per provider.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -100,6 +114,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.StreamQuery,
                     request_deserializer=switchyard_dot_v1_dot_gateway__pb2.StreamQueryRequest.FromString,
                     response_serializer=switchyard_dot_v1_dot_gateway__pb2.StreamQueryResponse.SerializeToString,
+            ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=switchyard_dot_v1_dot_gateway__pb2.GetUsageRequest.FromString,
+                    response_serializer=switchyard_dot_v1_dot_gateway__pb2.GetUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -185,6 +204,33 @@ class GatewayService:
             '/switchyard.v1.GatewayService/StreamQuery',
             switchyard_dot_v1_dot_gateway__pb2.StreamQueryRequest.SerializeToString,
             switchyard_dot_v1_dot_gateway__pb2.StreamQueryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchyard.v1.GatewayService/GetUsage',
+            switchyard_dot_v1_dot_gateway__pb2.GetUsageRequest.SerializeToString,
+            switchyard_dot_v1_dot_gateway__pb2.GetUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,6 +53,11 @@ class GatewayServiceStub:
     one `end` message with usage, cost and attempts. A failure ends the
     stream with a gRPC error status instead of an `end` message.
     """
+    GetUsage: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetUsageRequest, _gateway_pb2.GetUsageResponse]
+    """GetUsage reports the calling caller's spend, tokens, requests, errors and
+    cache savings per model over a time window, with its budget status and
+    the gateway's current in-flight requests per provider.
+    """
 
 @_typing.type_check_only
 class GatewayServiceAsyncStub(GatewayServiceStub):
@@ -72,6 +77,11 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     message naming the model, then `delta` messages with text, then exactly
     one `end` message with usage, cost and attempts. A failure ends the
     stream with a gRPC error status instead of an `end` message.
+    """
+    GetUsage: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetUsageRequest, _gateway_pb2.GetUsageResponse]  # type: ignore[assignment]
+    """GetUsage reports the calling caller's spend, tokens, requests, errors and
+    cache savings per model over a time window, with its budget status and
+    the gateway's current in-flight requests per provider.
     """
 
 class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -107,6 +117,17 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         message naming the model, then `delta` messages with text, then exactly
         one `end` message with usage, cost and attempts. A failure ends the
         stream with a gRPC error status instead of an `end` message.
+        """
+
+    @_abc_1.abstractmethod
+    def GetUsage(
+        self,
+        request: _gateway_pb2.GetUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.GetUsageResponse, _abc.Awaitable[_gateway_pb2.GetUsageResponse]]:
+        """GetUsage reports the calling caller's spend, tokens, requests, errors and
+        cache savings per model over a time window, with its budget status and
+        the gateway's current in-flight requests per provider.
         """
 
 def add_GatewayServiceServicer_to_server(servicer: GatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,94 @@
+"""End-to-end fixtures: the real gateway on a free loopback port, the relay
+simulator as a real HTTP server, and gRPC clients over real sockets."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import grpc
+import pytest
+from switchyard.v1 import gateway_pb2 as pb
+from switchyard.v1 import gateway_pb2_grpc
+
+from server.app import App, create_server
+from server.settings import load_settings
+from server.simulator import RelaySimulator, SimulatorSettings
+
+RELAY_KEY = "e2e-relay-key-0123456789"
+
+
+@dataclass
+class Gateway:
+    """A running gateway, its simulator and a connected stub."""
+
+    app: App
+    sim: RelaySimulator
+    channel: grpc.aio.Channel
+    stub: gateway_pb2_grpc.GatewayServiceAsyncStub
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.app.port}"
+
+
+StartGateway = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+async def start_gateway() -> AsyncIterator[StartGateway]:
+    """Start gateways with extra SWITCHYARD_* settings; all are stopped after the test."""
+    running: list[Gateway] = []
+
+    async def start(
+        env: dict[str, str] | None = None,
+        sim_settings: SimulatorSettings | None = None,
+        relay_url: str | None = None,
+    ) -> Gateway:
+        sim = RelaySimulator(sim_settings or SimulatorSettings(latency_scale=0, api_key=RELAY_KEY))
+        url = await sim.start()
+        settings = load_settings(
+            {
+                "SWITCHYARD_LISTEN": "127.0.0.1:0",
+                "SWITCHYARD_RELAY_URL": relay_url or url,
+                "SWITCHYARD_RELAY_API_KEY": RELAY_KEY,
+                **(env or {}),
+            }
+        )
+        app = await create_server(settings)
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.port}")
+        gateway = Gateway(app, sim, channel, gateway_pb2_grpc.GatewayServiceStub(channel))
+        running.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in running:
+        await gateway.channel.close()
+        await gateway.app.stop(0)
+        await gateway.sim.stop()
+
+
+@pytest.fixture
+async def gateway(start_gateway: StartGateway) -> Gateway:
+    """A gateway with default settings on an instant simulator."""
+    return await start_gateway()
+
+
+def query(prompt: str, **fields: object) -> pb.QuerySpec:
+    return pb.QuerySpec(prompt=prompt, **fields)  # type: ignore[arg-type]
+
+
+async def stream_all(
+    stub: gateway_pb2_grpc.GatewayServiceAsyncStub, spec: pb.QuerySpec
+) -> list[pb.StreamQueryResponse]:
+    return [message async for message in stub.StreamQuery(pb.StreamQueryRequest(query=spec))]
+
+
+def details(error: grpc.aio.AioRpcError) -> str:
+    """The status message of a failed call ('' when it had none)."""
+    return error.details() or ""
+
+
+def nanos(money: object) -> int:
+    """google.type.Money as integer nano-dollars."""
+    return money.units * 1_000_000_000 + money.nanos  # type: ignore[attr-defined]

@@ -41,6 +41,7 @@ from bench.targets import (
 )
 
 RESULTS = ROOT / "bench" / "results"
+IDLE_CONFIG = ROOT / "bench" / "switchyard-idle.toml"
 PEERS = ("litellm",)
 
 
@@ -144,8 +145,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 rows,
                 "switchyard",
                 start_switchyard(relay_url, logs, args.switchyard_env),
-                idle=not args.no_idle,
+                idle=False,
             )
+            if not args.no_idle and rows["switchyard"].get("available"):
+                await _switchyard_idle(runner, rows["switchyard"], relay_url, logs, args)
         if "litellm" in args.peers:
             await _measure(
                 runner, rows, "litellm", start_litellm(relay_url, logs), idle=not args.no_idle
@@ -173,6 +176,28 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "soak": soak_figures,
         "logs": str(logs),
     }
+
+
+async def _switchyard_idle(
+    runner: Runner, row: dict[str, Any], relay_url: str, logs: Path, args: argparse.Namespace
+) -> None:
+    """Idle-stream RSS on a second Switchyard whose concurrency caps are raised.
+
+    Its defaults cap calls in flight far below 10,000 and would refuse the streams; only
+    these phases use ``bench/switchyard-idle.toml``."""
+    env = {"SWITCHYARD_CONFIG": str(IDLE_CONFIG), **args.switchyard_env}
+    target = None
+    try:
+        target = await start_switchyard(relay_url, logs, env)
+        for count in runner.plan.idle_counts:
+            row["idle"][str(count)] = await runner.idle(target, count)
+        row["idle_config"] = str(IDLE_CONFIG.relative_to(ROOT))
+    except (TargetUnavailableError, RuntimeError, TimeoutError, OSError) as exc:
+        runner.say(f"switchyard idle phases failed: {exc!r}")
+        row["idle_error"] = f"{exc!r}"[:300]
+    finally:
+        if target is not None:
+            await stop(target.process)
 
 
 async def _soak(

@@ -151,7 +151,7 @@ def _usage(usage: dict[str, Any] | None) -> gateway_pb2.Usage:
 
 
 class FloorServicer(gateway_pb2_grpc.GatewayServiceServicer):
-    """Query and StreamQuery, forwarded and translated; Route is not part of the floor."""
+    """Query and StreamQuery, forwarded and translated; the other RPCs are not the floor's."""
 
     def __init__(self, forwarder: Forwarder) -> None:
         self._forwarder = forwarder
@@ -160,6 +160,12 @@ class FloorServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_pb2.RouteRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> gateway_pb2.RouteResponse:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the floor does not route")
+        raise AssertionError("abort raises")
+
+    async def GetUsage(
+        self, request: gateway_pb2.GetUsageRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> gateway_pb2.GetUsageResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the floor keeps no usage")
         raise AssertionError("abort raises")
 
     async def Query(

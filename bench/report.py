@@ -52,7 +52,7 @@ def _idle_mb(row: dict[str, Any], count: str) -> str:
     idle = row.get("idle", {}).get(count)
     if not idle:
         return "–"
-    text = f"{idle['rss_mb']:.0f}"
+    text = f"{idle['rss_mb']:.0f}" + ("*" if row.get("idle_config") else "")
     return text if idle["failed"] == 0 else f"{text}({idle['failed']}✗)"
 
 
@@ -113,6 +113,8 @@ def table(results: dict[str, Any]) -> str:
         description = rows.get(name, {}).get("description")
         if description:
             out.append(f"  {name}: {description}")
+        if rows.get(name, {}).get("idle_config"):
+            out.append(f"  * {name} idle streams: caps raised by {rows[name]['idle_config']}")
     return "\n".join(out)
 
 
@@ -210,9 +212,9 @@ def noise_text(results: dict[str, Any]) -> str:
     if not tainted:
         return "Machine: quiet (no phase saw over 10% of its CPU used by other processes)."
     return (
-        "Machine: BUSY, other processes used over 10% of the CPU during: "
-        + ", ".join(tainted)
-        + ". CPU per request stays valid; latencies of those phases are not."
+        f"Machine: BUSY: other processes used over 10% of the CPU in {len(tainted)} phases"
+        f" ({', '.join(tainted)}). CPU per request stays valid; latencies of those"
+        " phases are not."
     )
 
 

@@ -16,6 +16,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -42,6 +43,7 @@ from bench.targets import (
 
 RESULTS = ROOT / "bench" / "results"
 IDLE_CONFIG = ROOT / "bench" / "switchyard-idle.toml"
+_NUMBERS = re.compile(r"\[\s*((?:-?[\d.eE+-]+,\s*)*-?[\d.eE+-]+)\s*\]")
 PEERS = ("litellm",)
 
 
@@ -281,7 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     results = asyncio.run(run(args))
     path = out / f"{results['date']}.json"
-    path.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+    text = json.dumps(results, indent=1, ensure_ascii=False)
+    # Lists of numbers (quantile curves, samples) on one line each: diffable, not 17k lines.
+    text = _NUMBERS.sub(lambda m: "[" + ",".join(m.group(1).split()).replace(",,", ",") + "]", text)
+    path.write_text(text + "\n")
     chart = path.with_suffix(".png")
     try:
         report.chart(results, chart)

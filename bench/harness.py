@@ -51,6 +51,7 @@ class Plan:
     idle_streams_per_channel: int = 500
     warmup: int = 300
     load_processes: int = 1
+    quiet_retries: int = 1
 
     @classmethod
     def smoke(cls) -> Plan:
@@ -71,6 +72,7 @@ class Plan:
             sustain_seconds=0.5,
             idle_counts=(50,),
             warmup=20,
+            quiet_retries=0,
         )
 
 
@@ -91,6 +93,7 @@ class Phase:
     # CPU used on the machine by anything but the server, relay and load workers, as a
     # share of all cores: other work on a shared machine makes latencies unreliable.
     foreign_share: float = 0.0
+    attempts: int = 1
     tokens: int = 0
     messages: int = 0
     cached: int = 0
@@ -252,6 +255,22 @@ class Runner:
             worker=self._serial,
             **kwargs,
         )
+
+    async def latency_phase(
+        self, name: str, target: Target, spec: Spec, processes: int = 1
+    ) -> Phase:
+        """A headline phase: rerun once if other processes used over 10% of the machine,
+        keeping the quieter attempt (latencies suffer most, but CPU per request too)."""
+        best = await self.phase(name, target, spec, processes)
+        for _ in range(self.plan.quiet_retries):
+            if best.foreign_share <= FOREIGN_WARNING:
+                break
+            again = await self.phase(
+                name, target, replace(spec, worker=spec.worker + 50_000), processes
+            )
+            again.attempts = best.attempts + 1
+            best = min(best, again, key=lambda p: p.foreign_share)
+        return best
 
     async def phase(self, name: str, target: Target, spec: Spec, processes: int = 1) -> Phase:
         """Run one measured phase; CPU is sampled around the measured window only."""
@@ -457,14 +476,14 @@ async def measure_target(
     runner.say(f"{target.name}: measuring")
     unary = {"shape": UNARY_SHAPE}
     procs = plan.load_processes
-    c1 = await runner.phase(
+    c1 = await runner.latency_phase(
         "c=1",
         target,
         runner.spec(
             target, mode="closed", duration=plan.c1_seconds, warmup=plan.warmup // 2, **unary
         ),
     )
-    tput = await runner.phase(
+    tput = await runner.latency_phase(
         "saturate",
         target,
         runner.spec(
@@ -477,14 +496,14 @@ async def measure_target(
         ),
         procs,
     )
-    fixed = await runner.phase(
+    fixed = await runner.latency_phase(
         "open",
         target,
         runner.spec(
             target, mode="open", rate=plan.rate, duration=plan.open_seconds, warmup=20, **unary
         ),
     )
-    stream = await runner.phase(
+    stream = await runner.latency_phase(
         "stream",
         target,
         runner.spec(
@@ -512,7 +531,7 @@ async def measure_target(
         ),
         procs,
     )
-    ttft = await runner.phase(
+    ttft = await runner.latency_phase(
         "ttft",
         target,
         runner.spec(
@@ -546,7 +565,7 @@ async def measure_target(
         unloaded = percentile(sorted(c1.latencies_ms), 50)
         saturation, probes = await find_saturation(runner, target, closed_rps, unloaded)
         rate = max(1.0, saturation * plan.sustain_fraction)
-        sustained = await runner.phase(
+        sustained = await runner.latency_phase(
             "sustain",
             target,
             runner.spec(

@@ -35,7 +35,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import aiohttp
 import grpc
 import orjson
 from switchyard.v1 import gateway_pb2, gateway_pb2_grpc
@@ -153,6 +152,9 @@ class _Http:
     """OpenAI chat calls (JSON or SSE) through aiohttp sessions."""
 
     def __init__(self, spec: Spec) -> None:
+        import aiohttp  # noqa: PLC0415 - gRPC workers skip its import (the smoke spawns many)
+
+        self._aiohttp = aiohttp
         self._spec = spec
         self._url = spec.address.rstrip("/") + "/chat/completions"
         self._sessions = [
@@ -174,7 +176,8 @@ class _Http:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
         start = time.perf_counter()
-        timeout = aiohttp.ClientTimeout(total=None if first is not None else REQUEST_TIMEOUT)
+        total = None if first is not None else REQUEST_TIMEOUT
+        timeout = self._aiohttp.ClientTimeout(total=total)
         async with next(self._next).post(
             self._url, data=orjson.dumps(body), timeout=timeout
         ) as response:
@@ -209,6 +212,14 @@ class Worker:
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
         self.client: _Grpc | _Http = _Grpc(spec) if spec.protocol == "grpc" else _Http(spec)
+        # What counts as a failed request (anything else is a bug of the harness).
+        self.failures: tuple[type[BaseException], ...] = (
+            grpc.aio.AioRpcError,
+            RuntimeError,
+            TimeoutError,
+        )
+        if isinstance(self.client, _Http):
+            self.failures += (self.client._aiohttp.ClientError,)
         self.outcome = Outcome()
         self._serial = itertools.count()
 
@@ -222,7 +233,7 @@ class Worker:
         start = time.perf_counter() if scheduled is None else scheduled
         try:
             await self.client.call(self.prompt(), seen, None)
-        except (grpc.aio.AioRpcError, aiohttp.ClientError, RuntimeError, TimeoutError) as exc:
+        except self.failures as exc:
             if record:
                 kind = _describe(exc)
                 kinds = self.outcome.error_kinds

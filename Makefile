@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## create .venv and install Switchyard with its dev tools
 
 run: $(STAMP) ## serve Switchyard on 127.0.0.1:50051 against the embedded relay simulator
-	$(PY) -m server
+	$(BIN)/switchyard serve
 
 test: lint ## lint, type-check and run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)

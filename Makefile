@@ -11,7 +11,7 @@ PROTOS := proto/switchyard/v1/gateway.proto
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint fmt proto clean
+.PHONY: help install run test lint fmt proto clean breaking release-contract
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -51,6 +51,13 @@ proto: $(STAMP) ## regenerate gen/ from proto/ (GEN=dir writes elsewhere)
 		--include_source_info --descriptor_set_out=$(GEN)/python/switchyard/v1/gateway.binpb \
 		$(PROTOS)
 	touch $(GEN)/python/switchyard/__init__.py $(GEN)/python/switchyard/v1/__init__.py
+
+breaking: $(STAMP) ## check proto/ against the released contract (buf breaking, WIRE_JSON)
+	$(BIN)/buf breaking --against proto/released/switchyard-v1.binpb
+
+release-contract: $(STAMP) ## record proto/ as the released contract: run only when cutting a release
+	mkdir -p proto/released
+	$(BIN)/buf build -o proto/released/switchyard-v1.binpb
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

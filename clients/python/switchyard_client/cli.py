@@ -128,13 +128,20 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     connection = _connection_options(environ)
 
     def add(
-        name: str, handler: Command, summary: str, parents: list[_Parser]
+        name: str,
+        handler: Command,
+        summary: str,
+        parents: list[_Parser],
+        epilog: str = _EXIT_CODES,
+        *,
+        add_help: bool = True,
     ) -> argparse.ArgumentParser:
         sub = commands.add_parser(
             name,
+            add_help=add_help,
             help=summary,
             description=summary,
-            epilog=_EXIT_CODES,
+            epilog=epilog,
             parents=parents,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
@@ -146,6 +153,8 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         _serve,
         "serve the gateway (the same as `python -m server`; configured by SWITCHYARD_* variables)",
         [],
+        "exit codes:\n  0        stopped gracefully (SIGTERM or Ctrl-C)\n"
+        "  2        bad configuration; the message names the setting\n",
     )
 
     query = add(
@@ -182,6 +191,8 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         _report,
         "the gateway's report (its own options: switchyard report --help)",
         [],
+        "exit codes: the report's own; 1 when this build has no report\n",
+        add_help=False,  # --help belongs to the report's own parser
     )
     return parser
 

@@ -175,3 +175,15 @@ def test_report_hands_its_own_arguments_to_server_report(monkeypatch):
     monkeypatch.setitem(sys.modules, "server.report", module)
     assert call("report", "--since", "1d")[0] == 5
     assert calls[0].since == "1d"
+
+
+def test_report_help_is_the_report_s_own(monkeypatch, capsys):
+    module = types.ModuleType("server.report")
+    module.add_arguments = lambda parser: parser.add_argument("--since", help="the window")  # type: ignore[attr-defined]
+    module.run = lambda args: 0  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "server.report", module)
+    with pytest.raises(SystemExit) as done:
+        call("report", "--help")
+    assert done.value.code == 0
+    help_text = capsys.readouterr().out
+    assert help_text.startswith("usage: switchyard report") and "--since" in help_text

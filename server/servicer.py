@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import aclosing
 from typing import Any, NoReturn
 
@@ -22,7 +22,7 @@ from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc
 
 from server import convert
-from server.domain import Call, Completion, StreamStart
+from server.domain import Attempt, Call, Completion, StreamStart
 from server.errors import (
     CapacityError,
     InvalidRequestError,
@@ -38,6 +38,7 @@ CALLER_HEADER = "x-switchyard-caller"
 REQUEST_ID_HEADER = "x-switchyard-request-id"
 ANONYMOUS = "anonymous"
 MAX_CALLER_LENGTH = 128
+_MAX_DETAIL_ATTEMPTS = 16
 _CALLER_ERRORS = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -70,7 +71,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         try:
             completion = await self._pipeline.handler.query(call)
         except SwitchyardError as error:
-            await _abort(context, error, call.request_id)
+            await _abort(context, error, call.request_id, call.attempts)
         except Exception as exc:  # a bug: keep its details in our log only
             await _internal(context, exc, call.request_id)
         return convert.query_response(call, completion, time.monotonic())
@@ -92,7 +93,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                     elif isinstance(event, Completion):
                         yield convert.stream_end(call, event, time.monotonic())
         except SwitchyardError as error:
-            await _abort(context, error, call.request_id)
+            await _abort(context, error, call.request_id, call.attempts)
         except Exception as exc:
             await _internal(context, exc, call.request_id)
 
@@ -142,8 +143,13 @@ def _caller(metadata: Iterable[tuple[str, str | bytes]]) -> str:
     return ANONYMOUS
 
 
-async def _abort(context: Context, error: SwitchyardError, request_id: str) -> NoReturn:
-    """End the RPC with the error's status, message and retry hints."""
+async def _abort(
+    context: Context,
+    error: SwitchyardError,
+    request_id: str,
+    attempts: Sequence[Attempt] = (),
+) -> NoReturn:
+    """End the RPC with the error's status, message, retry hints and attempts."""
     if error.code in _CALLER_ERRORS:
         log.info("call %s refused: %s", request_id or "-", error.code.name)
     else:
@@ -152,7 +158,7 @@ async def _abort(context: Context, error: SwitchyardError, request_id: str) -> N
     metadata: list[tuple[str, str | bytes]] = []
     if request_id:
         metadata.append((REQUEST_ID_HEADER, request_id))
-    details = _details(error)
+    details = _details(error, attempts)
     if details:
         status = status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
         metadata.append(("grpc-status-details-bin", status.SerializeToString()))
@@ -160,8 +166,12 @@ async def _abort(context: Context, error: SwitchyardError, request_id: str) -> N
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
 
-def _details(error: SwitchyardError) -> list[any_pb2.Any]:
-    """google.rpc details: RetryInfo when a retry delay is known, QuotaFailure for our limits."""
+def _details(error: SwitchyardError, attempts: Sequence[Attempt]) -> list[any_pb2.Any]:
+    """google.rpc details: RetryInfo, QuotaFailure for our limits, and the attempts.
+
+    RetryInfo goes when a retry delay is known; a switchyard.v1.Attempt for each
+    try made (the last few of a long chain, well inside gRPC's metadata limit).
+    """
     details = []
     if error.retry_after is not None:
         delay = duration_pb2.Duration()
@@ -180,6 +190,10 @@ def _details(error: SwitchyardError) -> list[any_pb2.Any]:
                 ]
             )
         )
+        details.append(packed)
+    for attempt in attempts[-_MAX_DETAIL_ATTEMPTS:]:
+        packed = any_pb2.Any()
+        packed.Pack(convert.attempt_to_proto(attempt))
         details.append(packed)
     return details
 

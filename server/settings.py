@@ -40,6 +40,9 @@ from server.catalog import DEFAULT_MODELS, WIRES, Catalog, ModelSpec
 from server.domain import Task
 
 ENV_PREFIX = "SWITCHYARD_"
+# Read by the `switchyard` CLI (clients/python), not by the gateway: a shell
+# set up to call a gateway can still serve one.
+CLIENT_ENV = frozenset({"SWITCHYARD_ADDRESS", "SWITCHYARD_CALLER", "SWITCHYARD_API_KEY"})
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 DEFAULT_KEYWORDS = (
     "분석", "비교", "평가", "논리", "추론", "코드", "알고리즘",
@@ -227,7 +230,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         for key, value in table.items():
             overrides[section][key] = (f"SWITCHYARD_CONFIG {section}.{key}", value)
     for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG" or name in CLIENT_ENV:
             continue
         target = _ENV_KEYS.get(name.removeprefix(ENV_PREFIX))
         if target is None:

@@ -146,3 +146,16 @@ def test_bad_toml_names_the_key(tmp_path, text, key):
 def test_parse_listen():
     assert parse_listen("127.0.0.1:0") == ("127.0.0.1", 0)
     assert parse_listen("[::1]:50051") == ("::1", 50051)
+
+
+def test_the_cli_s_own_variables_do_not_stop_the_gateway():
+    settings = load_settings(
+        {
+            "SWITCHYARD_CALLER": "search",
+            "SWITCHYARD_API_KEY": "client-key",
+            "SWITCHYARD_ADDRESS": "127.0.0.1:50051",
+        }
+    )
+    assert settings.server.listen == "127.0.0.1:50051"  # defaults: nothing was taken from them
+    with pytest.raises(ConfigError):
+        load_settings({"SWITCHYARD_CALLERS": "search"})  # a near miss is still refused

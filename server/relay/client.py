@@ -1,4 +1,9 @@
-"""The relay client: one pooled httpx client shared by every call.
+"""The relay client: one pooled httpx transport shared by every call.
+
+Requests are httpx Requests sent straight through the transport (httpx's
+transport API): `AsyncClient.send` would add cookie-jar extraction,
+redirect and auth handling that a single relay never needs, measured at about
+100 us of CPU per call (15% of the gateway's cost per request).
 
 This module is the single point where transport failures (httpx exceptions)
 and non-2xx answers become Switchyard's RelayErrors; nothing above it ever
@@ -58,7 +63,7 @@ def relay_errors(read_timeout: float) -> Iterator[None]:
 class RelayClient:
     """Sends completions to the relay in the wire format of each model."""
 
-    __slots__ = ("_base_url", "_headers", "_http", "_settings", "_urls")
+    __slots__ = ("_base_url", "_headers", "_settings", "_transport", "_urls")
 
     def __init__(
         self,
@@ -68,21 +73,17 @@ class RelayClient:
     ) -> None:
         self._settings = settings
         self._base_url = base_url.rstrip("/")
-        self._http = httpx.AsyncClient(
-            transport=transport or AiohttpTransport(settings.max_connections),
-            timeout=httpx.Timeout(
-                settings.read_timeout,
-                connect=settings.connect_timeout,
-                pool=settings.connect_timeout,
-            ),
-            headers={
-                "content-type": "application/json",
-                "accept-encoding": "identity",  # streams must not wait on a compressor
-                "user-agent": "switchyard",
-            },
-        )
-        self._urls = {name: self._base_url + wire.path for name, wire in WIRES.items()}
-        self._headers = {name: wire.headers(settings.api_key) for name, wire in WIRES.items()}
+        self._transport = transport or AiohttpTransport(settings.max_connections)
+        common = {
+            "content-type": "application/json",
+            "accept-encoding": "identity",  # streams must not wait on a compressor
+            "user-agent": "switchyard",
+        }
+        self._urls = {name: httpx.URL(self._base_url + wire.path) for name, wire in WIRES.items()}
+        self._headers = {
+            name: list({**common, **wire.headers(settings.api_key)}.items())
+            for name, wire in WIRES.items()
+        }
 
     @property
     def base_url(self) -> str:
@@ -94,12 +95,15 @@ class RelayClient:
     ) -> httpx.Request:
         wire = WIRES[model.wire]
         read = min(self._settings.read_timeout, time_limit)
-        return self._http.build_request(
+        connect = min(self._settings.connect_timeout, time_limit)
+        return httpx.Request(
             "POST",
             self._urls[model.wire],
             content=wire.encode(request, model, max_tokens, stream),
             headers=self._headers[model.wire],
-            timeout=httpx.Timeout(read, connect=min(self._settings.connect_timeout, time_limit)),
+            extensions={
+                "timeout": {"connect": connect, "read": read, "write": read, "pool": connect}
+            },
         )
 
     async def complete(
@@ -110,12 +114,16 @@ class RelayClient:
         try:
             async with asyncio.timeout(time_limit):
                 with relay_errors(min(self._settings.read_timeout, time_limit)):
-                    response = await self._http.send(http_request)
+                    response = await self._transport.handle_async_request(http_request)
+                    try:
+                        body = await response.aread()
+                    finally:
+                        await response.aclose()
         except TimeoutError:
             raise RelayTimeoutError(f"the relay did not answer within {time_limit:.3g}s") from None
         if response.status_code >= 300:
-            raise self._refusal(response.status_code, response.headers, response.content)
-        content, usage, finish = WIRES[model.wire].decode(response.content)
+            raise self._refusal(response.status_code, response.headers, body)
+        content, usage, finish = WIRES[model.wire].decode(body)
         if usage is None:
             usage = _estimate(request_tokens(request), content)
         return Completion(model, content, usage, finish)
@@ -135,7 +143,7 @@ class RelayClient:
 
     async def aclose(self) -> None:
         """Close every pooled connection."""
-        await self._http.aclose()
+        await self._transport.aclose()
 
 
 class RelayStream:
@@ -200,7 +208,7 @@ class RelayStream:
         )
         read_timeout = min(client._settings.read_timeout, self._time_limit)
         with relay_errors(read_timeout):
-            response = await client._http.send(http_request, stream=True)
+            response = await client._transport.handle_async_request(http_request)
         try:
             if response.status_code >= 300:
                 with relay_errors(read_timeout):

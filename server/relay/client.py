@@ -176,7 +176,12 @@ class RelayStream:
         input_tokens = decoder.input_tokens
         estimate = _estimate(request_tokens(self._request), "".join(self._text))
         if input_tokens is not None:
-            return Usage(input_tokens, estimate.output_tokens, estimated=True)
+            return Usage(
+                input_tokens,
+                estimate.output_tokens,
+                estimated=True,
+                cached_input_tokens=decoder.cached_input_tokens,
+            )
         return estimate
 
     async def __aiter__(self) -> AsyncGenerator[str | Completion, None]:

@@ -43,6 +43,11 @@ class StreamDecoder(Protocol):
         """Input tokens the relay reported before the end, if any."""
         ...
 
+    @property
+    def cached_input_tokens(self) -> int:
+        """Of `input_tokens`, those served from the provider's prompt cache."""
+        ...
+
     def feed(self, events: list[ServerSentEvent]) -> str:
         """Consume events; return the text they carry (may be empty).
 

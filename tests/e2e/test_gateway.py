@@ -1,5 +1,7 @@
 """Route, Query and StreamQuery through the real server and simulator."""
 
+import time
+
 import grpc
 from switchyard.v1 import gateway_pb2 as pb
 
@@ -85,7 +87,12 @@ async def test_anthropic_wire_model_end_to_end(gateway: Gateway):
     assert (response.usage.input_tokens, response.usage.output_tokens) == (10, 3)
     assert nanos(response.cost) == 10 * 15_000 + 3 * 75_000
     messages = await stream_all(
-        gateway.stub, query("hello [[sim tokens=3]]", model="claude-sonnet-4-20250514")
+        gateway.stub,
+        query(
+            "hello [[sim tokens=3]]",
+            model="claude-sonnet-4-20250514",
+            cache_mode=pb.CACHE_MODE_BYPASS,  # stream from the relay, not the cache
+        ),
     )
     assert "".join(m.delta.text for m in messages if m.HasField("delta")) == response.content
     assert nanos(messages[-1].end.cost) == 10 * 15_000 + 3 * 75_000
@@ -114,7 +121,8 @@ async def test_fallback_after_overload_reports_both_attempts(gateway: Gateway):
     gpt = gateway.sim.stats.model("gpt-4.1")
     assert nanos(response.cost) == gpt.input_tokens * 8_000 + gpt.output_tokens * 32_000
     assert gpt.output_tokens == 12
-    # the stream falls back the same way, before its first token
+    # the stream falls back the same way, before its first token (bypassing the cache)
+    spec.cache_mode = pb.CACHE_MODE_BYPASS
     messages = await stream_all(gateway.stub, spec)
     assert messages[0].start.model == "gpt-4.1"
     assert [a.model for a in messages[-1].end.attempts] == ["claude-sonnet-4-20250514", "gpt-4.1"]
@@ -126,8 +134,15 @@ async def test_caller_id_from_metadata_reaches_the_ledger(gateway: Gateway):
     )
     await gateway.stub.Query(pb.QueryRequest(query=query(SIMPLE)))
     ledger = gateway.app.pipeline.ledger
-    assert ledger.totals("billing-svc")["gemini-2.5-flash"].cost == SIMPLE_COST
-    assert ledger.totals("anonymous")["gemini-2.5-flash"].cost == SIMPLE_COST
+    now = time.time()
+    assert (
+        ledger.summary("billing-svc", now - 60, now + 60).models["gemini-2.5-flash"].cost
+        == SIMPLE_COST
+    )
+    assert (
+        ledger.summary("anonymous", now - 60, now + 60).models["gemini-2.5-flash"].cost
+        == SIMPLE_COST
+    )
 
 
 async def test_deadline_shorter_than_the_relay_is_deadline_exceeded(start_gateway):

@@ -126,8 +126,7 @@ class Router:
                         f"{_count(hits, 'analysis keyword')}) routed as {task.name} to the"
                         f" cheaper {cheaper.name} instead of {model.name}: the caller has used"
                         f" {display_usd(pressure.spent)} of its {_PERIODS[pressure.period]}"
-                        f" budget of {display_usd(pressure.limit)}"
-                        f" ({pressure.spent * 100 // max(pressure.limit, 1)}%)"
+                        f" budget of {display_usd(pressure.limit)} ({_share(pressure)})"
                     )
                     model = cheaper
         fallbacks = catalog.fallbacks(model) if request.fallback else ()
@@ -172,6 +171,11 @@ class Router:
         else:
             wanted = model.default_max_tokens
         return min(wanted, self._settings.max_tokens_cap)
+
+
+def _share(pressure: BudgetPressure) -> str:
+    percent = pressure.spent * 100 // max(pressure.limit, 1)
+    return f"{percent}%" if percent else "under 1%"
 
 
 def _count(number: int, noun: str) -> str:

@@ -158,3 +158,33 @@ async def test_deadline_shorter_than_the_relay_is_deadline_exceeded(start_gatewa
     except grpc.aio.AioRpcError as error:
         assert error.code() is grpc.StatusCode.DEADLINE_EXCEEDED
     await gateway.sim.wait_idle(timeout=2.0)  # the relay request was closed, not left running
+
+
+async def test_a_cached_stream_replays_in_the_same_shape(gateway: Gateway):
+    live = await stream_all(gateway.stub, query(SIMPLE))
+    replay = await stream_all(gateway.stub, query(SIMPLE))
+    kinds = [m.WhichOneof("event") for m in replay]
+    assert kinds == ["start", "delta", "end"]
+    text = "".join(m.delta.text for m in live[1:-1])
+    assert replay[1].delta.text == text
+    assert (replay[0].start.model, replay[0].start.provider) == ("gemini-2.5-flash", "google")
+    end = replay[-1].end
+    assert end.cached and nanos(end.cost) == 0 and list(end.attempts) == []
+    assert nanos(end.saved_cost) == SIMPLE_COST
+    assert end.finish_reason == pb.FINISH_REASON_STOP
+    assert not live[-1].end.cached and nanos(live[-1].end.saved_cost) == 0
+    assert gateway.sim.stats.requests == 1
+
+
+async def test_the_cache_never_crosses_callers(gateway: Gateway):
+    for who in ("alpha", "beta", "alpha", "beta"):
+        await gateway.stub.Query(
+            pb.QueryRequest(query=query(SIMPLE)), metadata=(("x-switchyard-caller", who),)
+        )
+    # one relay call per caller; each caller's repeat was its own hit
+    assert gateway.sim.stats.requests == 2
+    now = time.time()
+    for who in ("alpha", "beta"):
+        summary = gateway.app.pipeline.ledger.summary(who, now - 60, now + 60)
+        assert (summary.cache_hits, summary.cache_misses) == (1, 1)
+        assert summary.total.cost == SIMPLE_COST

@@ -36,16 +36,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeAlias
 
-from server.domain import CacheMode, FinishReason, Message, Request, RouteDecision
+from server.domain import CacheMode, FinishReason, Request, Role, RouteDecision
 
 if TYPE_CHECKING:
     from server.catalog import ModelSpec
     from server.settings import CacheSettings
 
-# (caller, model, max_tokens, temperature, top_p, stop, fallback, messages)
+# (caller, model, max_tokens, temperature, top_p, stop, fallback, roles, contents):
+# only strings, numbers and tuples of strings, so hashing runs in C over the
+# strings' cached hashes (the key is hashed once per dict operation).
 CacheKey: TypeAlias = tuple[
-    str, str, int, float | None, float | None, tuple[str, ...], bool, tuple[Message, ...]
+    str, str, int, float | None, float | None, tuple[str, ...], bool, str, tuple[str, ...]
 ]
+_ROLE_CODES = {Role.SYSTEM: "s", Role.USER: "u", Role.ASSISTANT: "a"}
 ENTRY_OVERHEAD = 512  # bytes of bookkeeping per entry: dict slot, tuples, objects
 
 
@@ -56,6 +59,7 @@ def cacheable(request: Request) -> bool:
 
 def cache_key(caller: str, route: RouteDecision, request: Request) -> CacheKey:
     """The key of a call: see the module docstring for what it covers and why."""
+    messages = request.messages
     return (
         caller,
         route.model.name,
@@ -64,7 +68,8 @@ def cache_key(caller: str, route: RouteDecision, request: Request) -> CacheKey:
         request.top_p,
         request.stop,
         request.fallback,
-        request.messages,
+        "".join([_ROLE_CODES[m.role] for m in messages]),
+        tuple([m.content for m in messages]),
     )
 
 
@@ -171,12 +176,8 @@ def _text_bytes(text: str) -> int:
 
 
 def _size(key: CacheKey, answer: CachedAnswer) -> int:
-    caller, model, _, _, _, stop, _, messages = key
-    return (
-        ENTRY_OVERHEAD
-        + _text_bytes(caller)
-        + len(model)
-        + sum(_text_bytes(s) for s in stop)
-        + sum(_text_bytes(m.content) + 16 for m in messages)
-        + _text_bytes(answer.content)
-    )
+    caller, model, _, _, _, stop, _, roles, contents = key
+    size = ENTRY_OVERHEAD + _text_bytes(caller) + len(model) + len(roles) * 16
+    for text in (*stop, *contents, answer.content):
+        size += _text_bytes(text)
+    return size

@@ -18,8 +18,9 @@ cache mode not BYPASS; see ``server/response_cache.py``):
 When the leader fails, waiters share its error if the error is about the
 request (the relay refused it, every model failed, the budget is spent). If
 the leader's own circumstances ended it (its caller cancelled, its deadline
-passed, its stream broke after text was sent, Switchyard's rate limit for
-its deadline), the next waiter becomes the leader and asks again.
+passed, its stream broke after text was sent, a capacity limit other than
+the budget refused it for its deadline), the next waiter becomes the leader
+and asks again.
 
 CACHE_MODE_REFRESH skips the lookup and the flights and stores its answer.
 """
@@ -44,8 +45,9 @@ from server.domain import (
     StreamStart,
 )
 from server.errors import (
+    BudgetExceededError,
+    CapacityError,
     DeadlineExceededError,
-    RateLimitedError,
     StreamInterruptedError,
     SwitchyardError,
 )
@@ -55,7 +57,18 @@ from server.response_cache import CachedAnswer, CacheKey, ResponseCache, cache_k
 # What a flight ends with: the answer, an error every waiter shares, or None
 # when the leader gave up for its own reasons.
 FlightOutcome: TypeAlias = "CachedAnswer | SwitchyardError | None"
-_PRIVATE_FAILURES = (DeadlineExceededError, StreamInterruptedError, RateLimitedError)
+
+
+def _shared(error: SwitchyardError) -> bool:
+    """Is the leader's error a verdict on the request, which every waiter would get too?
+
+    Not when the leader's own circumstances caused it: its deadline, its stream
+    breaking after text was sent, or a capacity limit measured against its
+    deadline. A spent budget is shared: waiters have the same caller and cost.
+    """
+    if isinstance(error, DeadlineExceededError | StreamInterruptedError):
+        return False
+    return not isinstance(error, CapacityError) or isinstance(error, BudgetExceededError)
 
 
 class _Flight:
@@ -107,7 +120,7 @@ class CacheStage(Stage[Call]):
         try:
             completion = await self.next.query(call)
         except SwitchyardError as error:
-            if not isinstance(error, _PRIVATE_FAILURES):
+            if _shared(error):
                 outcome = error
             raise
         else:
@@ -160,7 +173,7 @@ class CacheStage(Stage[Call]):
                             flight = None
                     yield event
         except SwitchyardError as error:
-            if not isinstance(error, _PRIVATE_FAILURES):
+            if _shared(error):
                 outcome = error
             raise
         finally:

@@ -14,7 +14,13 @@ from server.domain import (
     StreamStart,
     Usage,
 )
-from server.errors import DeadlineExceededError, RelayUnavailableError, StreamInterruptedError
+from server.errors import (
+    BudgetExceededError,
+    DeadlineExceededError,
+    RateLimitedError,
+    RelayUnavailableError,
+    StreamInterruptedError,
+)
 from server.pipeline.cache import CacheStage
 from server.response_cache import ResponseCache
 from server.settings import CacheSettings
@@ -255,3 +261,25 @@ async def test_a_stream_leader_closed_early_lets_a_waiter_lead():
     await stream.aclose()  # the caller went away before the end
     await waiter
     assert relay.calls == 2 and not waiter_call.cached
+
+
+async def test_a_spent_budget_is_shared_but_a_rate_limit_is_not():
+    for error, calls in (
+        (BudgetExceededError("spent", 10.0), 1),
+        (RateLimitedError("busy", 1.0), 2),
+    ):
+        relay = Relay(gated=True, error=[error])
+        stage = stage_for(relay)
+        leader = asyncio.create_task(stage.query(ask()))
+        await relay.started.wait()
+        waiter = asyncio.create_task(stage.query(ask()))
+        await asyncio.sleep(0)
+        relay.gate.set()
+        with pytest.raises(type(error)):
+            await leader
+        if calls == 1:
+            with pytest.raises(BudgetExceededError):
+                await waiter
+        else:
+            await waiter  # it asked again, and got an answer
+        assert relay.calls == calls

@@ -238,7 +238,7 @@ def query_response(call: Call, completion: Completion, now: float) -> pb.QueryRe
         latency_ms=_ms(now - call.started),
         route=route_to_proto(call.route),
         request_id=call.request_id,
-        saved_cost=money(call.saved_cost),
+        saved_cost=money(call.saved_cost) if call.saved_cost else None,
     )
 
 
@@ -267,7 +267,7 @@ def stream_end(call: Call, completion: Completion, now: float) -> pb.StreamQuery
             cached=call.cached,
             latency_ms=_ms(now - call.started),
             time_to_first_token_ms=_ms(first - call.started) if first is not None else 0,
-            saved_cost=money(call.saved_cost),
+            saved_cost=money(call.saved_cost) if call.saved_cost else None,
         )
     )
 

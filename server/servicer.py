@@ -1,4 +1,4 @@
-"""The three RPCs of switchyard.v1.GatewayService.
+"""The four RPCs of switchyard.v1.GatewayService.
 
 Each handler is thin: proto -> domain (convert.py), the pipeline, domain ->
 proto. Every failure leaves as a gRPC status with an actionable message; a
@@ -45,20 +45,22 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
-    """Serves Route, Query and StreamQuery through the pipeline."""
+    """Serves Route, Query and StreamQuery through the pipeline, and GetUsage from the ledger."""
 
     def __init__(self, pipeline: Pipeline) -> None:
         self._pipeline = pipeline
         self.draining = False  # set when shutdown begins: new calls are refused
 
     async def Route(self, request: pb.RouteRequest, context: Context) -> pb.RouteResponse:
-        """Decide where the query would go; call nothing."""
+        """Decide where the query would go and whether its budget admits it; call nothing."""
         try:
             self._admit()
-            route = self._pipeline.router.decide(convert.request_from_proto(request.query))
+            query = convert.request_from_proto(request.query)
+            caller = _caller(context.invocation_metadata() or ())
+            route, admission = self._pipeline.preview(query, caller)
         except SwitchyardError as error:
             await _abort(context, error, "")
-        decision = convert.route_to_proto(route)
+        decision = convert.route_to_proto(route, admission)
         breakers = self._pipeline.breakers
         decision.model_states.extend(
             convert.model_state(model, *breakers.state(model)) for model in route.chain
@@ -98,11 +100,19 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             await _internal(context, exc, call.request_id)
 
     async def GetUsage(self, request: pb.GetUsageRequest, context: Context) -> pb.GetUsageResponse:
-        """Not served yet: the windowed ledger behind it is being built."""
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, "GetUsage is not available in this build yet"
+        """The calling caller's spend, tokens, cache savings and budgets over a window."""
+        try:
+            self._admit()
+            caller = _caller(context.invocation_metadata() or ())
+            start, end = convert.usage_window(request, time.time())
+        except SwitchyardError as error:
+            await _abort(context, error, "")
+        pipeline = self._pipeline
+        return convert.usage_response(
+            pipeline.ledger.summary(caller, start, end),
+            pipeline.budgets.status(caller),
+            pipeline.limits.provider_load(),
         )
-        raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
     def _admit(self) -> None:
         if self.draining:

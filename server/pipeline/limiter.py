@@ -291,6 +291,10 @@ class Limits:
         """The limits of `model`."""
         return self._models[model.name]
 
+    def provider_load(self) -> dict[str, tuple[int, int]]:
+        """provider -> (tries holding a slot now, the cap), sorted by provider."""
+        return {name: (cap.in_use, cap.limit) for name, cap in sorted(self.providers.items())}
+
 
 class LimiterStage(Stage[ModelCall]):
     """Takes every limit a try needs before it, and gives it all back after."""

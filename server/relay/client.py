@@ -193,13 +193,23 @@ class RelayStream:
         if reported is not None:
             if received <= reported.output_tokens:
                 return reported
-            return Usage(reported.input_tokens, received, estimated=True)
+            return Usage(
+                reported.input_tokens,
+                received,
+                estimated=True,
+                cached_input_tokens=reported.cached_input_tokens,
+            )
         input_tokens = decoder.input_tokens
         if input_tokens is None:
             if not received:
                 return Usage()
-            input_tokens = request_tokens(self._request)
-        return Usage(input_tokens, received, estimated=True)
+            return Usage(request_tokens(self._request), received, estimated=True)
+        return Usage(
+            input_tokens,
+            received,
+            estimated=True,
+            cached_input_tokens=decoder.cached_input_tokens,
+        )
 
     async def __aiter__(self) -> AsyncGenerator[str | Completion, None]:
         client = self._client

@@ -8,7 +8,12 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
+
 from .conftest import Gateway
+
+# These tests ask the same prompt more than once and check fresh answers, not the cache.
+pytestmark = pytest.mark.gateway_env(SWITCHYARD_CACHE_ENABLED="false")
 
 SWITCHYARD = str(Path(sys.executable).parent / "switchyard")
 SIMPLE = "What is the capital of France? [[sim tokens=8]]"

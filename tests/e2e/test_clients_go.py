@@ -7,7 +7,11 @@ import pytest
 from .conftest import Gateway
 from .example_clients import ROOT, check_answers, make, run
 
-pytestmark = pytest.mark.timeout(300)  # a cold build compiles grpc-go (about 15 s on 2 cores)
+pytestmark = [
+    pytest.mark.timeout(300),  # a cold build compiles grpc-go (about 15 s on 2 cores)
+    # the example asks the same prompt twice; it is checked against fresh answers
+    pytest.mark.gateway_env(SWITCHYARD_CACHE_ENABLED="false"),
+]
 EXAMPLE = str(ROOT / ".build/bin/switchyard-go-example")
 PROMPT = "Compare quicksort and mergesort [[sim tokens=6]]"
 

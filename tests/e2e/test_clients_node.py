@@ -5,7 +5,11 @@ import pytest
 from .conftest import Gateway
 from .example_clients import ROOT, check_answers, make, run
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [
+    pytest.mark.timeout(180),
+    # the example asks the same prompt twice; it is checked against fresh answers
+    pytest.mark.gateway_env(SWITCHYARD_CACHE_ENABLED="false"),
+]
 EXAMPLE = str(ROOT / "clients/node/dist/clients/node/src/example.js")
 PROMPT = "Compare quicksort and mergesort [[sim tokens=6]]"
 

@@ -15,6 +15,9 @@ from switchyard_client import (
 
 from .conftest import Gateway
 
+# These tests ask the same prompt more than once and check fresh answers, not the cache.
+pytestmark = pytest.mark.gateway_env(SWITCHYARD_CACHE_ENABLED="false")
+
 # The same numbers as test_gateway.py: 16 input tokens, 8 output tokens on
 # gemini-2.5-flash ($2.50/M in, $10/M out) = 120,000 nano-dollars.
 SIMPLE = "What is the capital of France? [[sim tokens=8]]"
@@ -95,7 +98,13 @@ async def test_a_stream_that_fails_before_its_first_token_raises_with_attempts(g
 
 
 async def test_the_gateway_s_own_budget_is_rate_limited_with_quota_details(start_gateway):
-    gateway = await start_gateway(env={"SWITCHYARD_RELAY_RPM": "1", "SWITCHYARD_RELAY_BURST": "1"})
+    gateway = await start_gateway(
+        env={
+            "SWITCHYARD_RELAY_RPM": "1",
+            "SWITCHYARD_RELAY_BURST": "1",
+            "SWITCHYARD_CACHE_ENABLED": "false",  # the second "hi" must reach the limiter
+        }
+    )
     async with AsyncClient(gateway.address) as client:
         await client.query("hi")
         with pytest.raises(RateLimitedError) as caught:

@@ -26,7 +26,7 @@ from switchyard_client.connection import DEFAULT_TARGET, TLS
 from switchyard_client.errors import SwitchyardError, UnimplementedError
 from switchyard_client.formatting import route_text, summary_line, usage_text
 from switchyard_client.progress import Spinner
-from switchyard_client.requests import QueryOptions, Task
+from switchyard_client.requests import CacheMode, QueryOptions, Task
 
 EXIT_OK = 0
 EXIT_REPORT_MISSING = 1
@@ -241,6 +241,11 @@ def _query_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-fallback", action="store_true", help="answer with the routed model only"
     )
+    parser.add_argument(
+        "--cache",
+        choices=[mode.value for mode in CacheMode],
+        help="how the response cache may serve and store this query (default: default)",
+    )
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -265,6 +270,8 @@ def _prompt_and_options(args: argparse.Namespace) -> tuple[str, QueryOptions]:
         options["temperature"] = args.temperature
     if args.no_fallback:
         options["disable_fallback"] = True
+    if args.cache:
+        options["cache_mode"] = args.cache
     return prompt, options
 
 

@@ -16,6 +16,7 @@ from .conftest import Gateway
 pytestmark = pytest.mark.gateway_env(SWITCHYARD_CACHE_ENABLED="false")
 
 SWITCHYARD = str(Path(sys.executable).parent / "switchyard")
+ROOT = Path(__file__).resolve().parents[2]
 SIMPLE = "What is the capital of France? [[sim tokens=8]]"
 BANNER = re.compile(r"serving switchyard\.v1\.GatewayService on 127\.0\.0\.1:(\d+)")
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
@@ -146,3 +147,19 @@ async def test_serve_runs_the_gateway_like_python_m_server():
 async def test_serve_exits_2_on_bad_configuration_like_python_m_server():
     code, _, err = await switchyard("serve", env={"SWITCHYARD_LISTNE": "127.0.0.1:0"})
     assert code == 2 and "SWITCHYARD_LISTNE" in err
+
+
+async def test_report_runs_on_the_example_workload(tmp_path):
+    chart = tmp_path / "report.png"
+    code, out, err = await switchyard(
+        "report",
+        str(ROOT / "clients/examples/workload.jsonl"),
+        "--model",
+        "claude-sonnet-4-20250514",
+        "--png",
+        str(chart),
+    )
+    assert code == 0, err
+    assert "dry run: no model was called" in out
+    assert "against sending everything to claude-sonnet-4-20250514" in out
+    assert chart.read_bytes().startswith(b"\x89PNG\r\n")

@@ -362,7 +362,11 @@ def _report(args: argparse.Namespace, terminal: Terminal) -> int:
             raise
         terminal.err.write("switchyard report is not available in this build\n")
         return EXIT_REPORT_MISSING
-    parser = _Parser(prog="switchyard report", description="The gateway's report.")
+    parser = _Parser(
+        prog="switchyard report",
+        description="What a workload would cost with AUTO routing versus one model (dry run:"
+        " no model is called).",
+    )
     report.add_arguments(parser)
     result: int = report.run(parser.parse_args(args.extra))
     return result

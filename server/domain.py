@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeAlias
 
+from opentelemetry.trace import INVALID_SPAN, Span
+
 if TYPE_CHECKING:
     from server.catalog import ModelSpec
 
@@ -223,6 +225,8 @@ class Call:
 
     The request is immutable; the rest is filled in as the call advances:
     the router sets `route`, every relay attempt appends to `attempts`.
+    `span` is the RPC's SERVER span: stages hang their spans and events on it
+    (the API's no-op span when tracing is off).
     """
 
     request: Request
@@ -235,6 +239,7 @@ class Call:
     cache: CacheUse = CacheUse.NONE
     saved_cost: int = 0  # on a cache hit: what the answer cost when first produced
     first_token_at: float | None = None
+    span: Span = INVALID_SPAN
 
     @property
     def cached(self) -> bool:

@@ -31,6 +31,7 @@ from server.errors import (
     SwitchyardError,
 )
 from server.pipeline import Pipeline
+from server.telemetry import Telemetry
 
 log = logging.getLogger("switchyard")
 
@@ -47,36 +48,52 @@ Context = grpc.aio.ServicerContext[Any, Any]
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     """Serves Route, Query and StreamQuery through the pipeline, and GetUsage from the ledger."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Pipeline, telemetry: Telemetry | None = None) -> None:
         self._pipeline = pipeline
+        self._telemetry = telemetry or Telemetry.disabled()
         self.draining = False  # set when shutdown begins: new calls are refused
 
     async def Route(self, request: pb.RouteRequest, context: Context) -> pb.RouteResponse:
         """Decide where the query would go and whether its budget admits it; call nothing."""
+        span = self._telemetry.server_span("Route", context.invocation_metadata())
+        code = grpc.StatusCode.CANCELLED  # until the call ends another way
+        failure: BaseException | None = None
         try:
             self._admit()
             query = convert.request_from_proto(request.query)
             caller = _caller(context.invocation_metadata() or ())
             route, admission = self._pipeline.preview(query, caller)
+            decision = convert.route_to_proto(route, admission)
+            breakers = self._pipeline.breakers
+            decision.model_states.extend(
+                convert.model_state(model, *breakers.state(model)) for model in route.chain
+            )
+            code = grpc.StatusCode.OK
+            return pb.RouteResponse(route=decision)
         except SwitchyardError as error:
+            code, failure = error.code, error
             await _abort(context, error, "")
-        decision = convert.route_to_proto(route, admission)
-        breakers = self._pipeline.breakers
-        decision.model_states.extend(
-            convert.model_state(model, *breakers.state(model)) for model in route.chain
-        )
-        return pb.RouteResponse(route=decision)
+        finally:
+            self._telemetry.finish_rpc(span, code, failure)
 
     async def Query(self, request: pb.QueryRequest, context: Context) -> pb.QueryResponse:
         """Answer the query in one response."""
-        call = await self._new_call(request.query, context)
+        call = await self._new_call(request.query, context, "Query")
+        code = grpc.StatusCode.CANCELLED  # until the call ends another way
+        failure: BaseException | None = None
         try:
             completion = await self._pipeline.handler.query(call)
+            response = convert.query_response(call, completion, time.monotonic())
+            code = grpc.StatusCode.OK
+            return response
         except SwitchyardError as error:
+            code, failure = error.code, error
             await _abort(context, error, call.request_id, call.attempts)
         except Exception as exc:  # a bug: keep its details in our log only
+            code, failure = grpc.StatusCode.INTERNAL, exc
             await _internal(context, exc, call.request_id)
-        return convert.query_response(call, completion, time.monotonic())
+        finally:
+            self._telemetry.finish_call(call, code, failure)
 
     async def StreamQuery(
         self,
@@ -84,7 +101,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         context: Context,
     ) -> AsyncIterator[pb.StreamQueryResponse]:
         """Answer the query as a stream: start, deltas, end."""
-        call = await self._new_call(request.query, context)
+        call = await self._new_call(request.query, context, "StreamQuery")
+        code = grpc.StatusCode.CANCELLED  # until the call ends another way
+        failure: BaseException | None = None
         try:
             async with aclosing(self._pipeline.handler.stream(call)) as events:
                 async for event in events:
@@ -94,25 +113,38 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                         yield convert.stream_start(call, event.model)
                     elif isinstance(event, Completion):
                         yield convert.stream_end(call, event, time.monotonic())
+            code = grpc.StatusCode.OK
         except SwitchyardError as error:
+            code, failure = error.code, error
             await _abort(context, error, call.request_id, call.attempts)
         except Exception as exc:
+            code, failure = grpc.StatusCode.INTERNAL, exc
             await _internal(context, exc, call.request_id)
+        finally:
+            self._telemetry.finish_call(call, code, failure)
 
     async def GetUsage(self, request: pb.GetUsageRequest, context: Context) -> pb.GetUsageResponse:
         """The calling caller's spend, tokens, cache savings and budgets over a window."""
+        span = self._telemetry.server_span("GetUsage", context.invocation_metadata())
+        code = grpc.StatusCode.CANCELLED  # until the call ends another way
+        failure: BaseException | None = None
         try:
             self._admit()
             caller = _caller(context.invocation_metadata() or ())
             start, end = convert.usage_window(request, time.time())
+            pipeline = self._pipeline
+            response = convert.usage_response(
+                pipeline.ledger.summary(caller, start, end),
+                pipeline.budgets.status(caller),
+                pipeline.limits.provider_load(),
+            )
+            code = grpc.StatusCode.OK
+            return response
         except SwitchyardError as error:
+            code, failure = error.code, error
             await _abort(context, error, "")
-        pipeline = self._pipeline
-        return convert.usage_response(
-            pipeline.ledger.summary(caller, start, end),
-            pipeline.budgets.status(caller),
-            pipeline.limits.provider_load(),
-        )
+        finally:
+            self._telemetry.finish_rpc(span, code, failure)
 
     def _admit(self) -> None:
         if self.draining:
@@ -121,14 +153,17 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 " to another instance"
             )
 
-    async def _new_call(self, spec: pb.QuerySpec, context: Context) -> Call:
-        """Validate the request and open its Call; refuse a bad one at once."""
+    async def _new_call(self, spec: pb.QuerySpec, context: Context, method: str) -> Call:
+        """Validate the request and open its Call (and SERVER span); refuse a bad one at once."""
         now = time.monotonic()
+        metadata = context.invocation_metadata() or ()
+        span = self._telemetry.server_span(method, metadata)
         try:
             self._admit()
             request = convert.request_from_proto(spec)
-            caller = _caller(context.invocation_metadata() or ())
+            caller = _caller(metadata)
         except SwitchyardError as error:
+            self._telemetry.finish_rpc(span, error.code, error)
             await _abort(context, error, "")
         remaining = context.time_remaining()
         return Call(
@@ -137,6 +172,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             caller=caller,
             started=now,
             deadline=None if remaining is None else now + remaining,
+            span=span,
         )
 
 

@@ -23,6 +23,7 @@ A TOML file may hold these tables (all optional)::
     [budgets]    day, month (USD, every caller without its own), downgrade_at
     [budgets."<caller>"]  day, month (USD; replaces the defaults for that caller)
     [simulator]  latency_scale, tokens_per_second
+    [telemetry]  console, prometheus_port, capture_content (exporters: the OTEL_* variables)
 
 The relay key is read only from the environment, never from the file.
 """
@@ -185,6 +186,15 @@ class SimulatorOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class TelemetrySettings:
+    """Switchyard's own telemetry options; exporters follow the OTEL_* variables."""
+
+    console: bool = False  # print every span to stdout, for local debugging
+    prometheus_port: int = 0  # serve /metrics on 127.0.0.1:<port> for Prometheus; 0: off
+    capture_content: bool = False  # record prompts and completions on model-call spans
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything Switchyard needs to start."""
 
@@ -196,6 +206,7 @@ class Settings:
     routing: RoutingSettings = RoutingSettings()
     catalog: Catalog = field(default_factory=lambda: _build_catalog({}, {}))
     simulator: SimulatorOptions = SimulatorOptions()
+    telemetry: TelemetrySettings = TelemetrySettings()
     cache: CacheSettings = CacheSettings()
     budgets: BudgetSettings = BudgetSettings()
 
@@ -226,6 +237,9 @@ _ENV_KEYS: dict[str, tuple[str, str]] = {
     "BREAKER_COOLDOWN": ("breaker", "cooldown"),
     "SIM_LATENCY_SCALE": ("simulator", "latency_scale"),
     "SIM_TOKENS_PER_SECOND": ("simulator", "tokens_per_second"),
+    "TRACE_CONSOLE": ("telemetry", "console"),
+    "PROMETHEUS_PORT": ("telemetry", "prometheus_port"),
+    "CAPTURE_CONTENT": ("telemetry", "capture_content"),
     "CACHE_ENABLED": ("cache", "enabled"),
     "CACHE_TTL": ("cache", "ttl"),
     "CACHE_MAX_ENTRIES": ("cache", "max_entries"),
@@ -239,6 +253,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "breaker": BreakerSettings,
     "routing": RoutingSettings,
     "simulator": SimulatorOptions,
+    "telemetry": TelemetrySettings,
     "cache": CacheSettings,
 }
 _MODEL_KEYS = frozenset(
@@ -298,6 +313,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         routing=sections["routing"],
         catalog=_build_catalog(file_tables.get("models", {}), task_table),
         simulator=sections["simulator"],
+        telemetry=sections["telemetry"],
         cache=sections["cache"],
         budgets=_build_budgets(file_tables.get("budgets", {})),
     )
@@ -565,6 +581,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("SWITCHYARD_RETRY_BUDGET_RATIO", "must be from 0 to 1")
     if retry.base_delay < 0 or retry.max_retry_after < 0 or retry.budget_min_per_second < 0:
         raise ConfigError("SWITCHYARD_CONFIG retry", "delays and rates must be 0 or more")
+    if not 0 <= settings.telemetry.prometheus_port <= 65535:
+        raise ConfigError("SWITCHYARD_PROMETHEUS_PORT", "expected a port from 1 to 65535, or 0")
     if settings.simulator.latency_scale < 0:
         raise ConfigError("SWITCHYARD_SIM_LATENCY_SCALE", "must be 0 or more")
     cache = settings.cache

@@ -21,15 +21,18 @@ when no budget is configured, so neither costs anything then.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from server import telemetry as semconv
 from server.budgets import BudgetBook, largest_cost
+from server.catalog import ModelSpec
 from server.domain import ADMITTED, Admission, Call, ModelCall, Request, RouteDecision
 from server.ledger import InMemoryLedger, Ledger
 from server.pipeline.accounting import AccountingStage
 from server.pipeline.attempt import RelayAttempt
 from server.pipeline.base import Handler
-from server.pipeline.breaker import Breakers, BreakerStage
+from server.pipeline.breaker import Breakers, BreakerStage, CircuitState
 from server.pipeline.budget import BudgetStage
 from server.pipeline.cache import CacheStage
 from server.pipeline.fallback import FallbackStage
@@ -39,6 +42,7 @@ from server.pipeline.router import Router, RouterStage
 from server.relay.client import RelayClient
 from server.response_cache import ResponseCache, cache_key, cacheable
 from server.settings import Settings
+from server.telemetry import Telemetry
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +72,11 @@ class Pipeline:
         return route, budgets.admission(caller, largest_cost(route))
 
 
-def build_pipeline(settings: Settings, relay: RelayClient) -> Pipeline:
+def build_pipeline(
+    settings: Settings, relay: RelayClient, telemetry: Telemetry | None = None
+) -> Pipeline:
     """Assemble the stages, innermost first."""
+    telemetry = telemetry or Telemetry.disabled()
     models = settings.catalog.models
     router = Router(settings.catalog, settings.routing)
     ledger = InMemoryLedger()
@@ -80,8 +87,8 @@ def build_pipeline(settings: Settings, relay: RelayClient) -> Pipeline:
     budget_aware = budgets.enabled and settings.budgets.downgrade_at is not None
     retry = settings.retry
 
-    attempt: Handler[ModelCall] = RelayAttempt(relay, settings.relay.timeout)
-    attempt = LimiterStage(attempt, limits)
+    attempt: Handler[ModelCall] = RelayAttempt(relay, settings.relay.timeout, telemetry)
+    attempt = LimiterStage(attempt, limits, telemetry)
     attempt = BreakerStage(attempt, breakers)
     attempt = RetryStage(
         attempt,
@@ -92,7 +99,50 @@ def build_pipeline(settings: Settings, relay: RelayClient) -> Pipeline:
     if budgets.enabled:
         call = BudgetStage(call, budgets)
     if cache is not None:
-        call = CacheStage(call, cache)
-    call = RouterStage(call, router, budgets if budget_aware else None)
+        call = CacheStage(call, cache, telemetry)
+    call = RouterStage(call, router, budgets if budget_aware else None, telemetry)
     call = AccountingStage(call, ledger)
+    _observe(telemetry, limits, breakers, cache, models.values())
     return Pipeline(call, router, ledger, limits, breakers, budgets, cache, budget_aware)
+
+
+_CIRCUIT_LEVEL = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
+
+
+def _observe(
+    telemetry: Telemetry,
+    limits: Limits,
+    breakers: Breakers,
+    cache: ResponseCache | None,
+    models: Iterable[ModelSpec],
+) -> None:
+    """Gauges read when metrics are collected: no work on the call path."""
+    models = tuple(models)
+    telemetry.observe(
+        "switchyard.circuit.state",
+        "1",
+        "Each model's circuit breaker: 0 closed, 1 half-open, 2 open",
+        lambda: [
+            (_CIRCUIT_LEVEL[breakers.state(m)[0]], {semconv.GEN_AI_REQUEST_MODEL: m.name})
+            for m in models
+        ],
+    )
+    telemetry.observe(
+        "switchyard.provider.in_flight",
+        "{request}",
+        "Relay requests holding a provider's concurrency slot now",
+        lambda: [
+            (in_use, {semconv.GEN_AI_PROVIDER_NAME: provider})
+            for provider, (in_use, _) in limits.provider_load().items()
+        ],
+    )
+    if cache is not None:
+
+        def hit_ratio() -> list[tuple[float, dict[str, str]]]:
+            stats = cache.stats()
+            lookups = stats.hits + stats.misses
+            return [(stats.hits / lookups if lookups else 0.0, {})]
+
+        telemetry.observe(
+            "switchyard.cache.hit_ratio", "1", "Cache hits over cacheable lookups", hit_ratio
+        )

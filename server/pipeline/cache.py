@@ -33,6 +33,7 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import TypeAlias
 
+from server import telemetry as semconv
 from server.catalog import ModelSpec
 from server.domain import (
     NO_USAGE,
@@ -53,6 +54,7 @@ from server.errors import (
 )
 from server.pipeline.base import Handler, Stage
 from server.response_cache import CachedAnswer, CacheKey, ResponseCache, cache_key, cacheable
+from server.telemetry import Telemetry
 
 # What a flight ends with: the answer, an error every waiter shares, or None
 # when the leader gave up for its own reasons.
@@ -94,12 +96,15 @@ class _Flight:
 class CacheStage(Stage[Call]):
     """Serves repeats from the cache and coalesces identical calls in flight."""
 
-    __slots__ = ("_cache", "_flights")
+    __slots__ = ("_cache", "_flights", "_telemetry")
 
-    def __init__(self, next_handler: Handler[Call], cache: ResponseCache) -> None:
+    def __init__(
+        self, next_handler: Handler[Call], cache: ResponseCache, telemetry: Telemetry | None = None
+    ) -> None:
         super().__init__(next_handler)
         self._cache = cache
         self._flights: dict[CacheKey, _Flight] = {}
+        self._telemetry = telemetry or Telemetry.disabled()
 
     async def query(self, call: Call, /) -> Completion:
         """Answer from the cache, from an identical call in flight, or by asking."""
@@ -112,7 +117,7 @@ class CacheStage(Stage[Call]):
         if request.cache_mode is CacheMode.REFRESH:
             call.cache = CacheUse.REFRESH
         else:
-            found = await self._lookup(key, call)
+            found = await self._traced_lookup(key, call)
             if found is not None:
                 return _serve(call, found)
             flight = self._flights[key] = _Flight()
@@ -146,7 +151,7 @@ class CacheStage(Stage[Call]):
         if request.cache_mode is CacheMode.REFRESH:
             call.cache = CacheUse.REFRESH
         else:
-            found = await self._lookup(key, call)
+            found = await self._traced_lookup(key, call)
             if found is not None:
                 completion = _serve(call, found)
                 call.first_token_at = time.monotonic()
@@ -179,6 +184,22 @@ class CacheStage(Stage[Call]):
         finally:
             if flight is not None:
                 self._land(key, flight, outcome)
+
+    async def _traced_lookup(self, key: CacheKey, call: Call) -> CachedAnswer | None:
+        """`_lookup` inside a "cache lookup" span that says whether it hit."""
+        span = self._telemetry.child(call.span, "cache lookup")
+        found = None
+        try:
+            found = await self._lookup(key, call)
+            return found
+        finally:
+            span.set_attribute(semconv.SWITCHYARD_CACHE_HIT, found is not None)
+            span.end()
+            if self._telemetry.tracing:
+                result = "hit" if found is not None else "miss"
+                self._telemetry.instruments.cache_lookups.add(
+                    1, {"switchyard.cache.result": result}
+                )
 
     async def _lookup(self, key: CacheKey, call: Call) -> CachedAnswer | None:
         """A stored or coalesced answer; None when this call must lead (raises a shared error)."""

@@ -31,6 +31,7 @@ import re
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING
 
+from server import telemetry as semconv
 from server.catalog import Catalog, ModelSpec
 from server.domain import (
     BudgetPressure,
@@ -44,10 +45,11 @@ from server.domain import (
     StreamEvent,
     Task,
 )
-from server.errors import UnknownModelError
+from server.errors import SwitchyardError, UnknownModelError
 from server.pipeline.base import Handler, Stage
 from server.pricing import display_usd
 from server.settings import RoutingSettings
+from server.telemetry import Telemetry
 from server.tokens import conversation_tokens
 
 if TYPE_CHECKING:
@@ -189,19 +191,43 @@ class RouterStage(Stage[Call]):
     pressure is read at routing time, so Route and Query agree.
     """
 
-    __slots__ = ("_budgets", "_router")
+    __slots__ = ("_budgets", "_router", "_telemetry")
 
     def __init__(
-        self, next_handler: Handler[Call], router: Router, budgets: BudgetBook | None = None
+        self,
+        next_handler: Handler[Call],
+        router: Router,
+        budgets: BudgetBook | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         super().__init__(next_handler)
         self._router = router
         self._budgets = budgets
+        self._telemetry = telemetry or Telemetry.disabled()
 
     def _route(self, call: Call) -> None:
-        budgets = self._budgets
-        pressure = None if budgets is None else budgets.pressure(call.caller)
-        call.route = self._router.decide(call.request, pressure)
+        span = self._telemetry.child(call.span, "route")
+        try:
+            budgets = self._budgets
+            pressure = None if budgets is None else budgets.pressure(call.caller)
+            call.route = self._router.decide(call.request, pressure)
+        except SwitchyardError as error:
+            span.set_attribute(semconv.ERROR_TYPE, type(error).__name__)
+            raise
+        finally:
+            if span.is_recording() and call.route is not None:
+                route = call.route
+                span.set_attributes(
+                    {
+                        semconv.SWITCHYARD_ROUTE_MODEL: route.model.name,
+                        semconv.SWITCHYARD_ROUTE_TASK: route.task.name,
+                        semconv.SWITCHYARD_ROUTE_COMPLEXITY: route.complexity.name,
+                        semconv.SWITCHYARD_ROUTE_BASIS: route.basis.name,
+                        semconv.SWITCHYARD_ROUTE_REASON: route.reason,
+                        semconv.SWITCHYARD_ROUTE_FALLBACKS: [m.name for m in route.fallbacks],
+                    }
+                )
+            span.end()
 
     async def query(self, call: Call, /) -> Completion:
         """Route, then answer."""

@@ -15,7 +15,7 @@ answer that broke off half-way, so that every billed token is accounted.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -91,7 +91,14 @@ class RelayClient:
         return self._base_url
 
     def _request(
-        self, model: ModelSpec, request: Request, max_tokens: int, stream: bool, time_limit: float
+        self,
+        model: ModelSpec,
+        request: Request,
+        max_tokens: int,
+        *,
+        stream: bool,
+        time_limit: float,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> httpx.Request:
         wire = WIRES[model.wire]
         read = min(self._settings.read_timeout, time_limit)
@@ -100,17 +107,35 @@ class RelayClient:
             "POST",
             self._urls[model.wire],
             content=wire.encode(request, model, max_tokens, stream),
-            headers=self._headers[model.wire],
+            headers=[*self._headers[model.wire], *extra_headers.items()]
+            if extra_headers
+            else self._headers[model.wire],
             extensions={
                 "timeout": {"connect": connect, "read": read, "write": read, "pool": connect}
             },
         )
 
     async def complete(
-        self, model: ModelSpec, request: Request, max_tokens: int, time_limit: float
+        self,
+        model: ModelSpec,
+        request: Request,
+        max_tokens: int,
+        time_limit: float,
+        *,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> Completion:
-        """One unary completion, bounded by `time_limit` seconds in all."""
-        http_request = self._request(model, request, max_tokens, False, time_limit)
+        """One unary completion, bounded by `time_limit` seconds in all.
+
+        `extra_headers` go along with the request (trace context, for one).
+        """
+        http_request = self._request(
+            model,
+            request,
+            max_tokens,
+            stream=False,
+            time_limit=time_limit,
+            extra_headers=extra_headers,
+        )
         try:
             async with asyncio.timeout(time_limit):
                 with relay_errors(min(self._settings.read_timeout, time_limit)):
@@ -129,10 +154,18 @@ class RelayClient:
         return Completion(model, content, usage, finish)
 
     def stream(
-        self, model: ModelSpec, request: Request, max_tokens: int, time_limit: float
+        self,
+        model: ModelSpec,
+        request: Request,
+        max_tokens: int,
+        time_limit: float,
+        *,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> RelayStream:
         """One streamed completion; iterate it for text, then one Completion."""
-        return RelayStream(self, model, request, max_tokens, time_limit)
+        return RelayStream(
+            self, model, request, max_tokens, time_limit=time_limit, extra_headers=extra_headers
+        )
 
     def _refusal(self, status: int, headers: httpx.Headers, body: bytes) -> RelayError:
         """Classify a non-2xx answer, first scrubbing our key from its body."""
@@ -155,7 +188,16 @@ class RelayStream:
     usage, or an estimate from what was received (flagged `estimated`).
     """
 
-    __slots__ = ("_client", "_decoder", "_max_tokens", "_model", "_request", "_text", "_time_limit")
+    __slots__ = (
+        "_client",
+        "_decoder",
+        "_extra_headers",
+        "_max_tokens",
+        "_model",
+        "_request",
+        "_text",
+        "_time_limit",
+    )
 
     def __init__(
         self,
@@ -163,15 +205,23 @@ class RelayStream:
         model: ModelSpec,
         request: Request,
         max_tokens: int,
+        *,
         time_limit: float,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> None:
         self._client = client
         self._model = model
         self._request = request
         self._max_tokens = max_tokens
         self._time_limit = time_limit
+        self._extra_headers = extra_headers
         self._decoder: StreamDecoder | None = None
         self._text: list[str] = []
+
+    @property
+    def text(self) -> str:
+        """The text received so far."""
+        return "".join(self._text)
 
     @property
     def usage(self) -> Usage:
@@ -214,7 +264,12 @@ class RelayStream:
     async def __aiter__(self) -> AsyncGenerator[str | Completion, None]:
         client = self._client
         http_request = client._request(
-            self._model, self._request, self._max_tokens, True, self._time_limit
+            self._model,
+            self._request,
+            self._max_tokens,
+            stream=True,
+            time_limit=self._time_limit,
+            extra_headers=self._extra_headers,
         )
         read_timeout = min(client._settings.read_timeout, self._time_limit)
         with relay_errors(read_timeout):

@@ -58,6 +58,7 @@ RPC_RESPONSE_STATUS_CODE = "rpc.response.status_code"
 SERVER_ADDRESS = "server.address"
 SERVER_PORT = "server.port"
 ERROR_TYPE = "error.type"
+HTTP_RESPONSE_STATUS_CODE = "http.response.status_code"
 
 GEN_AI_OPERATION_NAME = "gen_ai.operation.name"
 GEN_AI_PROVIDER_NAME = "gen_ai.provider.name"
@@ -286,7 +287,6 @@ class Telemetry:
         if not span.is_recording():
             return
         attributes: dict[str, Any] = {
-            GEN_AI_RESPONSE_MODEL: attempt.model.name,
             GEN_AI_USAGE_INPUT_TOKENS: attempt.usage.input_tokens,
             GEN_AI_USAGE_OUTPUT_TOKENS: attempt.usage.output_tokens,
             GEN_AI_USAGE_COST_AMOUNT: format_usd(attempt.cost),
@@ -295,6 +295,10 @@ class Telemetry:
             SWITCHYARD_ATTEMPT_OUTCOME: attempt.outcome.value,
             SWITCHYARD_USAGE_ESTIMATED: attempt.usage.estimated,
         }
+        if attempt.outcome is Outcome.SUCCESS:
+            attributes[GEN_AI_RESPONSE_MODEL] = attempt.model.name
+        if attempt.http_status:
+            attributes[HTTP_RESPONSE_STATUS_CODE] = attempt.http_status
         if finish_reason is not None:
             attributes[GEN_AI_RESPONSE_FINISH_REASONS] = (finish_reason,)
         if time_to_first_chunk is not None:

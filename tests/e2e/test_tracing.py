@@ -16,11 +16,13 @@ import asyncio
 import os
 import re
 import secrets
+import socket
 import sys
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import grpc
+import httpx
 import pytest
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc
@@ -201,6 +203,8 @@ async def test_one_trace_tells_the_whole_story(receiver: OTLPReceiver, relay: Re
     assert [s.name for s in chats] == ["chat claude-sonnet-4-20250514"] * 3 + ["chat gpt-4.1"]
     for failed in chats[:3]:
         assert failed.attributes["error.type"] == "RelayUnavailableError"
+        assert failed.attributes["http.response.status_code"] == 529
+        assert "gen_ai.response.model" not in failed.attributes
         assert failed.status_code == ERROR
         assert failed.attributes["switchyard.cost.usd"] == "0"
     events = [name for name, _ in call.events]
@@ -274,3 +278,39 @@ async def test_one_trace_tells_the_whole_story(receiver: OTLPReceiver, relay: Re
     assert SECRET.encode() not in exported
     assert RELAY_KEY.encode() not in exported
     assert b"Bearer" not in exported
+
+
+async def test_prometheus_scrape_endpoint(relay: RelaySimulator):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        metrics_port = probe.getsockname()[1]
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("SWITCHYARD_", "OTEL_"))},
+        "SWITCHYARD_LISTEN": "127.0.0.1:0",
+        "SWITCHYARD_RELAY_URL": relay.url,
+        "SWITCHYARD_RELAY_API_KEY": RELAY_KEY,
+        "SWITCHYARD_PROMETHEUS_PORT": str(metrics_port),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server", env=env, stdout=asyncio.subprocess.PIPE
+    )
+    assert process.stdout is not None
+    match = BANNER.search((await asyncio.wait_for(process.stdout.readline(), 30)).decode())
+    assert match
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{match.group(1)}") as channel:
+            stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+            await stub.Query(
+                pb.QueryRequest(
+                    query=pb.QuerySpec(prompt=f"{SECRET} [[sim tokens=3]] [[sim latency_ms=1]]")
+                )
+            )
+        async with httpx.AsyncClient() as client:
+            page = (await client.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+        assert "gen_ai_client_token_usage" in page
+        assert 'gen_ai_request_model="gemini-2.5-flash"' in page
+        assert "switchyard_cost" in page
+        assert SECRET not in page
+    finally:
+        process.terminate()
+        assert await asyncio.wait_for(process.wait(), 30) == 0

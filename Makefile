@@ -10,25 +10,40 @@ GEN ?= gen
 PROTOS := proto/switchyard/v1/gateway.proto
 PYTEST_ARGS ?=
 
+# Node and Go: the toolchains the generated stubs and the example clients need.
+# Node packages are pinned by package-lock.json; Go and its gRPC libraries are
+# Debian's packages, built offline in GOPATH mode (there is no module proxy).
+NODE_STAMP := node_modules/.installed
+GO_PACKAGES := golang-go protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev \
+	golang-google-protobuf-dev golang-google-genproto-dev golang-github-golang-protobuf-1-5-dev
+# The plugin versions gen/go was made with; another version would write other code.
+PROTOC_GEN_GO_VERSION := protoc-gen-go v1.28.1
+PROTOC_GEN_GO_GRPC_VERSION := protoc-gen-go-grpc 1.0
+GO_SYSTEM_PATH ?= /usr/share/gocode
+GO_ENV := GO111MODULE=off GOFLAGS= GOPATH=$(CURDIR)/.build/gopath:$(GO_SYSTEM_PATH) \
+	GOCACHE=$(CURDIR)/.build/go-cache
+GO_EXAMPLE := .build/bin/switchyard-go-example
+
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint fmt proto clean
+.PHONY: help install run test lint fmt proto clean node-deps go-deps node-example go-example \
+	breaking release-contract
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 		|| { echo "Switchyard needs Python 3.11 or newer as $(PYTHON)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,report]'
 	@touch $@
 
 install: $(STAMP) ## create .venv and install Switchyard with its dev tools
 
 run: $(STAMP) ## serve Switchyard on 127.0.0.1:50051 against the embedded relay simulator
-	$(PY) -m server
+	$(BIN)/switchyard serve
 
-test: lint ## lint, type-check and run the whole test suite
+test: lint node-deps go-deps ## lint, type-check and run the whole test suite (Node and Go examples included)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff, mypy (strict) and buf lint
@@ -41,8 +56,8 @@ fmt: $(STAMP) ## format and auto-fix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-proto: $(STAMP) ## regenerate gen/ from proto/ (GEN=dir writes elsewhere)
-	rm -rf $(GEN)/python/switchyard
+proto: $(STAMP) node-deps go-deps ## regenerate gen/ for Python, Go and Node from proto/ (GEN=dir writes elsewhere)
+	rm -rf $(GEN)/python/switchyard $(GEN)/go $(GEN)/node
 	mkdir -p $(GEN)/python/switchyard/v1
 	$(PY) -m grpc_tools.protoc -Iproto \
 		--python_out=$(GEN)/python --grpc_python_out=$(GEN)/python \
@@ -51,9 +66,52 @@ proto: $(STAMP) ## regenerate gen/ from proto/ (GEN=dir writes elsewhere)
 		--include_source_info --descriptor_set_out=$(GEN)/python/switchyard/v1/gateway.binpb \
 		$(PROTOS)
 	touch $(GEN)/python/switchyard/__init__.py $(GEN)/python/switchyard/v1/__init__.py
+	$(BIN)/buf generate --template buf.gen.go.yaml -o $(GEN)
+	$(BIN)/buf generate --template buf.gen.node.yaml -o $(GEN)
+
+node-deps: $(NODE_STAMP) ## install the pinned Node packages (protoc-gen-es, grpc-js, TypeScript)
+
+$(NODE_STAMP): package.json package-lock.json clients/node/package.json
+	@command -v npm >/dev/null || { echo "Switchyard's Node stubs need Node.js 20+ and npm"; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+go-deps: ## install Go, its gRPC libraries and protoc plugins from Debian (as root or with sudo)
+	@missing=$$(for package in $(GO_PACKAGES); do \
+		dpkg-query -W -f='$${db:Status-Abbrev}' $$package 2>/dev/null | grep -q '^ii' || echo $$package; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		command -v apt-get >/dev/null || { echo "go-deps needs Debian's apt-get for:" $$missing; exit 1; }; \
+		if [ "$$(id -u)" = 0 ]; then sudo=; \
+		elif command -v sudo >/dev/null; then sudo=sudo; \
+		else echo "go-deps must install" $$missing "as root"; exit 1; fi; \
+		echo "installing" $$missing; \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq \
+			--no-install-recommends $$missing >/dev/null; \
+	fi
+	@[ "$$(protoc-gen-go --version)" = "$(PROTOC_GEN_GO_VERSION)" ] \
+		|| { echo "gen/go needs $(PROTOC_GEN_GO_VERSION), found $$(protoc-gen-go --version)"; exit 1; }
+	@[ "$$(protoc-gen-go-grpc --version)" = "$(PROTOC_GEN_GO_GRPC_VERSION)" ] \
+		|| { echo "gen/go needs $(PROTOC_GEN_GO_GRPC_VERSION), found $$(protoc-gen-go-grpc --version)"; exit 1; }
+
+node-example: node-deps ## build the Node example client (clients/node) into clients/node/dist
+	node_modules/.bin/tsc -p clients/node
+
+go-example: go-deps ## build the Go example client (clients/go) into .build/bin
+	@mkdir -p .build/gopath/src .build/bin
+	@# GOPATH mode finds this repository as the import path "switchyard".
+	@ln -sfn ../../.. .build/gopath/src/switchyard
+	$(GO_ENV) go build -o $(GO_EXAMPLE) switchyard/clients/go/example
+
+breaking: $(STAMP) ## check proto/ against the released contract (buf breaking, WIRE_JSON)
+	$(BIN)/buf breaking --against proto/released/switchyard-v1.binpb
+
+release-contract: $(STAMP) ## record proto/ as the released contract: run only when cutting a release
+	mkdir -p proto/released
+	$(BIN)/buf build -o proto/released/switchyard-v1.binpb
 
 clean: ## remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info node_modules .build clients/node/dist
 
 # ---- benchmark harness (issue 3) ------------------------------------------------------
 # `make bench` measures the relay, the floors, Switchyard (and PEERS=litellm) in one run;

@@ -9,9 +9,12 @@ embedded relay simulator on a free loopback port and points the gateway at it.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
+import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,6 +28,8 @@ from server.pipeline import Pipeline, build_pipeline
 from server.relay.client import RelayClient
 from server.servicer import GatewayServicer
 from server.settings import ConfigError, Settings, parse_listen
+from server.telemetry import Telemetry
+from server.telemetry import setup as setup_telemetry
 
 if TYPE_CHECKING:
     from server.simulator import RelaySimulator
@@ -54,19 +59,26 @@ class App:
     health: HealthServicer
     relay: RelayClient
     simulator: RelaySimulator | None
+    telemetry: Telemetry
 
     async def stop(self, grace: float) -> None:
-        """Drain: health NOT_SERVING, refuse new calls, give in-flight `grace` s."""
+        """Drain: health NOT_SERVING, refuse new calls, give in-flight `grace` s,
+        then close the relay pool and flush the spans and metrics still queued."""
         self.servicer.draining = True
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         await self.relay.aclose()
         if self.simulator is not None:
             await self.simulator.stop()
+        await asyncio.to_thread(self.telemetry.shutdown)
 
 
-async def create_server(settings: Settings) -> App:
-    """Start everything `settings` describe; the caller owns `App.stop`."""
+async def create_server(settings: Settings, environ: Mapping[str, str] | None = None) -> App:
+    """Start everything `settings` describe; the caller owns `App.stop`.
+
+    `environ` holds the OTEL_* variables for telemetry (default: os.environ).
+    """
+    telemetry = setup_telemetry(settings.telemetry, os.environ if environ is None else environ)
     simulator = None
     relay_settings = settings.relay
     relay_url = relay_settings.url
@@ -86,9 +98,9 @@ async def create_server(settings: Settings) -> App:
         relay_settings = dataclasses.replace(relay_settings, api_key=key)
 
     relay = RelayClient(relay_url, relay_settings)
-    pipeline = build_pipeline(settings, relay)
+    pipeline = build_pipeline(settings, relay, telemetry)
     server = grpc.aio.server(options=_SERVER_OPTIONS)
-    servicer = GatewayServicer(pipeline)
+    servicer = GatewayServicer(pipeline, telemetry)
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -111,4 +123,4 @@ async def create_server(settings: Settings) -> App:
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
     await health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     log.info("serving %s on %s:%d, relay %s", SERVICE_NAME, host, port, relay_url)
-    return App(server, port, servicer, pipeline, relay_url, health, relay, simulator)
+    return App(server, port, servicer, pipeline, relay_url, health, relay, simulator, telemetry)

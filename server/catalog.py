@@ -1,7 +1,9 @@
 """The model catalog: which models are served, by whom, at what price.
 
 The defaults below are the catalog of the issue that founded Switchyard; a
-TOML file can change or extend them (see ``settings.py``). The catalog is
+TOML file can change or extend them (see ``settings.py``). Cached-input
+prices follow each provider's published discount for prompt-cache reads
+(Anthropic and DeepSeek 10% of the input price, OpenAI and Google 25%). The catalog is
 validated once at start-up and then only read.
 """
 
@@ -23,7 +25,10 @@ class ModelSpec:
     """One model of the catalog.
 
     Prices are USD per million tokens; `price` holds the same as exact
-    nano-dollars per token for the hot path.
+    nano-dollars per token for the hot path. `cached_input_price` prices the
+    input tokens a provider served from its prompt cache (None: the input
+    price). `tasks` are the tasks the model can serve besides its own, which
+    budget-aware routing may send to it when a caller is near its budget.
     """
 
     name: str
@@ -38,10 +43,17 @@ class ModelSpec:
     context_window: int
     rpm: int = 0  # the model's requests-per-minute budget; 0: none of its own
     tpm: int = 0  # the model's tokens-per-minute budget; 0: none of its own
+    cached_input_price: Decimal | None = None
+    tasks: tuple[Task, ...] = ()
     price: Price = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "price", Price.per_million(self.input_price, self.output_price))
+        price = Price.per_million(self.input_price, self.output_price, self.cached_input_price)
+        object.__setattr__(self, "price", price)
+
+    def serves(self, task: Task) -> bool:
+        """Can this model serve `task` (its own, or one of `tasks`)?"""
+        return task is self.task or task in self.tasks
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +85,10 @@ class Catalog:
         """The models tried after `model`, in order."""
         return tuple(self.models[name] for name in model.fallbacks)
 
+    def servers(self, task: Task) -> tuple[ModelSpec, ...]:
+        """Every model that can serve `task`, in catalog order."""
+        return tuple(model for model in self.models.values() if model.serves(task))
+
 
 DEFAULT_MODELS = (
     ModelSpec(
@@ -86,6 +102,8 @@ DEFAULT_MODELS = (
         fallbacks=("gpt-4.1", "gemini-2.5-flash"),
         default_max_tokens=8192,
         context_window=200_000,
+        cached_input_price=Decimal("1.50"),  # cache reads: 10% of input
+        tasks=(Task.CREATIVE, Task.FAST, Task.BATCH),
     ),
     ModelSpec(
         name="gpt-4.1",
@@ -98,6 +116,8 @@ DEFAULT_MODELS = (
         fallbacks=("claude-sonnet-4-20250514",),
         default_max_tokens=4096,
         context_window=1_047_576,
+        cached_input_price=Decimal(2),  # cached input: 25% of input
+        tasks=(Task.REASONING, Task.FAST, Task.BATCH),
     ),
     ModelSpec(
         name="gemini-2.5-flash",
@@ -110,6 +130,8 @@ DEFAULT_MODELS = (
         fallbacks=("gpt-4.1",),
         default_max_tokens=1024,
         context_window=1_048_576,
+        cached_input_price=Decimal("0.625"),  # cached input: 25% of input
+        tasks=(Task.CREATIVE, Task.BATCH),
     ),
     ModelSpec(
         name="deepseek-v3.2",
@@ -122,6 +144,8 @@ DEFAULT_MODELS = (
         fallbacks=("gpt-4.1",),
         default_max_tokens=4096,
         context_window=128_000,
+        cached_input_price=Decimal("0.042"),  # cache hits: 10% of input
+        tasks=(Task.CREATIVE,),
     ),
 )
 

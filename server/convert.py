@@ -9,12 +9,17 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
+from google.protobuf import timestamp_pb2
 from google.type import money_pb2
 from switchyard.v1 import gateway_pb2 as pb
 
+from server.budgets import BudgetStatus
 from server.catalog import ModelSpec
 from server.domain import (
+    ADMITTED,
+    Admission,
     Attempt,
+    CacheMode,
     Call,
     Completion,
     Complexity,
@@ -29,6 +34,7 @@ from server.domain import (
     Usage,
 )
 from server.errors import InvalidRequestError
+from server.ledger import ModelTotals, UsageSummary
 from server.pipeline.breaker import CircuitState
 from server.pricing import NANOS_PER_USD
 
@@ -44,6 +50,12 @@ _TASKS: dict[pb.Task.ValueType, Task | None] = {
     pb.TASK_CREATIVE: Task.CREATIVE,
     pb.TASK_FAST: Task.FAST,
     pb.TASK_BATCH: Task.BATCH,
+}
+_CACHE_MODES = {
+    pb.CACHE_MODE_UNSPECIFIED: CacheMode.DEFAULT,
+    pb.CACHE_MODE_DEFAULT: CacheMode.DEFAULT,
+    pb.CACHE_MODE_BYPASS: CacheMode.BYPASS,
+    pb.CACHE_MODE_REFRESH: CacheMode.REFRESH,
 }
 _TASK_TO_PB = {task: number for number, task in _TASKS.items() if task is not None}
 _COMPLEXITY_TO_PB = {
@@ -92,6 +104,12 @@ def request_from_proto(spec: pb.QuerySpec) -> Request:
             f"query.task {spec.task} is unknown; use one of "
             + ", ".join(pb.Task.Name(number) for number in _TASKS)
         )
+    cache_mode = _CACHE_MODES.get(spec.cache_mode)
+    if cache_mode is None:
+        raise InvalidRequestError(
+            f"query.cache_mode {spec.cache_mode} is unknown; use one of "
+            + ", ".join(pb.CacheMode.Name(number) for number in _CACHE_MODES)
+        )
     temperature = spec.temperature if spec.HasField("temperature") else None
     if temperature is not None and not 0.0 <= temperature <= 2.0:
         raise InvalidRequestError(f"query.temperature must be from 0 to 2, got {temperature:g}")
@@ -110,6 +128,7 @@ def request_from_proto(spec: pb.QuerySpec) -> Request:
         stop=_stop(spec.stop),
         fallback=not spec.disable_fallback,
         labels=_labels(spec.labels),
+        cache_mode=cache_mode,
     )
 
 
@@ -166,6 +185,7 @@ def usage_to_proto(usage: Usage) -> pb.Usage:
     return pb.Usage(
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,
+        cached_input_tokens=usage.cached_input_tokens,
         estimated=usage.estimated,
     )
 
@@ -182,8 +202,11 @@ def model_state(model: ModelSpec, state: CircuitState, retry_in: float) -> pb.Mo
     return pb.ModelState(model=model.name, circuit=_CIRCUIT_TO_PB[state], retry_in_ms=_ms(retry_in))
 
 
-def route_to_proto(route: RouteDecision) -> pb.RouteDecision:
-    """A routing decision as the contract's RouteDecision."""
+def route_to_proto(route: RouteDecision, admission: Admission = ADMITTED) -> pb.RouteDecision:
+    """A routing decision as the contract's RouteDecision.
+
+    Query and StreamQuery pass the default: a call that runs was admitted.
+    """
     return pb.RouteDecision(
         model=route.model.name,
         provider=route.model.provider,
@@ -195,6 +218,7 @@ def route_to_proto(route: RouteDecision) -> pb.RouteDecision:
         estimated_input_tokens=route.input_tokens,
         max_tokens=route.max_tokens,
         estimated_cost=pb.CostEstimate(min=money(route.cost_min), max=money(route.cost_max)),
+        admission=pb.Admission(admitted=admission.admitted, reason=admission.reason),
     )
 
 
@@ -227,6 +251,7 @@ def query_response(call: Call, completion: Completion, now: float) -> pb.QueryRe
         latency_ms=_ms(now - call.started),
         route=route_to_proto(call.route),
         request_id=call.request_id,
+        saved_cost=money(call.saved_cost) if call.saved_cost else None,
     )
 
 
@@ -255,7 +280,82 @@ def stream_end(call: Call, completion: Completion, now: float) -> pb.StreamQuery
             cached=call.cached,
             latency_ms=_ms(now - call.started),
             time_to_first_token_ms=_ms(first - call.started) if first is not None else 0,
+            saved_cost=money(call.saved_cost) if call.saved_cost else None,
         )
+    )
+
+
+def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
+    """Wall-clock seconds as a protobuf Timestamp (to the microsecond)."""
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromMicroseconds(round(seconds * 1_000_000))
+    return stamp
+
+
+def usage_window(request: pb.GetUsageRequest, now: float) -> tuple[float, float]:
+    """The [start, end) window a GetUsage request asks for; 24 hours up to now by default."""
+    end = request.end.ToMicroseconds() / 1_000_000 if request.HasField("end") else now
+    start = (
+        request.start.ToMicroseconds() / 1_000_000 if request.HasField("start") else end - 86_400
+    )
+    if start >= end:
+        raise InvalidRequestError("start must be before end; leave both unset for the last 24 h")
+    return start, end
+
+
+def _token_totals(totals: ModelTotals) -> pb.TokenTotals:
+    return pb.TokenTotals(
+        input_tokens=totals.input_tokens,
+        output_tokens=totals.output_tokens,
+        cached_input_tokens=totals.cached_input_tokens,
+    )
+
+
+def usage_response(
+    summary: UsageSummary,
+    budgets: Iterable[BudgetStatus],
+    load: Mapping[str, tuple[int, int]],
+) -> pb.GetUsageResponse:
+    """GetUsage's answer from the ledger's summary, the budgets and the providers' load."""
+    total = summary.total
+    lookups = summary.cache_hits + summary.cache_misses
+    return pb.GetUsageResponse(
+        caller=summary.caller,
+        start=timestamp(summary.start),
+        end=timestamp(summary.end),
+        requests=summary.requests,
+        errors=summary.errors,
+        cost=money(total.cost),
+        tokens=_token_totals(total),
+        models=[
+            pb.ModelUsage(
+                model=model,
+                attempts=totals.attempts,
+                failed_attempts=totals.failed_attempts,
+                tokens=_token_totals(totals),
+                cost=money(totals.cost),
+            )
+            for model, totals in summary.models.items()
+        ],
+        cache=pb.CacheUsage(
+            hits=summary.cache_hits,
+            misses=summary.cache_misses,
+            hit_rate=summary.cache_hits / lookups if lookups else 0.0,
+            saved_cost=money(summary.saved_cost),
+        ),
+        budgets=[
+            pb.BudgetUsage(
+                period=budget.period,
+                limit=money(budget.limit),
+                spent=money(budget.spent),
+                resets_at=timestamp(budget.resets_at),
+            )
+            for budget in budgets
+        ],
+        in_flight=[
+            pb.ProviderLoad(provider=provider, in_flight=count, limit=limit)
+            for provider, (count, limit) in load.items()
+        ],
     )
 
 

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeAlias
 
+from opentelemetry.trace import INVALID_SPAN, Span
+
 if TYPE_CHECKING:
     from server.catalog import ModelSpec
 
@@ -60,6 +62,23 @@ class FinishReason(enum.Enum):
     CONTENT_FILTER = "content_filter"
 
 
+class CacheMode(enum.Enum):
+    """How a call may use the response cache."""
+
+    DEFAULT = "default"  # read and write when the call is cacheable
+    BYPASS = "bypass"  # neither read nor write
+    REFRESH = "refresh"  # do not read; store the fresh answer
+
+
+class CacheUse(enum.Enum):
+    """What the response cache did for one call (for the ledger and the answer)."""
+
+    NONE = "none"  # not cacheable, or bypassed
+    HIT = "hit"  # answered from the cache or from an identical call in flight
+    MISS = "miss"  # looked up, not found: a model was asked
+    REFRESH = "refresh"  # not looked up on purpose; the fresh answer was stored
+
+
 class Outcome(enum.Enum):
     """How one attempt on one model ended."""
 
@@ -92,21 +111,28 @@ class Request:
     stop: tuple[str, ...] = ()
     fallback: bool = True
     labels: Mapping[str, str] = field(default_factory=dict)
+    cache_mode: CacheMode = CacheMode.DEFAULT
 
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Tokens billed. `estimated` is set when the relay reported no usage."""
+    """Tokens billed. `estimated` is set when the relay reported no usage.
+
+    `cached_input_tokens` is the part of `input_tokens` the provider served
+    from its prompt cache, billed at the model's cached-input price.
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
     estimated: bool = False
+    cached_input_tokens: int = 0
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
             self.input_tokens + other.input_tokens,
             self.output_tokens + other.output_tokens,
             self.estimated or other.estimated,
+            self.cached_input_tokens + other.cached_input_tokens,
         )
 
 
@@ -137,6 +163,26 @@ class RouteDecision:
     def max_tokens(self) -> int:
         """The max_tokens the chosen model is called with."""
         return self.chain_max_tokens[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Whether a caller's budgets let a call run now, and why not."""
+
+    admitted: bool
+    reason: str = ""
+
+
+ADMITTED = Admission(True)
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetPressure:
+    """A caller near one of its budgets: the router may pick a cheaper model."""
+
+    period: str  # "day" or "month"
+    spent: int  # nano-dollars, calls in flight included
+    limit: int  # nano-dollars
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +225,8 @@ class Call:
 
     The request is immutable; the rest is filled in as the call advances:
     the router sets `route`, every relay attempt appends to `attempts`.
+    `span` is the RPC's SERVER span: stages hang their spans and events on it
+    (the API's no-op span when tracing is off).
     """
 
     request: Request
@@ -188,8 +236,15 @@ class Call:
     deadline: float | None
     route: RouteDecision | None = None
     attempts: list[Attempt] = field(default_factory=list)
-    cached: bool = False
+    cache: CacheUse = CacheUse.NONE
+    saved_cost: int = 0  # on a cache hit: what the answer cost when first produced
     first_token_at: float | None = None
+    span: Span = INVALID_SPAN
+
+    @property
+    def cached(self) -> bool:
+        """True when the answer came from the response cache (and cost nothing)."""
+        return self.cache is CacheUse.HIT
 
     def remaining(self, now: float) -> float | None:
         """Seconds left before the caller's deadline (None when unbounded)."""

@@ -7,7 +7,8 @@ The hierarchy::
     │   └── UnknownModelError          INVALID_ARGUMENT: lists the served models
     ├── CapacityError                  RESOURCE_EXHAUSTED: Switchyard's own limits; has retry_after
     │   ├── RateLimitedError           a request budget is spent for now
-    │   └── ModelBusyError             one model's limits are reached         (falls back)
+    │   ├── ModelBusyError             one model's limits are reached         (falls back)
+    │   └── BudgetExceededError        the caller's spend budget cannot cover the call
     ├── CircuitOpenError               UNAVAILABLE: the model is cooling down  (falls back)
     ├── ShuttingDownError              UNAVAILABLE: this instance is draining; retry elsewhere
     ├── DeadlineExceededError          DEADLINE_EXCEEDED: the caller's deadline passed first
@@ -388,3 +389,19 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
         return None
     current = time.time() if now is None else now
     return max(when.timestamp() - current, 0.0)
+
+
+class BudgetExceededError(CapacityError):
+    """The caller's spend budget cannot cover the call's largest possible cost.
+
+    `retry_after` is the time until the budget resets, or None when the call
+    could never fit (it may cost more than the whole budget).
+    """
+
+    def __init__(self, message: str, resets_in: float | None) -> None:
+        super().__init__(message, 0.0 if resets_in is None else resets_in)
+        self._resets_in = resets_in
+
+    @property
+    def retry_after(self) -> float | None:
+        return self._resets_in

@@ -1,4 +1,4 @@
-"""The three RPCs of switchyard.v1.GatewayService.
+"""The four RPCs of switchyard.v1.GatewayService.
 
 Each handler is thin: proto -> domain (convert.py), the pipeline, domain ->
 proto. Every failure leaves as a gRPC status with an actionable message; a
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import aclosing
 from typing import Any, NoReturn
 
@@ -22,7 +22,7 @@ from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc
 
 from server import convert
-from server.domain import Call, Completion, StreamStart
+from server.domain import Attempt, Call, Completion, StreamStart
 from server.errors import (
     CapacityError,
     InvalidRequestError,
@@ -31,6 +31,7 @@ from server.errors import (
     SwitchyardError,
 )
 from server.pipeline import Pipeline
+from server.telemetry import Telemetry
 
 log = logging.getLogger("switchyard")
 
@@ -38,42 +39,61 @@ CALLER_HEADER = "x-switchyard-caller"
 REQUEST_ID_HEADER = "x-switchyard-request-id"
 ANONYMOUS = "anonymous"
 MAX_CALLER_LENGTH = 128
+_MAX_DETAIL_ATTEMPTS = 16
 _CALLER_ERRORS = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
-    """Serves Route, Query and StreamQuery through the pipeline."""
+    """Serves Route, Query and StreamQuery through the pipeline, and GetUsage from the ledger."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Pipeline, telemetry: Telemetry | None = None) -> None:
         self._pipeline = pipeline
+        self._telemetry = telemetry or Telemetry.disabled()
         self.draining = False  # set when shutdown begins: new calls are refused
 
     async def Route(self, request: pb.RouteRequest, context: Context) -> pb.RouteResponse:
-        """Decide where the query would go; call nothing."""
+        """Decide where the query would go and whether its budget admits it; call nothing."""
+        span = self._telemetry.server_span("Route", context.invocation_metadata())
+        code = grpc.StatusCode.CANCELLED  # until the call ends another way
+        failure: BaseException | None = None
         try:
             self._admit()
-            route = self._pipeline.router.decide(convert.request_from_proto(request.query))
+            query = convert.request_from_proto(request.query)
+            caller = _caller(context.invocation_metadata() or ())
+            route, admission = self._pipeline.preview(query, caller)
+            decision = convert.route_to_proto(route, admission)
+            breakers = self._pipeline.breakers
+            decision.model_states.extend(
+                convert.model_state(model, *breakers.state(model)) for model in route.chain
+            )
+            code = grpc.StatusCode.OK
+            return pb.RouteResponse(route=decision)
         except SwitchyardError as error:
+            code, failure = error.code, error
             await _abort(context, error, "")
-        decision = convert.route_to_proto(route)
-        breakers = self._pipeline.breakers
-        decision.model_states.extend(
-            convert.model_state(model, *breakers.state(model)) for model in route.chain
-        )
-        return pb.RouteResponse(route=decision)
+        finally:
+            self._telemetry.finish_rpc(span, code, failure)
 
     async def Query(self, request: pb.QueryRequest, context: Context) -> pb.QueryResponse:
         """Answer the query in one response."""
-        call = await self._new_call(request.query, context)
+        call = await self._new_call(request.query, context, "Query")
+        code = grpc.StatusCode.CANCELLED  # until the call ends another way
+        failure: BaseException | None = None
         try:
             completion = await self._pipeline.handler.query(call)
+            response = convert.query_response(call, completion, time.monotonic())
+            code = grpc.StatusCode.OK
+            return response
         except SwitchyardError as error:
-            await _abort(context, error, call.request_id)
+            code, failure = error.code, error
+            await _abort(context, error, call.request_id, call.attempts)
         except Exception as exc:  # a bug: keep its details in our log only
+            code, failure = grpc.StatusCode.INTERNAL, exc
             await _internal(context, exc, call.request_id)
-        return convert.query_response(call, completion, time.monotonic())
+        finally:
+            self._telemetry.finish_call(call, code, failure)
 
     async def StreamQuery(
         self,
@@ -81,7 +101,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         context: Context,
     ) -> AsyncIterator[pb.StreamQueryResponse]:
         """Answer the query as a stream: start, deltas, end."""
-        call = await self._new_call(request.query, context)
+        call = await self._new_call(request.query, context, "StreamQuery")
+        code = grpc.StatusCode.CANCELLED  # until the call ends another way
+        failure: BaseException | None = None
         try:
             async with aclosing(self._pipeline.handler.stream(call)) as events:
                 async for event in events:
@@ -91,17 +113,38 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                         yield convert.stream_start(call, event.model)
                     elif isinstance(event, Completion):
                         yield convert.stream_end(call, event, time.monotonic())
+            code = grpc.StatusCode.OK
         except SwitchyardError as error:
-            await _abort(context, error, call.request_id)
+            code, failure = error.code, error
+            await _abort(context, error, call.request_id, call.attempts)
         except Exception as exc:
+            code, failure = grpc.StatusCode.INTERNAL, exc
             await _internal(context, exc, call.request_id)
+        finally:
+            self._telemetry.finish_call(call, code, failure)
 
     async def GetUsage(self, request: pb.GetUsageRequest, context: Context) -> pb.GetUsageResponse:
-        """Not served yet: the windowed ledger behind it is being built."""
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, "GetUsage is not available in this build yet"
-        )
-        raise AssertionError("unreachable: abort raises")  # pragma: no cover
+        """The calling caller's spend, tokens, cache savings and budgets over a window."""
+        span = self._telemetry.server_span("GetUsage", context.invocation_metadata())
+        code = grpc.StatusCode.CANCELLED  # until the call ends another way
+        failure: BaseException | None = None
+        try:
+            self._admit()
+            caller = _caller(context.invocation_metadata() or ())
+            start, end = convert.usage_window(request, time.time())
+            pipeline = self._pipeline
+            response = convert.usage_response(
+                pipeline.ledger.summary(caller, start, end),
+                pipeline.budgets.status(caller),
+                pipeline.limits.provider_load(),
+            )
+            code = grpc.StatusCode.OK
+            return response
+        except SwitchyardError as error:
+            code, failure = error.code, error
+            await _abort(context, error, "")
+        finally:
+            self._telemetry.finish_rpc(span, code, failure)
 
     def _admit(self) -> None:
         if self.draining:
@@ -110,14 +153,17 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 " to another instance"
             )
 
-    async def _new_call(self, spec: pb.QuerySpec, context: Context) -> Call:
-        """Validate the request and open its Call; refuse a bad one at once."""
+    async def _new_call(self, spec: pb.QuerySpec, context: Context, method: str) -> Call:
+        """Validate the request and open its Call (and SERVER span); refuse a bad one at once."""
         now = time.monotonic()
+        metadata = context.invocation_metadata() or ()
+        span = self._telemetry.server_span(method, metadata)
         try:
             self._admit()
             request = convert.request_from_proto(spec)
-            caller = _caller(context.invocation_metadata() or ())
+            caller = _caller(metadata)
         except SwitchyardError as error:
+            self._telemetry.finish_rpc(span, error.code, error)
             await _abort(context, error, "")
         remaining = context.time_remaining()
         return Call(
@@ -126,6 +172,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             caller=caller,
             started=now,
             deadline=None if remaining is None else now + remaining,
+            span=span,
         )
 
 
@@ -142,8 +189,13 @@ def _caller(metadata: Iterable[tuple[str, str | bytes]]) -> str:
     return ANONYMOUS
 
 
-async def _abort(context: Context, error: SwitchyardError, request_id: str) -> NoReturn:
-    """End the RPC with the error's status, message and retry hints."""
+async def _abort(
+    context: Context,
+    error: SwitchyardError,
+    request_id: str,
+    attempts: Sequence[Attempt] = (),
+) -> NoReturn:
+    """End the RPC with the error's status, message, retry hints and attempts."""
     if error.code in _CALLER_ERRORS:
         log.info("call %s refused: %s", request_id or "-", error.code.name)
     else:
@@ -152,7 +204,7 @@ async def _abort(context: Context, error: SwitchyardError, request_id: str) -> N
     metadata: list[tuple[str, str | bytes]] = []
     if request_id:
         metadata.append((REQUEST_ID_HEADER, request_id))
-    details = _details(error)
+    details = _details(error, attempts)
     if details:
         status = status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
         metadata.append(("grpc-status-details-bin", status.SerializeToString()))
@@ -160,8 +212,12 @@ async def _abort(context: Context, error: SwitchyardError, request_id: str) -> N
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
 
-def _details(error: SwitchyardError) -> list[any_pb2.Any]:
-    """google.rpc details: RetryInfo when a retry delay is known, QuotaFailure for our limits."""
+def _details(error: SwitchyardError, attempts: Sequence[Attempt]) -> list[any_pb2.Any]:
+    """google.rpc details: RetryInfo, QuotaFailure for our limits, and the attempts.
+
+    RetryInfo goes when a retry delay is known; a switchyard.v1.Attempt for each
+    try made (the last few of a long chain, well inside gRPC's metadata limit).
+    """
     details = []
     if error.retry_after is not None:
         delay = duration_pb2.Duration()
@@ -180,6 +236,10 @@ def _details(error: SwitchyardError) -> list[any_pb2.Any]:
                 ]
             )
         )
+        details.append(packed)
+    for attempt in attempts[-_MAX_DETAIL_ATTEMPTS:]:
+        packed = any_pb2.Any()
+        packed.Pack(convert.attempt_to_proto(attempt))
         details.append(packed)
     return details
 

@@ -17,8 +17,13 @@ A TOML file may hold these tables (all optional)::
     [routing.tasks]  reasoning = "<model>", creative = ..., fast = ..., batch = ...
     [models."<name>"]  task, provider, wire, input_price, output_price,
                        max_concurrent, fallbacks, default_max_tokens,
-                       context_window, rpm, tpm, enabled
+                       context_window, rpm, tpm, cached_input_price, tasks,
+                       enabled
+    [cache]      enabled, ttl, max_entries, max_bytes
+    [budgets]    day, month (USD, every caller without its own), downgrade_at
+    [budgets."<caller>"]  day, month (USD; replaces the defaults for that caller)
     [simulator]  latency_scale, tokens_per_second
+    [telemetry]  console, prometheus_port, capture_content (exporters: the OTEL_* variables)
 
 The relay key is read only from the environment, never from the file.
 """
@@ -38,8 +43,12 @@ from typing import Any
 
 from server.catalog import DEFAULT_MODELS, WIRES, Catalog, ModelSpec
 from server.domain import Task
+from server.pricing import usd_to_nanos
 
 ENV_PREFIX = "SWITCHYARD_"
+# Read by the `switchyard` CLI (clients/python), not by the gateway: a shell
+# set up to call a gateway can still serve one.
+CLIENT_ENV = frozenset({"SWITCHYARD_ADDRESS", "SWITCHYARD_CALLER", "SWITCHYARD_API_KEY"})
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 DEFAULT_KEYWORDS = (
     "분석", "비교", "평가", "논리", "추론", "코드", "알고리즘",
@@ -132,11 +141,57 @@ class RoutingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheSettings:
+    """The exact-match response cache (see ``server/response_cache.py``)."""
+
+    enabled: bool = True
+    ttl: float = 3600.0  # seconds an answer is served after it was produced
+    max_entries: int = 10_000
+    max_bytes: int = 64 * 1024 * 1024  # answers, keys and bookkeeping, estimated
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetLimits:
+    """One caller's spend budgets in nano-dollars; None means no budget for that period."""
+
+    day: int | None = None
+    month: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetSettings:
+    """Per-caller spend budgets (UTC days and months), exact to the nano-dollar.
+
+    `callers` maps a caller id to its own limits; every other caller gets
+    `default`. `downgrade_at` (a fraction of a budget, e.g. 0.8) turns on
+    budget-aware routing: AUTO calls of a caller whose spend reached that
+    fraction of a budget go to a cheaper model that serves the task.
+    """
+
+    default: BudgetLimits = BudgetLimits()
+    callers: Mapping[str, BudgetLimits] = field(default_factory=lambda: types.MappingProxyType({}))
+    downgrade_at: Decimal | None = None
+
+    def limits(self, caller: str) -> BudgetLimits:
+        """The budgets that apply to `caller`."""
+        return self.callers.get(caller, self.default)
+
+
+@dataclass(frozen=True, slots=True)
 class SimulatorOptions:
     """The embedded relay simulator, used when no relay URL is configured."""
 
     latency_scale: float = 1.0
     tokens_per_second: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetrySettings:
+    """Switchyard's own telemetry options; exporters follow the OTEL_* variables."""
+
+    console: bool = False  # print every span to stdout, for local debugging
+    prometheus_port: int = 0  # serve /metrics on 127.0.0.1:<port> for Prometheus; 0: off
+    capture_content: bool = False  # record prompts and completions on model-call spans
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +206,9 @@ class Settings:
     routing: RoutingSettings = RoutingSettings()
     catalog: Catalog = field(default_factory=lambda: _build_catalog({}, {}))
     simulator: SimulatorOptions = SimulatorOptions()
+    telemetry: TelemetrySettings = TelemetrySettings()
+    cache: CacheSettings = CacheSettings()
+    budgets: BudgetSettings = BudgetSettings()
 
 
 # Environment variable (without prefix) -> (section, key).
@@ -179,6 +237,13 @@ _ENV_KEYS: dict[str, tuple[str, str]] = {
     "BREAKER_COOLDOWN": ("breaker", "cooldown"),
     "SIM_LATENCY_SCALE": ("simulator", "latency_scale"),
     "SIM_TOKENS_PER_SECOND": ("simulator", "tokens_per_second"),
+    "TRACE_CONSOLE": ("telemetry", "console"),
+    "PROMETHEUS_PORT": ("telemetry", "prometheus_port"),
+    "CAPTURE_CONTENT": ("telemetry", "capture_content"),
+    "CACHE_ENABLED": ("cache", "enabled"),
+    "CACHE_TTL": ("cache", "ttl"),
+    "CACHE_MAX_ENTRIES": ("cache", "max_entries"),
+    "CACHE_MAX_BYTES": ("cache", "max_bytes"),
 }
 _SECTIONS: dict[str, type[Any]] = {
     "server": ServerSettings,
@@ -188,6 +253,8 @@ _SECTIONS: dict[str, type[Any]] = {
     "breaker": BreakerSettings,
     "routing": RoutingSettings,
     "simulator": SimulatorOptions,
+    "telemetry": TelemetrySettings,
+    "cache": CacheSettings,
 }
 _MODEL_KEYS = frozenset(
     f.name for f in dataclasses.fields(ModelSpec) if f.init and f.name != "name"
@@ -197,6 +264,7 @@ _MODEL_REQUIRED = frozenset(
     for f in dataclasses.fields(ModelSpec)
     if f.init and f.name != "name" and f.default is dataclasses.MISSING
 )
+_BUDGET_PERIODS = ("day", "month")
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
@@ -205,11 +273,11 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     config_path = environ.get(ENV_PREFIX + "CONFIG")
     if config_path:
         file_tables = _read_toml(config_path)
-    unknown = set(file_tables) - set(_SECTIONS) - {"models"}
+    unknown = set(file_tables) - set(_SECTIONS) - {"models", "budgets"}
     if unknown:
         raise ConfigError(
             f"SWITCHYARD_CONFIG [{sorted(unknown)[0]}]",
-            f"unknown table; expected one of {sorted({*_SECTIONS, 'models'})}",
+            f"unknown table; expected one of {sorted({*_SECTIONS, 'models', 'budgets'})}",
         )
     if "api_key" in file_tables.get("relay", {}):
         raise ConfigError(
@@ -227,7 +295,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         for key, value in table.items():
             overrides[section][key] = (f"SWITCHYARD_CONFIG {section}.{key}", value)
     for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG" or name in CLIENT_ENV:
             continue
         target = _ENV_KEYS.get(name.removeprefix(ENV_PREFIX))
         if target is None:
@@ -245,6 +313,9 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         routing=sections["routing"],
         catalog=_build_catalog(file_tables.get("models", {}), task_table),
         simulator=sections["simulator"],
+        telemetry=sections["telemetry"],
+        cache=sections["cache"],
+        budgets=_build_budgets(file_tables.get("budgets", {})),
     )
     _validate(settings)
     return settings
@@ -361,6 +432,10 @@ def _build_catalog(models_table: Mapping[str, Any], task_table: Mapping[str, Any
                 continue
             if key == "task":
                 values[key] = _task(raw, f"{where}.task")
+            elif key == "tasks":
+                if not isinstance(raw, list):
+                    raise ConfigError(f"{where}.tasks", "expected a list of task names")
+                values[key] = tuple(_task(item, f"{where}.tasks") for item in raw)
             else:
                 values[key] = _coerce(raw, hints[key], f"{where}.{key}")
         missing = _MODEL_REQUIRED - set(values)
@@ -369,7 +444,9 @@ def _build_catalog(models_table: Mapping[str, Any], task_table: Mapping[str, Any
         try:
             merged[name] = ModelSpec(name=name, **values)  # type: ignore[arg-type]
         except ValueError as exc:
-            raise ConfigError(f"{where}.input_price/output_price", str(exc)) from None
+            raise ConfigError(
+                f"{where}.input_price/output_price/cached_input_price", str(exc)
+            ) from None
     tasks = {model.task: model.name for model in reversed(merged.values())}
     for key, raw in task_table.items():
         task = _task(key, f"SWITCHYARD_CONFIG routing.tasks.{key}")
@@ -388,6 +465,60 @@ def _build_catalog(models_table: Mapping[str, Any], task_table: Mapping[str, Any
     for model in merged.values():
         _validate_model(model, merged)
     return Catalog.build(merged.values(), tasks)
+
+
+def _build_budgets(table: Mapping[str, Any]) -> BudgetSettings:
+    """[budgets]: default periods and downgrade_at as keys, one sub-table per caller."""
+    where = "SWITCHYARD_CONFIG budgets"
+    if not isinstance(table, dict):
+        raise ConfigError(where, "must be a table")
+    defaults: dict[str, object] = {}
+    callers: dict[str, BudgetLimits] = {}
+    downgrade_at = None
+    for key, raw in table.items():
+        if isinstance(raw, dict):
+            callers[key] = _budget_limits(raw, f'{where}."{key}"')
+        elif key in _BUDGET_PERIODS:
+            defaults[key] = raw
+        elif key == "downgrade_at":
+            downgrade_at = _fraction(raw, f"{where}.downgrade_at")
+        else:
+            raise ConfigError(
+                f"{where}.{key}",
+                "unknown key; expected day, month, downgrade_at, or a table per caller"
+                ' such as [budgets."billing-svc"]',
+            )
+    return BudgetSettings(
+        _budget_limits(defaults, where), types.MappingProxyType(callers), downgrade_at
+    )
+
+
+def _budget_limits(table: Mapping[str, object], where: str) -> BudgetLimits:
+    unknown = set(table) - set(_BUDGET_PERIODS)
+    if unknown:
+        raise ConfigError(f"{where}.{sorted(unknown)[0]}", "unknown key; expected day or month")
+    limits: dict[str, int] = {}
+    for period, raw in table.items():
+        amount = _coerce(raw, Decimal, f"{where}.{period}")
+        assert isinstance(amount, Decimal)
+        try:
+            nanos = usd_to_nanos(amount)
+        except ValueError as exc:
+            raise ConfigError(f"{where}.{period}", str(exc)) from None
+        if nanos < 0:
+            raise ConfigError(f"{where}.{period}", "a budget cannot be negative")
+        limits[period] = nanos
+    return BudgetLimits(**limits)
+
+
+def _fraction(raw: object, where: str) -> Decimal:
+    value = _coerce(raw, Decimal, where)
+    assert isinstance(value, Decimal)
+    if not value.is_finite() or not 0 < value <= 1:
+        raise ConfigError(
+            where, f"expected a fraction of a budget above 0 and at most 1, got {raw}"
+        )
+    return value
 
 
 def _task(raw: object, where: str) -> Task:
@@ -450,8 +581,19 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("SWITCHYARD_RETRY_BUDGET_RATIO", "must be from 0 to 1")
     if retry.base_delay < 0 or retry.max_retry_after < 0 or retry.budget_min_per_second < 0:
         raise ConfigError("SWITCHYARD_CONFIG retry", "delays and rates must be 0 or more")
+    if not 0 <= settings.telemetry.prometheus_port <= 65535:
+        raise ConfigError("SWITCHYARD_PROMETHEUS_PORT", "expected a port from 1 to 65535, or 0")
     if settings.simulator.latency_scale < 0:
         raise ConfigError("SWITCHYARD_SIM_LATENCY_SCALE", "must be 0 or more")
+    cache = settings.cache
+    if cache.ttl <= 0:
+        raise ConfigError("SWITCHYARD_CACHE_TTL", f"must be greater than 0, got {cache.ttl}")
+    for key, value in (
+        ("SWITCHYARD_CACHE_MAX_ENTRIES", cache.max_entries),
+        ("SWITCHYARD_CACHE_MAX_BYTES", cache.max_bytes),
+    ):
+        if value < 1:
+            raise ConfigError(key, f"must be at least 1, got {value}")
     routing = settings.routing
     if not routing.keywords:
         raise ConfigError("SWITCHYARD_CONFIG routing.keywords", "must name at least one keyword")

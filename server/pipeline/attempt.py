@@ -3,7 +3,9 @@
 Every try appends exactly one Attempt to its call, on every path (answer,
 relay error, caller cancel), carrying the usage the relay billed for it and
 that usage's exact cost. Cost is computed here once, from usage; every
-figure above (response, ledger, trace) sums these records.
+figure above (response, ledger, trace) sums these records. The same moment
+ends the try's CLIENT span (`chat {model}`) and records its metrics, and the
+relay request carries that span's `traceparent`.
 
 Streams: the try emits StreamStart just before its first text. That is the
 point of no return: a failure before it may be retried or fall back; a
@@ -17,10 +19,16 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from typing import Any
 
+import httpx
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind
+
+from server import telemetry as semconv
 from server.domain import (
     Attempt,
     Completion,
+    FinishReason,
     ModelCall,
     Outcome,
     StreamEvent,
@@ -35,6 +43,7 @@ from server.errors import (
 )
 from server.pricing import cost_nanos
 from server.relay.client import RelayClient
+from server.telemetry import Telemetry
 
 _DEADLINE_SLACK = 0.002  # a timeout this close to the deadline was the deadline's doing
 
@@ -42,11 +51,19 @@ _DEADLINE_SLACK = 0.002  # a timeout this close to the deadline was the deadline
 class RelayAttempt:
     """Sends one ModelCall to the relay and records the Attempt."""
 
-    __slots__ = ("_default_limit", "_relay")
+    __slots__ = ("_default_limit", "_relay", "_server", "_telemetry")
 
-    def __init__(self, relay: RelayClient, default_limit: float) -> None:
+    def __init__(
+        self, relay: RelayClient, default_limit: float, telemetry: Telemetry | None = None
+    ) -> None:
         self._relay = relay
         self._default_limit = default_limit
+        self._telemetry = telemetry or Telemetry.disabled()
+        url = httpx.URL(relay.base_url)
+        self._server = {
+            semconv.SERVER_ADDRESS: url.host,
+            semconv.SERVER_PORT: url.port or (443 if url.scheme == "https" else 80),
+        }
 
     def _time_limit(self, item: ModelCall, now: float) -> float:
         """The try's time limit: ours, or less when the caller's deadline is nearer."""
@@ -57,78 +74,157 @@ class RelayAttempt:
             raise DeadlineExceededError(item.model.name)
         return min(remaining, self._default_limit)
 
+    def _span(self, item: ModelCall, stream: bool) -> Span:
+        """The try's CLIENT span, under the call's SERVER span."""
+        if not self._telemetry.tracing:
+            return INVALID_SPAN
+        request, model = item.call.request, item.model
+        attributes: dict[str, Any] = {
+            semconv.GEN_AI_OPERATION_NAME: "chat",
+            semconv.GEN_AI_PROVIDER_NAME: model.provider,
+            semconv.GEN_AI_REQUEST_MODEL: model.name,
+            semconv.GEN_AI_REQUEST_MAX_TOKENS: item.max_tokens,
+            semconv.GEN_AI_REQUEST_STREAM: stream,
+            **self._server,
+        }
+        if request.temperature is not None:
+            attributes[semconv.GEN_AI_REQUEST_TEMPERATURE] = request.temperature
+        if request.top_p is not None:
+            attributes[semconv.GEN_AI_REQUEST_TOP_P] = request.top_p
+        span = self._telemetry.child(
+            item.call.span, f"chat {model.name}", SpanKind.CLIENT, attributes
+        )
+        self._telemetry.capture(
+            span,
+            semconv.GEN_AI_INPUT_MESSAGES,
+            [{"role": m.role.value, "content": m.content} for m in request.messages],
+        )
+        return span
+
+    def _record(
+        self,
+        item: ModelCall,
+        span: Span,
+        attempt: Attempt,
+        *,
+        stream: bool,
+        error: BaseException | None = None,
+        first_chunk: float | None = None,
+        finish: FinishReason | None = None,
+    ) -> None:
+        """Append the attempt, end its span and record its metrics: once per try."""
+        item.call.attempts.append(attempt)
+        self._telemetry.finish_attempt(
+            span,
+            attempt,
+            error,
+            first_chunk,
+            None if finish is None else finish.value,
+        )
+        self._telemetry.record_attempt(attempt, item.call.caller, stream)
+
     async def query(self, item: ModelCall, /) -> Completion:
         """One unary try."""
         call, model = item.call, item.model
         started = time.monotonic()
         time_limit = self._time_limit(item, started)
+        span = self._span(item, stream=False)
         try:
             completion = await self._relay.complete(
-                model, call.request, item.max_tokens, time_limit
+                model,
+                call.request,
+                item.max_tokens,
+                time_limit,
+                extra_headers=self._telemetry.trace_headers(span),
             )
         except RelayError as error:
-            call.attempts.append(
-                Attempt(
-                    model,
-                    _outcome(item, error),
-                    time.monotonic() - started,
-                    error.http_status,
-                    error.reason,
-                )
+            failed = Attempt(
+                model,
+                _outcome(item, error),
+                time.monotonic() - started,
+                error.http_status,
+                error.reason,
             )
+            self._record(item, span, failed, stream=False, error=error)
             _raise_deadline_if_spent(item, error)
             raise
-        except asyncio.CancelledError:
-            call.attempts.append(Attempt(model, Outcome.CANCELLED, time.monotonic() - started))
+        except asyncio.CancelledError as cancel:
+            cancelled = Attempt(model, Outcome.CANCELLED, time.monotonic() - started)
+            self._record(item, span, cancelled, stream=False, error=cancel)
             raise
-        call.attempts.append(
-            Attempt(
-                model,
-                Outcome.SUCCESS,
-                time.monotonic() - started,
-                http_status=200,
-                usage=completion.usage,
-                cost=cost_nanos(completion.usage, model.price),
-            )
+        answered = _attempt(item, Outcome.SUCCESS, started, completion.usage)
+        self._telemetry.capture(
+            span,
+            semconv.GEN_AI_OUTPUT_MESSAGES,
+            [{"role": "assistant", "content": completion.content}],
         )
+        self._record(item, span, answered, stream=False, finish=completion.finish_reason)
         return completion
 
     async def stream(self, item: ModelCall, /) -> AsyncGenerator[StreamEvent, None]:
         """One streamed try; see the module docstring for its point of no return."""
         call, model = item.call, item.model
         started = time.monotonic()
+        time_limit = self._time_limit(item, started)
+        span = self._span(item, stream=True)
         relay_stream = self._relay.stream(
-            model, call.request, item.max_tokens, self._time_limit(item, started)
+            model,
+            call.request,
+            item.max_tokens,
+            time_limit,
+            extra_headers=self._telemetry.trace_headers(span),
         )
-        committed = recorded = False
-        outcome, failure = Outcome.CANCELLED, None
+        first_chunk: float | None = None
+        recorded = False
+        outcome: Outcome = Outcome.CANCELLED
+        failure: BaseException | None = None
         try:
             async with aclosing(relay_stream.__aiter__()) as events:
                 async for event in events:
-                    if not committed:
-                        committed = True
+                    if first_chunk is None:
                         call.first_token_at = time.monotonic()
+                        first_chunk = call.first_token_at - started
                         yield StreamStart(model)
                     if isinstance(event, Completion):
                         # Record before handing the end over: the caller builds
                         # its final message from the attempts.
                         recorded = True
-                        call.attempts.append(
-                            _record(item, Outcome.SUCCESS, started, relay_stream.usage)
+                        self._telemetry.capture(
+                            span,
+                            semconv.GEN_AI_OUTPUT_MESSAGES,
+                            [{"role": "assistant", "content": relay_stream.text}],
+                        )
+                        self._record(
+                            item,
+                            span,
+                            _attempt(item, Outcome.SUCCESS, started, relay_stream.usage),
+                            stream=True,
+                            first_chunk=first_chunk,
+                            finish=event.finish_reason,
                         )
                     yield event
         except RelayError as error:
             failure = error
-            if committed:
+            if first_chunk is not None:
                 outcome = Outcome.INTERRUPTED
                 delivered = relay_stream.usage.output_tokens
                 raise StreamInterruptedError(error, delivered) from None
             outcome = _outcome(item, error)
             _raise_deadline_if_spent(item, error)
             raise
+        except BaseException as other:  # cancel, or the consumer closing the stream
+            failure = other
+            raise
         finally:
             if not recorded:
-                call.attempts.append(_record(item, outcome, started, relay_stream.usage, failure))
+                self._record(
+                    item,
+                    span,
+                    _attempt(item, outcome, started, relay_stream.usage, failure),
+                    stream=True,
+                    error=failure,
+                    first_chunk=first_chunk,
+                )
 
 
 def _deadline_spent(item: ModelCall, error: RelayError) -> bool:
@@ -153,19 +249,20 @@ def _raise_deadline_if_spent(item: ModelCall, error: RelayError) -> None:
         raise DeadlineExceededError(item.model.name) from None
 
 
-def _record(
+def _attempt(
     item: ModelCall,
     outcome: Outcome,
     started: float,
     usage: Usage,
-    failure: RelayError | None = None,
+    failure: BaseException | None = None,
 ) -> Attempt:
+    relay_failure = failure if isinstance(failure, RelayError) else None
     return Attempt(
         item.model,
         outcome,
         time.monotonic() - started,
-        failure.http_status if failure else 200 if outcome is Outcome.SUCCESS else 0,
-        failure.reason if failure else "",
+        relay_failure.http_status if relay_failure else 200 if outcome is Outcome.SUCCESS else 0,
+        relay_failure.reason if relay_failure else "",
         usage,
         cost_nanos(usage, item.model.price),
     )

@@ -11,7 +11,7 @@ Two inputs exist: a `Call` (the whole RPC) above the fallback stage, and a
 
     class Stamp(Stage[Call]):
         async def query(self, call: Call) -> Completion:
-            call.cached = False          # do something, then hand on
+            call.saved_cost = 0          # do something, then hand on
             return await self.next.query(call)
 """
 

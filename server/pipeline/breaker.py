@@ -21,6 +21,7 @@ import enum
 import time
 from collections.abc import AsyncGenerator, Iterable
 
+from server import telemetry as semconv
 from server.catalog import ModelSpec
 from server.domain import Attempt, Completion, ModelCall, Outcome, StreamEvent
 from server.errors import CircuitOpenError, RelayError, StreamInterruptedError
@@ -117,6 +118,13 @@ class BreakerStage(Stage[ModelCall]):
             breaker.admit(time.monotonic())
         except CircuitOpenError as error:
             item.call.attempts.append(Attempt(item.model, Outcome.SKIPPED, 0.0, error=error.reason))
+            item.call.span.add_event(
+                semconv.EVENT_CIRCUIT_OPEN,
+                {
+                    semconv.SWITCHYARD_MODEL: item.model.name,
+                    semconv.SWITCHYARD_CIRCUIT_RETRY_IN_MS: round((error.retry_after or 0) * 1000),
+                },
+            )
             raise
         return breaker
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import aclosing
 
+from server import telemetry as semconv
 from server.catalog import ModelSpec
 from server.domain import Attempt, Call, Completion, ModelCall, Outcome, StreamEvent
 from server.errors import AllModelsFailedError, ContextLengthError, SwitchyardError
@@ -78,6 +79,15 @@ def _candidates(call: Call, failures: list[tuple[str, SwitchyardError]]) -> Iter
                 Attempt(model, Outcome.SKIPPED, 0.0, error="context window too small")
             )
             continue
+        if failures:
+            call.span.add_event(
+                semconv.EVENT_FALLBACK,
+                {
+                    semconv.SWITCHYARD_FALLBACK_FROM: failures[-1][0],
+                    semconv.SWITCHYARD_FALLBACK_TO: model.name,
+                    semconv.SWITCHYARD_REASON: failures[-1][1].reason,
+                },
+            )
         yield ModelCall(call, model, max_tokens)
 
 

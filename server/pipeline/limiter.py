@@ -38,11 +38,13 @@ from contextlib import aclosing
 
 from aiolimiter import AsyncLimiter
 
+from server import telemetry as semconv
 from server.catalog import ModelSpec
 from server.domain import Attempt, Completion, ModelCall, Outcome, StreamEvent
 from server.errors import CapacityError, ModelBusyError, RateLimitedError
 from server.pipeline.base import Handler, Stage
 from server.settings import LimitSettings
+from server.telemetry import Telemetry
 
 BUSY_RETRY_AFTER = 1.0  # a slot's wait cannot be predicted; this hint is honest enough
 
@@ -291,15 +293,22 @@ class Limits:
         """The limits of `model`."""
         return self._models[model.name]
 
+    def provider_load(self) -> dict[str, tuple[int, int]]:
+        """provider -> (tries holding a slot now, the cap), sorted by provider."""
+        return {name: (cap.in_use, cap.limit) for name, cap in sorted(self.providers.items())}
+
 
 class LimiterStage(Stage[ModelCall]):
     """Takes every limit a try needs before it, and gives it all back after."""
 
-    __slots__ = ("_limits",)
+    __slots__ = ("_limits", "_telemetry")
 
-    def __init__(self, next_handler: Handler[ModelCall], limits: Limits) -> None:
+    def __init__(
+        self, next_handler: Handler[ModelCall], limits: Limits, telemetry: Telemetry | None = None
+    ) -> None:
         super().__init__(next_handler)
         self._limits = limits
+        self._telemetry = telemetry or Telemetry.disabled()
 
     async def _take(self, item: ModelCall) -> Callable[[], None]:
         """Take what `item` needs; return the function that gives it back."""
@@ -308,6 +317,7 @@ class LimiterStage(Stage[ModelCall]):
         taken: list[Callable[[], None]] = []
         reserved = 0
         started = time.monotonic()
+        span = self._telemetry.child(item.call.span, "limiter wait")
         try:
             await limits.model_cap.acquire(deadline)
             taken.append(limits.model_cap.release)
@@ -330,7 +340,26 @@ class LimiterStage(Stage[ModelCall]):
                         item.model, Outcome.SKIPPED, time.monotonic() - started, error=exc.reason
                     )
                 )
+                self._telemetry.instruments.limiter_rejections.add(
+                    1, {semconv.GEN_AI_REQUEST_MODEL: item.model.name}
+                )
+                item.call.span.add_event(
+                    semconv.EVENT_LIMITER_REFUSED,
+                    {
+                        semconv.SWITCHYARD_MODEL: item.model.name,
+                        semconv.SWITCHYARD_REASON: exc.reason,
+                    },
+                )
+                span.set_attribute(semconv.ERROR_TYPE, type(exc).__name__)
             raise
+        finally:
+            waited = time.monotonic() - started
+            span.set_attribute(semconv.SWITCHYARD_LIMITER_WAIT_MS, round(waited * 1000, 3))
+            span.end()
+        if self._telemetry.tracing:
+            self._telemetry.instruments.limiter_wait.record(
+                waited, {semconv.GEN_AI_REQUEST_MODEL: item.model.name}
+            )
         attempts_before = len(item.call.attempts)
 
         def release() -> None:

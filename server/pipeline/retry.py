@@ -28,6 +28,7 @@ import time
 from collections import deque
 from collections.abc import AsyncGenerator
 
+from server import telemetry as semconv
 from server.domain import Completion, ModelCall, StreamEvent
 from server.errors import RelayError
 from server.pipeline.base import Handler, Stage
@@ -103,6 +104,15 @@ class RetryStage(Stage[ModelCall]):
                 return None
         if not self._budget.try_spend(now):
             return None
+        item.call.span.add_event(
+            semconv.EVENT_RETRY,
+            {
+                semconv.SWITCHYARD_MODEL: item.model.name,
+                semconv.SWITCHYARD_RETRY_ATTEMPT: tries + 1,
+                semconv.SWITCHYARD_RETRY_DELAY_MS: round(wait * 1000, 3),
+                semconv.SWITCHYARD_REASON: error.reason,
+            },
+        )
         return wait
 
     async def query(self, item: ModelCall, /) -> Completion:

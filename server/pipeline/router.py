@@ -16,15 +16,25 @@ Keywords are counted as case-insensitive substrings, so Korean words with
 particles attached (분석해 줘) and English inflections (analyzed) count.
 Effective max_tokens: the request's value, else the model's default (1.5x
 for user text over 500 words), never above the cap of 16,000.
+
+Budget-aware routing: when the caller is near one of its budgets (the
+caller's `BudgetPressure`, passed in by whoever knows the spend), a call
+routed by complexity (rule 3, "AUTO") goes to the cheapest model that can
+serve its task (`ModelSpec.serves`), if that is cheaper for this call than
+the task's default model; the reason says so. Calls naming a model or a
+task are never rerouted: the caller chose.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING
 
+from server import telemetry as semconv
 from server.catalog import Catalog, ModelSpec
 from server.domain import (
+    BudgetPressure,
     Call,
     Completion,
     Complexity,
@@ -35,11 +45,17 @@ from server.domain import (
     StreamEvent,
     Task,
 )
-from server.errors import UnknownModelError
+from server.errors import SwitchyardError, UnknownModelError
 from server.pipeline.base import Handler, Stage
+from server.pricing import display_usd
 from server.settings import RoutingSettings
+from server.telemetry import Telemetry
 from server.tokens import conversation_tokens
 
+if TYPE_CHECKING:
+    from server.budgets import BudgetBook
+
+_PERIODS = {"day": "daily", "month": "monthly"}
 _TASK_OF = {
     Complexity.COMPLEX: Task.REASONING,
     Complexity.MEDIUM: Task.CREATIVE,
@@ -50,13 +66,14 @@ _TASK_OF = {
 class Router:
     """Decides the model, fallback chain, max_tokens and cost range of a request."""
 
-    __slots__ = ("_catalog", "_keywords", "_settings")
+    __slots__ = ("_catalog", "_keywords", "_servers", "_settings")
 
     def __init__(self, catalog: Catalog, settings: RoutingSettings) -> None:
         self._catalog = catalog
         self._settings = settings
         alternatives = sorted({k.lower() for k in settings.keywords}, key=len, reverse=True)
         self._keywords = re.compile("|".join(re.escape(k) for k in alternatives))
+        self._servers = {task: catalog.servers(task) for task in Task}
 
     @property
     def catalog(self) -> Catalog:
@@ -74,10 +91,15 @@ class Router:
             return Complexity.MEDIUM, words, hits
         return Complexity.SIMPLE, words, hits
 
-    def decide(self, request: Request) -> RouteDecision:
-        """Route `request`; raises UnknownModelError for a model not served."""
+    def decide(self, request: Request, pressure: BudgetPressure | None = None) -> RouteDecision:
+        """Route `request`; raises UnknownModelError for a model not served.
+
+        `pressure` says the caller is near a budget (see the module docstring).
+        """
         text = "\n".join(m.content for m in request.messages if m.role is Role.USER)
         complexity, words, hits = self.judge(text)
+        long_prompt = words > self._settings.long_prompt_words
+        input_tokens = conversation_tokens(m.content for m in request.messages)
         catalog = self._catalog
         if request.model is not None:
             model = catalog.get(request.model)
@@ -96,12 +118,23 @@ class Router:
                 f"{complexity.value} query ({_count(words, 'word')}, "
                 f"{_count(hits, 'analysis keyword')}) routed as {task.name} to {model.name}"
             )
+            if pressure is not None:
+                cheaper = self._cheapest(request, task, input_tokens, long_prompt)
+                if cheaper is not model and self._cost_max(
+                    request, cheaper, input_tokens, long_prompt
+                ) < self._cost_max(request, model, input_tokens, long_prompt):
+                    reason = (
+                        f"{complexity.value} query ({_count(words, 'word')}, "
+                        f"{_count(hits, 'analysis keyword')}) routed as {task.name} to the"
+                        f" cheaper {cheaper.name} instead of {model.name}: the caller has used"
+                        f" {display_usd(pressure.spent)} of its {_PERIODS[pressure.period]}"
+                        f" budget of {display_usd(pressure.limit)} ({_share(pressure)})"
+                    )
+                    model = cheaper
         fallbacks = catalog.fallbacks(model) if request.fallback else ()
-        long_prompt = words > self._settings.long_prompt_words
         chain_max_tokens = tuple(
             self._max_tokens(request, candidate, long_prompt) for candidate in (model, *fallbacks)
         )
-        input_tokens = conversation_tokens(m.content for m in request.messages)
         cost_min = input_tokens * model.price.input_nanos
         return RouteDecision(
             model=model,
@@ -116,6 +149,22 @@ class Router:
             cost_max=cost_min + chain_max_tokens[0] * model.price.output_nanos,
         )
 
+    def _cost_max(
+        self, request: Request, model: ModelSpec, input_tokens: int, long_prompt: bool
+    ) -> int:
+        price = model.price
+        max_tokens = self._max_tokens(request, model, long_prompt)
+        return input_tokens * price.input_nanos + max_tokens * price.output_nanos
+
+    def _cheapest(
+        self, request: Request, task: Task, input_tokens: int, long_prompt: bool
+    ) -> ModelSpec:
+        """The model serving `task` whose largest cost for this request is lowest."""
+        return min(
+            self._servers[task],
+            key=lambda model: self._cost_max(request, model, input_tokens, long_prompt),
+        )
+
     def _max_tokens(self, request: Request, model: ModelSpec, long_prompt: bool) -> int:
         if request.max_tokens is not None:
             wanted = request.max_tokens
@@ -126,25 +175,66 @@ class Router:
         return min(wanted, self._settings.max_tokens_cap)
 
 
+def _share(pressure: BudgetPressure) -> str:
+    percent = pressure.spent * 100 // max(pressure.limit, 1)
+    return f"{percent}%" if percent else "under 1%"
+
+
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 class RouterStage(Stage[Call]):
-    """Decides the route of each call and hands it on."""
+    """Decides the route of each call and hands it on.
 
-    __slots__ = ("_router",)
+    With a `BudgetBook` (budget-aware routing on), the caller's budget
+    pressure is read at routing time, so Route and Query agree.
+    """
 
-    def __init__(self, next_handler: Handler[Call], router: Router) -> None:
+    __slots__ = ("_budgets", "_router", "_telemetry")
+
+    def __init__(
+        self,
+        next_handler: Handler[Call],
+        router: Router,
+        budgets: BudgetBook | None = None,
+        telemetry: Telemetry | None = None,
+    ) -> None:
         super().__init__(next_handler)
         self._router = router
+        self._budgets = budgets
+        self._telemetry = telemetry or Telemetry.disabled()
+
+    def _route(self, call: Call) -> None:
+        span = self._telemetry.child(call.span, "route")
+        try:
+            budgets = self._budgets
+            pressure = None if budgets is None else budgets.pressure(call.caller)
+            call.route = self._router.decide(call.request, pressure)
+        except SwitchyardError as error:
+            span.set_attribute(semconv.ERROR_TYPE, type(error).__name__)
+            raise
+        finally:
+            if span.is_recording() and call.route is not None:
+                route = call.route
+                span.set_attributes(
+                    {
+                        semconv.SWITCHYARD_ROUTE_MODEL: route.model.name,
+                        semconv.SWITCHYARD_ROUTE_TASK: route.task.name,
+                        semconv.SWITCHYARD_ROUTE_COMPLEXITY: route.complexity.name,
+                        semconv.SWITCHYARD_ROUTE_BASIS: route.basis.name,
+                        semconv.SWITCHYARD_ROUTE_REASON: route.reason,
+                        semconv.SWITCHYARD_ROUTE_FALLBACKS: [m.name for m in route.fallbacks],
+                    }
+                )
+            span.end()
 
     async def query(self, call: Call, /) -> Completion:
         """Route, then answer."""
-        call.route = self._router.decide(call.request)
+        self._route(call)
         return await self.next.query(call)
 
     def stream(self, call: Call, /) -> AsyncGenerator[StreamEvent, None]:
         """Route (refusing bad requests before the stream starts), then stream."""
-        call.route = self._router.decide(call.request)
+        self._route(call)
         return self.next.stream(call)

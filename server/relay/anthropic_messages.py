@@ -4,6 +4,13 @@ System messages travel in the top-level ``system`` field. Anthropic accepts
 temperatures from 0 to 1 only, so higher values are clamped to 1. A stream
 reports input usage in ``message_start``, output usage in ``message_delta``,
 and is complete only at ``message_stop``.
+
+Anthropic's ``input_tokens`` excludes prompt-cache traffic, reported apart
+as ``cache_read_input_tokens`` and ``cache_creation_input_tokens``. Usage
+here counts all three as input, with the reads as `cached_input_tokens` so
+they are priced at the cached-input price. Cache writes are priced as plain
+input: Switchyard never sets cache breakpoints, so a relay reports writes
+only if it caches on its own (Anthropic bills them at 1.25x the input price).
 """
 
 from __future__ import annotations
@@ -75,7 +82,11 @@ class AnthropicMessages:
             input_tokens = _input_tokens(raw)
             usage = None
             if input_tokens is not None and "output_tokens" in raw:
-                usage = Usage(input_tokens, int(raw["output_tokens"]))
+                usage = Usage(
+                    input_tokens,
+                    int(raw["output_tokens"]),
+                    cached_input_tokens=_cache_reads(raw),
+                )
         except (KeyError, TypeError, AttributeError, ValueError):  # JSONDecodeError is a ValueError
             raise RelayProtocolError("the relay sent a malformed message") from None
         return text, usage, finish
@@ -89,6 +100,7 @@ class AnthropicStreamDecoder:
     """Accumulates a messages event stream."""
 
     __slots__ = (
+        "_cached_input_tokens",
         "_input_tokens",
         "_output_tokens",
         "done",
@@ -103,6 +115,7 @@ class AnthropicStreamDecoder:
         self.error: RelayError | None = None
         self.usage_final = False  # message_start's output count is provisional
         self._input_tokens: int | None = None
+        self._cached_input_tokens = 0
         self._output_tokens: int | None = None
 
     @property
@@ -110,12 +123,19 @@ class AnthropicStreamDecoder:
         """Usage as reported so far; None until the relay reported output tokens."""
         if self._input_tokens is None or self._output_tokens is None:
             return None
-        return Usage(self._input_tokens, self._output_tokens)
+        return Usage(
+            self._input_tokens, self._output_tokens, cached_input_tokens=self._cached_input_tokens
+        )
 
     @property
     def input_tokens(self) -> int | None:
         """Input tokens reported by message_start, if it came."""
         return self._input_tokens
+
+    @property
+    def cached_input_tokens(self) -> int:
+        """Of the input tokens, the prompt-cache reads reported by message_start."""
+        return self._cached_input_tokens
 
     def feed(self, events: list[ServerSentEvent]) -> str:
         """Text of `events`; records usage, stop reason and message_stop."""
@@ -133,6 +153,8 @@ class AnthropicStreamDecoder:
                 elif kind == "message_start":
                     usage = data["message"].get("usage") or {}
                     self._input_tokens = _input_tokens(usage)
+                    if self._input_tokens is not None:
+                        self._cached_input_tokens = _cache_reads(usage)
                     if "output_tokens" in usage:  # reported already, usually 1
                         self._output_tokens = int(usage["output_tokens"])
                 elif kind == "message_delta":
@@ -154,8 +176,13 @@ class AnthropicStreamDecoder:
         return "".join(parts) if len(parts) != 1 else parts[0]
 
 
+def _cache_reads(usage: Any) -> int:
+    """Prompt-cache reads: part of the input, priced at the cached-input price."""
+    return max(int(usage.get("cache_read_input_tokens") or 0), 0)
+
+
 def _input_tokens(usage: Any) -> int | None:
-    """Input tokens including prompt-cache reads and writes, billed as input."""
+    """Every input token: uncached input plus prompt-cache writes and reads."""
     if not usage or "input_tokens" not in usage:
         return None
     return (

@@ -1,4 +1,9 @@
-"""The relay client: one pooled httpx client shared by every call.
+"""The relay client: one pooled httpx transport shared by every call.
+
+Requests are httpx Requests sent straight through the transport (httpx's
+transport API): `AsyncClient.send` would add cookie-jar extraction,
+redirect and auth handling that a single relay never needs, measured at about
+100 us of CPU per call (15% of the gateway's cost per request).
 
 This module is the single point where transport failures (httpx exceptions)
 and non-2xx answers become Switchyard's RelayErrors; nothing above it ever
@@ -10,7 +15,7 @@ answer that broke off half-way, so that every billed token is accounted.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -58,7 +63,7 @@ def relay_errors(read_timeout: float) -> Iterator[None]:
 class RelayClient:
     """Sends completions to the relay in the wire format of each model."""
 
-    __slots__ = ("_base_url", "_headers", "_http", "_settings", "_urls")
+    __slots__ = ("_base_url", "_headers", "_settings", "_transport", "_urls")
 
     def __init__(
         self,
@@ -68,21 +73,17 @@ class RelayClient:
     ) -> None:
         self._settings = settings
         self._base_url = base_url.rstrip("/")
-        self._http = httpx.AsyncClient(
-            transport=transport or AiohttpTransport(settings.max_connections),
-            timeout=httpx.Timeout(
-                settings.read_timeout,
-                connect=settings.connect_timeout,
-                pool=settings.connect_timeout,
-            ),
-            headers={
-                "content-type": "application/json",
-                "accept-encoding": "identity",  # streams must not wait on a compressor
-                "user-agent": "switchyard",
-            },
-        )
-        self._urls = {name: self._base_url + wire.path for name, wire in WIRES.items()}
-        self._headers = {name: wire.headers(settings.api_key) for name, wire in WIRES.items()}
+        self._transport = transport or AiohttpTransport(settings.max_connections)
+        common = {
+            "content-type": "application/json",
+            "accept-encoding": "identity",  # streams must not wait on a compressor
+            "user-agent": "switchyard",
+        }
+        self._urls = {name: httpx.URL(self._base_url + wire.path) for name, wire in WIRES.items()}
+        self._headers = {
+            name: list({**common, **wire.headers(settings.api_key)}.items())
+            for name, wire in WIRES.items()
+        }
 
     @property
     def base_url(self) -> str:
@@ -90,41 +91,81 @@ class RelayClient:
         return self._base_url
 
     def _request(
-        self, model: ModelSpec, request: Request, max_tokens: int, stream: bool, time_limit: float
+        self,
+        model: ModelSpec,
+        request: Request,
+        max_tokens: int,
+        *,
+        stream: bool,
+        time_limit: float,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> httpx.Request:
         wire = WIRES[model.wire]
         read = min(self._settings.read_timeout, time_limit)
-        return self._http.build_request(
+        connect = min(self._settings.connect_timeout, time_limit)
+        return httpx.Request(
             "POST",
             self._urls[model.wire],
             content=wire.encode(request, model, max_tokens, stream),
-            headers=self._headers[model.wire],
-            timeout=httpx.Timeout(read, connect=min(self._settings.connect_timeout, time_limit)),
+            headers=[*self._headers[model.wire], *extra_headers.items()]
+            if extra_headers
+            else self._headers[model.wire],
+            extensions={
+                "timeout": {"connect": connect, "read": read, "write": read, "pool": connect}
+            },
         )
 
     async def complete(
-        self, model: ModelSpec, request: Request, max_tokens: int, time_limit: float
+        self,
+        model: ModelSpec,
+        request: Request,
+        max_tokens: int,
+        time_limit: float,
+        *,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> Completion:
-        """One unary completion, bounded by `time_limit` seconds in all."""
-        http_request = self._request(model, request, max_tokens, False, time_limit)
+        """One unary completion, bounded by `time_limit` seconds in all.
+
+        `extra_headers` go along with the request (trace context, for one).
+        """
+        http_request = self._request(
+            model,
+            request,
+            max_tokens,
+            stream=False,
+            time_limit=time_limit,
+            extra_headers=extra_headers,
+        )
         try:
             async with asyncio.timeout(time_limit):
                 with relay_errors(min(self._settings.read_timeout, time_limit)):
-                    response = await self._http.send(http_request)
+                    response = await self._transport.handle_async_request(http_request)
+                    try:
+                        body = await response.aread()
+                    finally:
+                        await response.aclose()
         except TimeoutError:
             raise RelayTimeoutError(f"the relay did not answer within {time_limit:.3g}s") from None
         if response.status_code >= 300:
-            raise self._refusal(response.status_code, response.headers, response.content)
-        content, usage, finish = WIRES[model.wire].decode(response.content)
+            raise self._refusal(response.status_code, response.headers, body)
+        content, usage, finish = WIRES[model.wire].decode(body)
         if usage is None:
             usage = _estimate(request_tokens(request), content)
         return Completion(model, content, usage, finish)
 
     def stream(
-        self, model: ModelSpec, request: Request, max_tokens: int, time_limit: float
+        self,
+        model: ModelSpec,
+        request: Request,
+        max_tokens: int,
+        time_limit: float,
+        *,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> RelayStream:
         """One streamed completion; iterate it for text, then one Completion."""
-        return RelayStream(self, model, request, max_tokens, time_limit)
+        return RelayStream(
+            self, model, request, max_tokens, time_limit=time_limit, extra_headers=extra_headers
+        )
 
     def _refusal(self, status: int, headers: httpx.Headers, body: bytes) -> RelayError:
         """Classify a non-2xx answer, first scrubbing our key from its body."""
@@ -135,7 +176,7 @@ class RelayClient:
 
     async def aclose(self) -> None:
         """Close every pooled connection."""
-        await self._http.aclose()
+        await self._transport.aclose()
 
 
 class RelayStream:
@@ -147,7 +188,16 @@ class RelayStream:
     usage, or an estimate from what was received (flagged `estimated`).
     """
 
-    __slots__ = ("_client", "_decoder", "_max_tokens", "_model", "_request", "_text", "_time_limit")
+    __slots__ = (
+        "_client",
+        "_decoder",
+        "_extra_headers",
+        "_max_tokens",
+        "_model",
+        "_request",
+        "_text",
+        "_time_limit",
+    )
 
     def __init__(
         self,
@@ -155,15 +205,23 @@ class RelayStream:
         model: ModelSpec,
         request: Request,
         max_tokens: int,
+        *,
         time_limit: float,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> None:
         self._client = client
         self._model = model
         self._request = request
         self._max_tokens = max_tokens
         self._time_limit = time_limit
+        self._extra_headers = extra_headers
         self._decoder: StreamDecoder | None = None
         self._text: list[str] = []
+
+    @property
+    def text(self) -> str:
+        """The text received so far."""
+        return "".join(self._text)
 
     @property
     def usage(self) -> Usage:
@@ -185,22 +243,37 @@ class RelayStream:
         if reported is not None:
             if received <= reported.output_tokens:
                 return reported
-            return Usage(reported.input_tokens, received, estimated=True)
+            return Usage(
+                reported.input_tokens,
+                received,
+                estimated=True,
+                cached_input_tokens=reported.cached_input_tokens,
+            )
         input_tokens = decoder.input_tokens
         if input_tokens is None:
             if not received:
                 return Usage()
-            input_tokens = request_tokens(self._request)
-        return Usage(input_tokens, received, estimated=True)
+            return Usage(request_tokens(self._request), received, estimated=True)
+        return Usage(
+            input_tokens,
+            received,
+            estimated=True,
+            cached_input_tokens=decoder.cached_input_tokens,
+        )
 
     async def __aiter__(self) -> AsyncGenerator[str | Completion, None]:
         client = self._client
         http_request = client._request(
-            self._model, self._request, self._max_tokens, True, self._time_limit
+            self._model,
+            self._request,
+            self._max_tokens,
+            stream=True,
+            time_limit=self._time_limit,
+            extra_headers=self._extra_headers,
         )
         read_timeout = min(client._settings.read_timeout, self._time_limit)
         with relay_errors(read_timeout):
-            response = await client._http.send(http_request, stream=True)
+            response = await client._transport.handle_async_request(http_request)
         try:
             if response.status_code >= 300:
                 with relay_errors(read_timeout):

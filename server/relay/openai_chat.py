@@ -2,7 +2,9 @@
 
 Streams are requested with ``stream_options.include_usage`` so the relay
 reports usage in a last chunk whose ``choices`` is empty; the stream is
-complete only at ``data: [DONE]``.
+complete only at ``data: [DONE]``. ``prompt_tokens`` counts every input
+token; ``prompt_tokens_details.cached_tokens`` says how many of them the
+provider served from its prompt cache (priced at the cached-input price).
 """
 
 from __future__ import annotations
@@ -95,6 +97,11 @@ class OpenAIStreamDecoder:
         """The usage chunk comes after the last content: it is always the final count."""
         return self.usage is not None
 
+    @property
+    def cached_input_tokens(self) -> int:
+        """Of the input tokens, those served from the prompt cache (0 until reported)."""
+        return self.usage.cached_input_tokens if self.usage else 0
+
     def feed(self, events: list[ServerSentEvent]) -> str:
         """Text of `events`; records usage, finish reason and [DONE]."""
         parts: list[str] = []
@@ -128,6 +135,14 @@ class OpenAIStreamDecoder:
 
 
 def _usage(raw: Any) -> Usage | None:
+    """Usage of a completion; `prompt_tokens` includes the cached ones."""
     if not raw:
         return None
-    return Usage(int(raw["prompt_tokens"]), int(raw["completion_tokens"]))
+    input_tokens = int(raw["prompt_tokens"])
+    details = raw.get("prompt_tokens_details")
+    cached = int(details.get("cached_tokens") or 0) if details else 0
+    return Usage(
+        input_tokens,
+        int(raw["completion_tokens"]),
+        cached_input_tokens=min(max(cached, 0), input_tokens),
+    )

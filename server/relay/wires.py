@@ -54,6 +54,11 @@ class StreamDecoder(Protocol):
         """The failure the stream reported (an error event, a malformed chunk)."""
         ...
 
+    @property
+    def cached_input_tokens(self) -> int:
+        """Of `input_tokens`, those served from the provider's prompt cache."""
+        ...
+
     def feed(self, events: list[ServerSentEvent]) -> str:
         """Consume events; return the text they carry (may be empty).
 

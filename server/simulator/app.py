@@ -23,6 +23,7 @@ from __future__ import annotations
 import hmac
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -75,12 +76,14 @@ class SimulatorSettings:
 class RelaySimulator:
     """An HTTP relay imitating OpenAI Chat Completions and Anthropic Messages."""
 
-    __slots__ = ("_book", "_listener", "_settings", "_times", "_url")
+    __slots__ = ("_book", "_listener", "_settings", "_times", "_url", "traceparents")
 
     def __init__(self, settings: SimulatorSettings = SimulatorSettings()) -> None:
         self._settings = settings
         self._book = StatsBook(CATALOG)
         self._times: dict[tuple[bytes, str, int], int] = {}  # times=N counters
+        # W3C trace context of the latest completion requests, for tracing tests.
+        self.traceparents: deque[str] = deque(maxlen=1000)
         self._listener: Listener | None = None
         self._url: str | None = None
 
@@ -172,6 +175,9 @@ class RelaySimulator:
 
     async def _complete(self, request: web.BaseRequest, wire: Wire) -> web.StreamResponse:
         body = await self._read(request)
+        traceparent = request.headers.get("traceparent")
+        if traceparent is not None:
+            self.traceparents.append(traceparent)
         # Everything from here to the in-flight increment is synchronous, so the
         # concurrency check and the times=N counters are atomic under asyncio.
         self._check_key(request, wire)

@@ -3,6 +3,7 @@ simulator as a real HTTP server, and gRPC clients over real sockets."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -69,9 +70,11 @@ async def start_gateway() -> AsyncIterator[StartGateway]:
 
 
 @pytest.fixture
-async def gateway(start_gateway: StartGateway) -> Gateway:
-    """A gateway with default settings on an instant simulator."""
-    return await start_gateway()
+async def gateway(start_gateway: StartGateway, request: pytest.FixtureRequest) -> Gateway:
+    """A gateway on an instant simulator: default settings, plus those of a
+    `@pytest.mark.gateway_env(NAME="value")` marker on the test or its module."""
+    marker = request.node.get_closest_marker("gateway_env")
+    return await start_gateway(env=dict(marker.kwargs) if marker else None)
 
 
 def query(prompt: str, **fields: object) -> pb.QuerySpec:
@@ -92,3 +95,21 @@ def details(error: grpc.aio.AioRpcError) -> str:
 def nanos(money: object) -> int:
     """google.type.Money as integer nano-dollars."""
     return money.units * 1_000_000_000 + money.nanos  # type: ignore[attr-defined]
+
+
+async def until(predicate: Callable[[], bool], within: float = 5.0) -> None:
+    """Wait until `predicate()` holds, checking after each turn of the event loop.
+
+    Only for state the in-process gateway changes after the client's side of
+    a call is over (a cancelled call still unwinding on the server): nothing
+    outside the gateway signals that moment, so this yields the loop (no fixed
+    sleep) and checks again, bounded by `within` seconds.
+    """
+    async with asyncio.timeout(within):
+        while not predicate():  # noqa: ASYNC110 (no event exists to wait on; see above)
+            await asyncio.sleep(0)
+
+
+def caller(name: str) -> tuple[tuple[str, str]]:
+    """Metadata naming the calling service."""
+    return (("x-switchyard-caller", name),)

@@ -101,7 +101,10 @@ async def test_5xx_on_every_model_is_unavailable_naming_them(gateway: Gateway):
 async def test_exhausted_limiter_is_resource_exhausted_with_retry_info(start_gateway):
     gateway = await start_gateway(env={"SWITCHYARD_RELAY_RPM": "1", "SWITCHYARD_RELAY_BURST": "1"})
     await gateway.stub.Query(pb.QueryRequest(query=query("hi")))
-    error = await rpc_error(gateway.stub.Query(pb.QueryRequest(query=query("hi")), timeout=2.0))
+    # a different prompt: a repeat of "hi" would be answered by the response cache
+    error = await rpc_error(
+        gateway.stub.Query(pb.QueryRequest(query=query("hi there")), timeout=2.0)
+    )
     assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "retry in" in details(error)
     retry = error_details_pb2.RetryInfo()

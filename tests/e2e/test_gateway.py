@@ -1,5 +1,7 @@
 """Route, Query and StreamQuery through the real server and simulator."""
 
+import time
+
 import grpc
 from switchyard.v1 import gateway_pb2 as pb
 
@@ -85,7 +87,12 @@ async def test_anthropic_wire_model_end_to_end(gateway: Gateway):
     assert (response.usage.input_tokens, response.usage.output_tokens) == (10, 3)
     assert nanos(response.cost) == 10 * 15_000 + 3 * 75_000
     messages = await stream_all(
-        gateway.stub, query("hello [[sim tokens=3]]", model="claude-sonnet-4-20250514")
+        gateway.stub,
+        query(
+            "hello [[sim tokens=3]]",
+            model="claude-sonnet-4-20250514",
+            cache_mode=pb.CACHE_MODE_BYPASS,  # stream from the relay, not the cache
+        ),
     )
     assert "".join(m.delta.text for m in messages if m.HasField("delta")) == response.content
     assert nanos(messages[-1].end.cost) == 10 * 15_000 + 3 * 75_000
@@ -115,7 +122,8 @@ async def test_fallback_after_overload_reports_both_attempts(gateway: Gateway):
     gpt = gateway.sim.stats.model("gpt-4.1")
     assert nanos(response.cost) == gpt.input_tokens * 8_000 + gpt.output_tokens * 32_000
     assert gpt.output_tokens == 12
-    # the stream falls back the same way, before its first token
+    # the stream falls back the same way, before its first token (bypassing the cache)
+    spec.cache_mode = pb.CACHE_MODE_BYPASS
     messages = await stream_all(gateway.stub, spec)
     assert messages[0].start.model == "gpt-4.1"
     assert [a.model for a in messages[-1].end.attempts][-2:] == [
@@ -130,8 +138,15 @@ async def test_caller_id_from_metadata_reaches_the_ledger(gateway: Gateway):
     )
     await gateway.stub.Query(pb.QueryRequest(query=query(SIMPLE)))
     ledger = gateway.app.pipeline.ledger
-    assert ledger.totals("billing-svc")["gemini-2.5-flash"].cost == SIMPLE_COST
-    assert ledger.totals("anonymous")["gemini-2.5-flash"].cost == SIMPLE_COST
+    now = time.time()
+    assert (
+        ledger.summary("billing-svc", now - 60, now + 60).models["gemini-2.5-flash"].cost
+        == SIMPLE_COST
+    )
+    assert (
+        ledger.summary("anonymous", now - 60, now + 60).models["gemini-2.5-flash"].cost
+        == SIMPLE_COST
+    )
 
 
 async def test_deadline_shorter_than_the_relay_is_deadline_exceeded(start_gateway):
@@ -147,3 +162,33 @@ async def test_deadline_shorter_than_the_relay_is_deadline_exceeded(start_gatewa
     except grpc.aio.AioRpcError as error:
         assert error.code() is grpc.StatusCode.DEADLINE_EXCEEDED
     await gateway.sim.wait_idle(timeout=2.0)  # the relay request was closed, not left running
+
+
+async def test_a_cached_stream_replays_in_the_same_shape(gateway: Gateway):
+    live = await stream_all(gateway.stub, query(SIMPLE))
+    replay = await stream_all(gateway.stub, query(SIMPLE))
+    kinds = [m.WhichOneof("event") for m in replay]
+    assert kinds == ["start", "delta", "end"]
+    text = "".join(m.delta.text for m in live[1:-1])
+    assert replay[1].delta.text == text
+    assert (replay[0].start.model, replay[0].start.provider) == ("gemini-2.5-flash", "google")
+    end = replay[-1].end
+    assert end.cached and nanos(end.cost) == 0 and list(end.attempts) == []
+    assert nanos(end.saved_cost) == SIMPLE_COST
+    assert end.finish_reason == pb.FINISH_REASON_STOP
+    assert not live[-1].end.cached and nanos(live[-1].end.saved_cost) == 0
+    assert gateway.sim.stats.requests == 1
+
+
+async def test_the_cache_never_crosses_callers(gateway: Gateway):
+    for who in ("alpha", "beta", "alpha", "beta"):
+        await gateway.stub.Query(
+            pb.QueryRequest(query=query(SIMPLE)), metadata=(("x-switchyard-caller", who),)
+        )
+    # one relay call per caller; each caller's repeat was its own hit
+    assert gateway.sim.stats.requests == 2
+    now = time.time()
+    for who in ("alpha", "beta"):
+        summary = gateway.app.pipeline.ledger.summary(who, now - 60, now + 60)
+        assert (summary.cache_hits, summary.cache_misses) == (1, 1)
+        assert summary.total.cost == SIMPLE_COST

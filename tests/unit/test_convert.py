@@ -1,8 +1,9 @@
 import pytest
+from google.protobuf import timestamp_pb2
 from switchyard.v1 import gateway_pb2 as pb
 
 from server import convert
-from server.domain import Role, Task
+from server.domain import CacheMode, Role, Task, Usage
 from server.errors import InvalidRequestError
 
 
@@ -84,3 +85,36 @@ def test_bad_requests_name_the_field(fields, needle):
 def test_money_is_exact(nanos, units, fraction):
     money = convert.money(nanos)
     assert (money.currency_code, money.units, money.nanos) == ("USD", units, fraction)
+
+
+def test_cache_mode_and_bad_cache_mode():
+    assert convert.request_from_proto(spec(prompt="x")).cache_mode is CacheMode.DEFAULT
+    assert (
+        convert.request_from_proto(spec(prompt="x", cache_mode=pb.CACHE_MODE_BYPASS)).cache_mode
+        is CacheMode.BYPASS
+    )
+    with pytest.raises(InvalidRequestError, match=r"query\.cache_mode 9 is unknown"):
+        convert.request_from_proto(spec(prompt="x", cache_mode=9))
+
+
+def test_usage_window_defaults_to_the_last_day_and_refuses_reversed_windows():
+    assert convert.usage_window(pb.GetUsageRequest(), 1_000_000.0) == (913_600.0, 1_000_000.0)
+    start = timestamp_pb2.Timestamp(seconds=10)
+    end = timestamp_pb2.Timestamp(seconds=5)
+    with pytest.raises(InvalidRequestError, match="start must be before end"):
+        convert.usage_window(pb.GetUsageRequest(start=start, end=end), 1_000_000.0)
+
+
+def test_usage_carries_cached_and_estimated():
+    usage = convert.usage_to_proto(Usage(10, 2, estimated=True, cached_input_tokens=4))
+    assert (
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cached_input_tokens,
+        usage.estimated,
+    ) == (
+        10,
+        2,
+        4,
+        True,
+    )

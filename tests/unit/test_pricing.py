@@ -6,14 +6,24 @@ from hypothesis import strategies as st
 
 from server.catalog import default_catalog
 from server.domain import Usage
-from server.pricing import Price, cost_nanos, format_usd, nanos_per_token, to_decimal
+from server.pricing import (
+    Price,
+    cost_nanos,
+    display_usd,
+    format_usd,
+    nanos_per_token,
+    to_decimal,
+    usd_to_nanos,
+)
 
 
 def test_catalog_prices_become_whole_nanos_per_token():
     catalog = default_catalog()
-    assert catalog.models["claude-sonnet-4-20250514"].price == Price(15_000, 75_000)
-    assert catalog.models["gemini-2.5-flash"].price == Price(2_500, 10_000)
-    assert catalog.models["deepseek-v3.2"].price == Price(420, 420)
+    # $15/M = 15,000 nanos a token; cache reads $1.50/M = 1,500
+    assert catalog.models["claude-sonnet-4-20250514"].price == Price(15_000, 75_000, 1_500)
+    assert catalog.models["gpt-4.1"].price == Price(8_000, 32_000, 2_000)
+    assert catalog.models["gemini-2.5-flash"].price == Price(2_500, 10_000, 625)
+    assert catalog.models["deepseek-v3.2"].price == Price(420, 420, 42)
 
 
 def test_cost_is_exact_by_hand():
@@ -59,3 +69,22 @@ def test_integer_cost_equals_decimal_arithmetic(inp, out, price_in, price_out):
     exact = (inp * price_in + out * price_out) / Decimal(1_000_000)
     assert to_decimal(cost_nanos(Usage(inp, out), price)) == exact
     assert Decimal(format_usd(cost_nanos(Usage(inp, out), price))) == exact
+
+
+def test_cached_input_is_priced_apart_by_hand():
+    # claude-sonnet-4: 1,000 input of which 900 cache reads, 50 output:
+    # 100 * $15/M + 900 * $1.50/M + 50 * $75/M = 0.0015 + 0.00135 + 0.00375 = $0.0066
+    price = Price.per_million(Decimal(15), Decimal(75), Decimal("1.50"))
+    assert cost_nanos(Usage(1000, 50, cached_input_tokens=900), price) == 6_600_000
+    # without a cached price, cached input costs the input price
+    plain = Price.per_million(Decimal(15), Decimal(75))
+    assert cost_nanos(Usage(1000, 50, cached_input_tokens=900), plain) == 18_750_000
+
+
+def test_display_and_parse_dollars():
+    assert display_usd(5_000_000_000) == "$5.00"
+    assert display_usd(4_500_000) == "$0.0045"
+    assert display_usd(1_234_567_891) == "$1.234567891"
+    assert usd_to_nanos(Decimal("5.00")) == 5_000_000_000
+    with pytest.raises(ValueError, match="finer than a nano-dollar"):
+        usd_to_nanos(Decimal("0.0000000001"))

@@ -118,7 +118,7 @@ def test_toml_can_remove_a_model_but_not_leave_a_task_without_one(tmp_path):
         ('[models."gpt-4.1"]\ninput_prize = 1\n', "SWITCHYARD_CONFIG models.gpt-4.1.input_prize"),
         (
             '[models."gpt-4.1"]\ninput_price = 0.0001\n',
-            "SWITCHYARD_CONFIG models.gpt-4.1.input_price/output_price",
+            "SWITCHYARD_CONFIG models.gpt-4.1.input_price/output_price/cached_input_price",
         ),
         ('[models."gpt-4.1"]\nwire = "grpc"\n', "SWITCHYARD_CONFIG models.gpt-4.1.wire"),
         (
@@ -146,3 +146,112 @@ def test_bad_toml_names_the_key(tmp_path, text, key):
 def test_parse_listen():
     assert parse_listen("127.0.0.1:0") == ("127.0.0.1", 0)
     assert parse_listen("[::1]:50051") == ("::1", 50051)
+
+
+def test_the_cli_s_own_variables_do_not_stop_the_gateway():
+    settings = load_settings(
+        {
+            "SWITCHYARD_CALLER": "search",
+            "SWITCHYARD_API_KEY": "client-key",
+            "SWITCHYARD_ADDRESS": "127.0.0.1:50051",
+        }
+    )
+    assert settings.server.listen == "127.0.0.1:50051"  # defaults: nothing was taken from them
+    with pytest.raises(ConfigError):
+        load_settings({"SWITCHYARD_CALLERS": "search"})  # a near miss is still refused
+
+
+# --- cost settings: cached-input prices, tasks served, cache, budgets ----------------
+
+
+def test_cost_defaults():
+    settings = load_settings({})
+    assert settings.cache.enabled and settings.cache.ttl == 3600.0
+    assert (settings.cache.max_entries, settings.cache.max_bytes) == (10_000, 64 * 1024 * 1024)
+    assert not settings.budgets.callers and settings.budgets.downgrade_at is None
+    gpt = settings.catalog.models["gpt-4.1"]
+    assert gpt.cached_input_price == Decimal(2) and gpt.serves(Task.REASONING)
+
+
+def test_budgets_cache_and_cached_prices_from_toml(tmp_path):
+    env = write(
+        tmp_path,
+        """
+[cache]
+ttl = 60
+max_entries = 5
+
+[budgets]
+day = "1.50"
+downgrade_at = 0.8
+
+[budgets."billing-svc"]
+day = "5.00"
+month = 100
+
+[models."gpt-4.1"]
+cached_input_price = "0.5"
+tasks = ["reasoning"]
+""",
+    )
+    settings = load_settings({**env, "SWITCHYARD_CACHE_MAX_BYTES": "4096"})
+    assert (settings.cache.ttl, settings.cache.max_entries, settings.cache.max_bytes) == (
+        60.0,
+        5,
+        4096,
+    )
+    budgets = settings.budgets
+    assert budgets.limits("anyone").day == 1_500_000_000 and budgets.limits("anyone").month is None
+    billing = budgets.limits("billing-svc")
+    assert (billing.day, billing.month) == (5_000_000_000, 100_000_000_000)
+    assert budgets.downgrade_at == Decimal("0.8")
+    gpt = settings.catalog.models["gpt-4.1"]
+    assert gpt.price.cached_input_nanos == 500 and gpt.tasks == (Task.REASONING,)
+
+
+def test_a_new_model_may_leave_out_the_optional_cost_keys(tmp_path):
+    env = write(
+        tmp_path,
+        """
+[models."mistral-large"]
+task = "creative"
+provider = "mistral"
+wire = "openai"
+input_price = 2
+output_price = 6
+max_concurrent = 4
+fallbacks = ["gpt-4.1"]
+default_max_tokens = 2048
+context_window = 128000
+""",
+    )
+    model = load_settings(env).catalog.models["mistral-large"]
+    assert model.cached_input_price is None and model.price.cached_input_nanos is None
+    assert model.tasks == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[budgets]\nday = "1.0000000001"\n', "SWITCHYARD_CONFIG budgets.day"),
+        ('[budgets]\nday = "-1"\n', "SWITCHYARD_CONFIG budgets.day"),
+        ('[budgets]\nday = "lots"\n', "SWITCHYARD_CONFIG budgets.day"),
+        ('[budgets]\nweek = "1"\n', "SWITCHYARD_CONFIG budgets.week"),
+        ("[budgets]\ndowngrade_at = 1.5\n", "SWITCHYARD_CONFIG budgets.downgrade_at"),
+        ('[budgets."svc"]\nyear = "1"\n', 'SWITCHYARD_CONFIG budgets."svc".year'),
+        ("[cache]\nttl = 0\n", "SWITCHYARD_CACHE_TTL"),
+        ("[cache]\nsize = 1\n", "SWITCHYARD_CONFIG cache.size"),
+        ('[models."gpt-4.1"]\ntasks = "fast"\n', "SWITCHYARD_CONFIG models.gpt-4.1.tasks"),
+        ('[models."gpt-4.1"]\ntasks = ["poetry"]\n', "SWITCHYARD_CONFIG models.gpt-4.1.tasks"),
+    ],
+)
+def test_bad_cost_settings_name_the_key(tmp_path, text, key):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text))
+    assert caught.value.key == key
+
+
+def test_bad_cache_environment_names_the_variable():
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"SWITCHYARD_CACHE_MAX_ENTRIES": "0"})
+    assert caught.value.key == "SWITCHYARD_CACHE_MAX_ENTRIES"

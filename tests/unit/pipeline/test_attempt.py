@@ -104,3 +104,25 @@ async def test_cancel_mid_stream_records_a_cancelled_attempt_with_partial_usage(
     [attempt] = target.call.attempts
     assert attempt.outcome is Outcome.CANCELLED
     assert attempt.usage == Usage(5, 3, estimated=True)
+
+
+async def test_cached_input_is_priced_at_the_cached_price():
+    stage = attempt_stage(
+        lambda r: httpx.Response(
+            200,
+            json={
+                "choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}],
+                "usage": {
+                    "prompt_tokens": 1000,
+                    "completion_tokens": 10,
+                    "prompt_tokens_details": {"cached_tokens": 800},
+                },
+            },
+        )
+    )
+    target = item()
+    await stage.query(target)
+    [attempt] = target.call.attempts
+    assert attempt.usage == Usage(1000, 10, cached_input_tokens=800)
+    # gpt-4.1: 200 uncached * 8,000 + 800 cached * 2,000 ($2/M) + 10 * 32,000
+    assert attempt.cost == 200 * 8_000 + 800 * 2_000 + 10 * 32_000 == 3_520_000

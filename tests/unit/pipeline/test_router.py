@@ -92,3 +92,37 @@ def test_keywords_are_configurable():
     router = Router(default_catalog(), RoutingSettings(keywords=("kubernetes",)))
     assert router.decide(ask("fix my Kubernetes pod")).complexity is Complexity.MEDIUM
     assert router.decide(ask("analyze this")).complexity is Complexity.SIMPLE
+
+
+# --- budget-aware routing ----------------------------------------------------------
+
+from server.domain import BudgetPressure  # noqa: E402
+
+NEAR = BudgetPressure("day", 4_100_000_000, 5_000_000_000)  # $4.10 of $5.00
+
+
+@pytest.mark.parametrize(
+    ("text", "default", "cheaper"),
+    [
+        # REASONING: claude-sonnet-4 -> gpt-4.1, the cheapest model that also serves it
+        ("Compare and evaluate the logic", "claude-sonnet-4-20250514", "gpt-4.1"),
+        # CREATIVE: gpt-4.1 -> deepseek-v3.2 (4096 tokens at $0.42/M beat 1024 at $10/M)
+        ("Please analyze this", "gpt-4.1", "deepseek-v3.2"),
+    ],
+)
+def test_near_its_budget_an_auto_call_goes_to_a_cheaper_model_and_says_so(text, default, cheaper):
+    assert ROUTER.decide(ask(text)).model.name == default
+    route = ROUTER.decide(ask(text), NEAR)
+    assert route.model.name == cheaper
+    assert route.basis is RouteBasis.COMPLEXITY
+    assert f"cheaper {cheaper} instead of {default}" in route.reason
+    assert "$4.10 of its daily budget of $5.00 (82%)" in route.reason
+    assert route.cost_max < ROUTER.decide(ask(text)).cost_max
+
+
+def test_near_its_budget_explicit_choices_and_the_cheapest_stay():
+    assert ROUTER.decide(ask("hi"), NEAR).model.name == "gemini-2.5-flash"  # FAST: cheapest
+    assert ROUTER.decide(ask("hi", task=Task.REASONING), NEAR).model.name == (
+        "claude-sonnet-4-20250514"
+    )
+    assert ROUTER.decide(ask("hi", model="gpt-4.1"), NEAR).model.name == "gpt-4.1"

@@ -120,9 +120,14 @@ def test_anthropic_request_body_moves_system_and_clamps_temperature():
     assert headers["x-api-key"] == "k" and headers["anthropic-version"]
 
 
-def test_anthropic_answer_counts_cache_tokens_as_input():
-    body = b'{"content":[{"type":"text","text":"a"},{"type":"tool_use"},{"type":"text","text":"b"}],"stop_reason":"max_tokens","usage":{"input_tokens":3,"cache_read_input_tokens":10,"output_tokens":2}}'
-    assert WIRES["anthropic"].decode(body) == ("ab", Usage(13, 2), FinishReason.LENGTH)
+def test_anthropic_answer_counts_cache_tokens_as_input_and_reads_as_cached():
+    body = b'{"content":[{"type":"text","text":"a"},{"type":"tool_use"},{"type":"text","text":"b"}],"stop_reason":"max_tokens","usage":{"input_tokens":3,"cache_creation_input_tokens":5,"cache_read_input_tokens":10,"output_tokens":2}}'
+    # 3 uncached + 5 cache writes + 10 cache reads = 18 input tokens, of which the 10 reads are cached
+    assert WIRES["anthropic"].decode(body) == (
+        "ab",
+        Usage(18, 2, cached_input_tokens=10),
+        FinishReason.LENGTH,
+    )
 
 
 def test_anthropic_stream():
@@ -154,3 +159,26 @@ def test_anthropic_stream_error_event():
         sse(b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error"}}\n\n')
     )
     assert isinstance(decoder.error, RelayUnavailableError)
+
+
+def test_openai_cached_prompt_tokens_are_part_of_the_input():
+    body = b'{"choices":[{"message":{"content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":2006,"completion_tokens":300,"prompt_tokens_details":{"cached_tokens":1920}}}'
+    assert WIRES["openai"].decode(body)[1] == Usage(2006, 300, cached_input_tokens=1920)
+    decoder = WIRES["openai"].stream_decoder()
+    decoder.feed(
+        sse(
+            b'data: {"choices":[],"usage":{"prompt_tokens":50,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":32}}}\n\n'
+        )
+    )
+    assert decoder.usage == Usage(50, 2, cached_input_tokens=32)
+    assert decoder.cached_input_tokens == 32
+
+
+def test_anthropic_stream_cache_reads_are_known_from_message_start():
+    decoder = WIRES["anthropic"].stream_decoder()
+    decoder.feed(
+        sse(
+            b'event: message_start\ndata: {"type":"message_start","message":{"usage":{"input_tokens":4,"cache_read_input_tokens":100,"output_tokens":1}}}\n\n'
+        )
+    )
+    assert (decoder.input_tokens, decoder.cached_input_tokens) == (104, 100)

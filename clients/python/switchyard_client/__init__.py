@@ -1,0 +1,68 @@
+"""Switchyard for Python services: typed sync and asyncio clients, and the CLI.
+
+Example::
+
+    from switchyard_client import Client
+
+    with Client("127.0.0.1:50051", caller="search") as client:
+        answer = client.query("What is the capital of France?", task="fast")
+        print(answer.text, answer.model, answer.usage.output_tokens, answer.cost)
+
+        with client.stream("Compare quicksort and mergesort") as stream:
+            for text in stream:
+                print(text, end="", flush=True)
+        print(stream.summary.cost, len(stream.summary.attempts))
+
+Failures raise :class:`SwitchyardError` subclasses that keep the gRPC
+status, the gateway's request id, the retry delay and every attempt.
+"""
+
+from switchyard_client._version import __version__
+from switchyard_client.aio import AsyncClient
+from switchyard_client.client import Client
+from switchyard_client.connection import TLS
+from switchyard_client.errors import (
+    AuthenticationError,
+    CancelledError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InternalError,
+    InvalidRequestError,
+    PermissionDeniedError,
+    RateLimitedError,
+    SwitchyardError,
+    UnavailableError,
+    UnimplementedError,
+)
+from switchyard_client.requests import CacheMode, QueryOptions, Task
+from switchyard_client.results import Answer, Attempt, Route, Summary, Usage, usd
+from switchyard_client.stream import AsyncTextStream, TextStream
+
+__all__ = [
+    "TLS",
+    "Answer",
+    "AsyncClient",
+    "AsyncTextStream",
+    "Attempt",
+    "AuthenticationError",
+    "CacheMode",
+    "CancelledError",
+    "Client",
+    "DeadlineExceededError",
+    "FailedPreconditionError",
+    "InternalError",
+    "InvalidRequestError",
+    "PermissionDeniedError",
+    "QueryOptions",
+    "RateLimitedError",
+    "Route",
+    "Summary",
+    "SwitchyardError",
+    "Task",
+    "TextStream",
+    "UnavailableError",
+    "UnimplementedError",
+    "Usage",
+    "__version__",
+    "usd",
+]

@@ -1,0 +1,3 @@
+"""The version of the Switchyard Python client."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,384 @@
+"""The `switchyard` command: serve the gateway, and call it from a terminal.
+
+Each subcommand is one function from parsed arguments to an exit code; the
+answer goes to stdout, summaries and errors to stderr, so
+``switchyard query "..." > answer.txt`` captures exactly the answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+import grpc
+from google.protobuf import json_format
+
+from switchyard_client._version import __version__
+from switchyard_client.client import Client
+from switchyard_client.connection import DEFAULT_TARGET, TLS
+from switchyard_client.errors import SwitchyardError, UnimplementedError
+from switchyard_client.formatting import route_text, summary_line, usage_text
+from switchyard_client.progress import Spinner
+from switchyard_client.requests import CacheMode, QueryOptions, Task
+
+EXIT_OK = 0
+EXIT_REPORT_MISSING = 1
+EXIT_USAGE = 64  # sysexits EX_USAGE: clear of every gRPC status number
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+
+_EXIT_CODES = f"""\
+exit codes:
+  0        success (health: SERVING)
+  1..16    the gRPC status of the failed call, by number: 3 INVALID_ARGUMENT,
+           4 DEADLINE_EXCEEDED, 8 RESOURCE_EXHAUSTED, 9 FAILED_PRECONDITION,
+           12 UNIMPLEMENTED, 13 INTERNAL, 14 UNAVAILABLE (also health NOT_SERVING),
+           16 UNAUTHENTICATED
+  {EXIT_USAGE}       the command line is wrong
+  {EXIT_INTERRUPTED}      interrupted (Ctrl-C); the call is cancelled
+"""
+
+_DESCRIPTION = """\
+Switchyard: one gRPC API in front of several language models.
+`switchyard serve` runs the gateway; the other commands call a running one."""
+
+_EXAMPLES = f"""\
+examples:
+  switchyard serve
+  switchyard query "What is the capital of France?" --task fast
+  switchyard query "Compare quicksort and mergesort" --stream
+  switchyard route "Analyze this algorithm"
+  switchyard usage --hours 1 --caller search
+  switchyard health
+
+environment:
+  SWITCHYARD_ADDRESS   default for --address ({DEFAULT_TARGET})
+  SWITCHYARD_CALLER    default for --caller
+  SWITCHYARD_API_KEY   default for --api-key (prefer it: arguments show up in `ps`)
+
+{_EXIT_CODES}"""
+
+
+@dataclass(frozen=True, slots=True)
+class Terminal:
+    """Where a command writes: its answer, and everything else."""
+
+    out: TextIO
+    err: TextIO
+
+
+Command = Callable[[argparse.Namespace, Terminal], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors exit 64, not gRPC's 2 (UNKNOWN)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point of the `switchyard` console script."""
+    raise SystemExit(run(argv))
+
+
+def run(
+    argv: Sequence[str] | None = None,
+    terminal: Terminal | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    """Parse `argv`, run the subcommand and return its exit code."""
+    terminal = terminal or Terminal(sys.stdout, sys.stderr)
+    parser = build_parser(os.environ if environ is None else environ)
+    args, extra = parser.parse_known_args(argv)
+    if args.command != "report" and extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
+    command: Command = args.handler
+    try:
+        return command(args, terminal)
+    except SwitchyardError as error:
+        terminal.err.write(f"switchyard: {_explain(error)}\n")
+        return int(error.code.value[0])
+    except ValueError as error:  # a bad option the client caught before calling
+        terminal.err.write(f"switchyard: {error}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        terminal.err.write("switchyard: interrupted\n")
+        return EXIT_INTERRUPTED
+
+
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    """The whole command line, with defaults from `environ`."""
+    parser = _Parser(
+        prog="switchyard",
+        description=_DESCRIPTION,
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"switchyard {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+    connection = _connection_options(environ)
+
+    def add(
+        name: str,
+        handler: Command,
+        summary: str,
+        parents: list[_Parser],
+        epilog: str = _EXIT_CODES,
+        *,
+        add_help: bool = True,
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name,
+            add_help=add_help,
+            help=summary,
+            description=summary,
+            epilog=epilog,
+            parents=parents,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.set_defaults(handler=handler)
+        return sub
+
+    add(
+        "serve",
+        _serve,
+        "serve the gateway (the same as `python -m server`; configured by SWITCHYARD_* variables)",
+        [],
+        "exit codes:\n  0        stopped gracefully (SIGTERM or Ctrl-C)\n"
+        "  2        bad configuration; the message names the setting\n",
+    )
+
+    query = add(
+        "query", _query, "ask a question and print the answer, then one summary line", [connection]
+    )
+    _query_options(query)
+    query.add_argument(
+        "--stream", action="store_true", help="print tokens as they arrive (StreamQuery)"
+    )
+    query.add_argument("--json", action="store_true", help="print the whole QueryResponse as JSON")
+
+    route = add(
+        "route", _route, "show which model would answer and the cost range; calls no model",
+        [connection],
+    )  # fmt: skip
+    _query_options(route)
+    route.add_argument("--json", action="store_true", help="print the RouteDecision as JSON")
+
+    usage = add("usage", _usage, "show the caller's spend, tokens and errors", [connection])
+    usage.add_argument(
+        "--hours", type=float, help="the window: the last N hours (default: the gateway's, 24)"
+    )
+    usage.add_argument("--json", action="store_true", help="print the GetUsageResponse as JSON")
+
+    health = add("health", _health, "check the gateway's health (grpc.health.v1)", [connection])
+    health.add_argument(
+        "--service",
+        default="",
+        help="the service to check, e.g. switchyard.v1.GatewayService (default: the server)",
+    )
+
+    add(
+        "report",
+        _report,
+        "the gateway's report (its own options: switchyard report --help)",
+        [],
+        "exit codes: the report's own; 1 when this build has no report\n",
+        add_help=False,  # --help belongs to the report's own parser
+    )
+    return parser
+
+
+def _connection_options(environ: Mapping[str, str]) -> _Parser:
+    options = _Parser(add_help=False)
+    group = options.add_argument_group("connection")
+    group.add_argument(
+        "--address",
+        default=environ.get("SWITCHYARD_ADDRESS", DEFAULT_TARGET),
+        help="the gateway's host:port (default: $SWITCHYARD_ADDRESS or %(default)s)",
+    )
+    group.add_argument(
+        "--caller",
+        default=environ.get("SWITCHYARD_CALLER"),
+        help="your service's name, sent as x-switchyard-caller (default: $SWITCHYARD_CALLER)",
+    )
+    group.add_argument(
+        "--api-key",
+        default=environ.get("SWITCHYARD_API_KEY"),
+        help="sent as `authorization: Bearer ...`, never printed (default: $SWITCHYARD_API_KEY)",
+    )
+    group.add_argument("--tls", action="store_true", help="use TLS with the system's roots")
+    group.add_argument(
+        "--tls-ca", type=Path, metavar="PEM", help="use TLS trusting these root certificates"
+    )
+    group.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="the call's deadline (default: 120; 10 for route, usage and health)",
+    )
+    return options
+
+
+def _query_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prompt", help='the question; "-" reads it from stdin')
+    parser.add_argument(
+        "--task",
+        choices=[task.value for task in Task],
+        help="the kind of work, which picks the model (default: detected from the prompt)",
+    )
+    parser.add_argument("--model", help="a model from the catalog; overrides --task")
+    parser.add_argument("--max-tokens", type=int, metavar="N", help="cap on generated tokens")
+    parser.add_argument("--temperature", type=float, help="sampling temperature, 0 to 2")
+    parser.add_argument(
+        "--no-fallback", action="store_true", help="answer with the routed model only"
+    )
+    parser.add_argument(
+        "--cache",
+        choices=[mode.value for mode in CacheMode],
+        help="how the response cache may serve and store this query (default: default)",
+    )
+
+
+def _client(args: argparse.Namespace) -> Client:
+    tls = None
+    if args.tls_ca is not None:
+        tls = TLS(root_certificates=args.tls_ca.read_bytes())
+    elif args.tls:
+        tls = TLS()
+    return Client(args.address, caller=args.caller, api_key=args.api_key, tls=tls)
+
+
+def _prompt_and_options(args: argparse.Namespace) -> tuple[str, QueryOptions]:
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    options: QueryOptions = {}
+    if args.task:
+        options["task"] = args.task
+    if args.model:
+        options["model"] = args.model
+    if args.max_tokens is not None:
+        options["max_tokens"] = args.max_tokens
+    if args.temperature is not None:
+        options["temperature"] = args.temperature
+    if args.no_fallback:
+        options["disable_fallback"] = True
+    if args.cache:
+        options["cache_mode"] = args.cache
+    return prompt, options
+
+
+def _serve(args: argparse.Namespace, terminal: Terminal) -> int:
+    from server.__main__ import main as serve  # noqa: PLC0415 (the client needs no server code)
+
+    serve()
+    return EXIT_OK
+
+
+def _query(args: argparse.Namespace, terminal: Terminal) -> int:
+    prompt, options = _prompt_and_options(args)
+    with _client(args) as client:
+        if not args.stream:
+            with Spinner(terminal.out, "waiting for the answer"):
+                answer = client.query(prompt, timeout=args.timeout, **options)
+            if args.json:
+                terminal.out.write(json_format.MessageToJson(answer.raw) + "\n")
+                return EXIT_OK
+            terminal.out.write(answer.text + "\n")
+            terminal.out.flush()
+            terminal.err.write(summary_line(answer.summary) + "\n")
+            return EXIT_OK
+
+        stream = client.stream(prompt, timeout=args.timeout, **options)
+        with stream:
+            spinner = Spinner(terminal.out, "waiting for the first token")
+            spinner.start()
+            try:
+                for text in stream:
+                    spinner.stop()
+                    terminal.out.write(text)
+                    terminal.out.flush()
+            finally:
+                spinner.stop()
+        terminal.out.write("\n")
+        terminal.out.flush()
+        terminal.err.write(summary_line(stream.summary) + "\n")
+        return EXIT_OK
+
+
+def _route(args: argparse.Namespace, terminal: Terminal) -> int:
+    prompt, options = _prompt_and_options(args)
+    with _client(args) as client:
+        route = client.route(prompt, timeout=args.timeout, **options)
+    if args.json:
+        terminal.out.write(json_format.MessageToJson(route.raw) + "\n")
+    else:
+        terminal.out.write(route_text(route) + "\n")
+    return EXIT_OK
+
+
+def _usage(args: argparse.Namespace, terminal: Terminal) -> int:
+    start = end = None
+    if args.hours is not None:
+        end = datetime.now(UTC)
+        start = end - timedelta(hours=args.hours)
+    with _client(args) as client:
+        try:
+            usage = client.usage(start=start, end=end, timeout=args.timeout)
+        except UnimplementedError as error:
+            terminal.err.write(
+                f"switchyard: the gateway at {args.address} does not report usage yet"
+                " (GetUsage answered UNIMPLEMENTED); upgrade it to a build that serves"
+                " GetUsage\n"
+            )
+            return int(error.code.value[0])
+    if args.json:
+        terminal.out.write(json_format.MessageToJson(usage) + "\n")
+    else:
+        terminal.out.write(usage_text(usage) + "\n")
+    return EXIT_OK
+
+
+def _health(args: argparse.Namespace, terminal: Terminal) -> int:
+    with _client(args) as client:
+        status = client.health(args.service, timeout=args.timeout)
+    terminal.out.write(status + "\n")
+    return EXIT_OK if status == "SERVING" else int(grpc.StatusCode.UNAVAILABLE.value[0])
+
+
+def _report(args: argparse.Namespace, terminal: Terminal) -> int:
+    try:
+        # Imported only when asked for: it is optional, and it brings the server's code.
+        report = importlib.import_module("server.report")
+    except ModuleNotFoundError as error:
+        if error.name not in ("server", "server.report"):
+            raise
+        terminal.err.write("switchyard report is not available in this build\n")
+        return EXIT_REPORT_MISSING
+    parser = _Parser(
+        prog="switchyard report",
+        description="What a workload would cost with AUTO routing versus one model (dry run:"
+        " no model is called).",
+    )
+    report.add_arguments(parser)
+    result: int = report.run(parser.parse_args(args.extra))
+    return result
+
+
+def _explain(error: SwitchyardError) -> str:
+    """The error for a person: status, message, request id and retry hint."""
+    text = str(error)
+    if error.retry_after is not None:
+        text += f"; retry in {error.retry_after:g} s"
+    for attempt in error.attempts:
+        text += f"\n  tried {attempt.model}: {attempt.outcome}" + (
+            f" ({attempt.error})" if attempt.error else ""
+        )
+    return text

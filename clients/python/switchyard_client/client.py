@@ -1,0 +1,133 @@
+"""The sync client: one blocking method per RPC, plus the standard health check.
+
+Example::
+
+    from switchyard_client import Client
+
+    with Client("127.0.0.1:50051", caller="search") as client:
+        answer = client.query("What is the capital of France?", task="fast")
+        print(answer.text, answer.model, answer.cost)
+
+Every method raises :class:`~switchyard_client.errors.SwitchyardError`
+subclasses; the channel is safe to share between threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import Unpack
+
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from switchyard.v1 import gateway_pb2 as pb
+from switchyard.v1 import gateway_pb2_grpc
+
+from switchyard_client.base import ClientBase, usage_request
+from switchyard_client.errors import translated
+from switchyard_client.requests import QueryOptions, query_spec
+from switchyard_client.results import Answer, Route
+from switchyard_client.stream import TextStream
+
+
+class Client(ClientBase):
+    """A blocking client for switchyard.v1.GatewayService (see ClientBase for options)."""
+
+    def _open(self) -> None:
+        self._channel = self._connection.open()
+        self._stub = gateway_pb2_grpc.GatewayServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def query(
+        self,
+        prompt: str = "",
+        /,
+        *,
+        timeout: float | None = None,
+        metadata: Mapping[str, str] | None = None,
+        **options: Unpack[QueryOptions],
+    ) -> Answer:
+        """One complete answer: text, model, usage, exact cost and every attempt."""
+        request = pb.QueryRequest(query=query_spec(prompt, options))
+        with translated():
+            response = self._stub.Query(
+                request, timeout=self._timeout(timeout), metadata=self._metadata(metadata)
+            )
+        return Answer.from_proto(response)
+
+    def stream(
+        self,
+        prompt: str = "",
+        /,
+        *,
+        timeout: float | None = None,
+        metadata: Mapping[str, str] | None = None,
+        **options: Unpack[QueryOptions],
+    ) -> TextStream:
+        """The answer as an iterator of text deltas; `.summary` once it is read to the end."""
+        request = pb.StreamQueryRequest(query=query_spec(prompt, options))
+        call = self._stub.StreamQuery(
+            request, timeout=self._timeout(timeout), metadata=self._metadata(metadata)
+        )
+        return TextStream(call)
+
+    def route(
+        self,
+        prompt: str = "",
+        /,
+        *,
+        timeout: float | None = None,
+        metadata: Mapping[str, str] | None = None,
+        **options: Unpack[QueryOptions],
+    ) -> Route:
+        """Where the query would go and its cost range; no model is called."""
+        request = pb.RouteRequest(query=query_spec(prompt, options))
+        with translated():
+            response = self._stub.Route(
+                request,
+                timeout=self._timeout(timeout, control=True),
+                metadata=self._metadata(metadata),
+            )
+        return Route.from_proto(response.route)
+
+    def usage(
+        self,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        timeout: float | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> pb.GetUsageResponse:
+        """This caller's usage over [start, end) (default: the last 24 hours)."""
+        with translated():
+            return self._stub.GetUsage(
+                usage_request(start, end),
+                timeout=self._timeout(timeout, control=True),
+                metadata=self._metadata(metadata),
+            )
+
+    def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        """The gateway's health as grpc.health.v1 names it, for example "SERVING"."""
+        with translated():
+            response = self._health.Check(
+                health_pb2.HealthCheckRequest(service=service),
+                timeout=self._timeout(timeout, control=True),
+                metadata=self._metadata(None),
+            )
+        name: str = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+        return name
+
+    def close(self) -> None:
+        """Close the channel; calls in flight are cancelled."""
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,241 @@
+"""The cache stage: answer exact repeats from the response cache, and ask once.
+
+Placed after the router (the key names the model it chose) and before the
+budget (an answer from the cache costs nothing, so it is served even to a
+caller whose budget is spent). For a cacheable call (temperature 0 or unset,
+cache mode not BYPASS; see ``server/response_cache.py``):
+
+* a stored answer is served at once: cost 0, `cached` set, and `saved_cost`
+  what the answer cost when it was produced. A stream replays it in the
+  usual shape: start, the text as one delta, end;
+* otherwise, if an identical call is already in flight (single flight), the
+  call waits for it and is served its answer the same way, so N identical
+  concurrent calls make one relay call and are billed once. A waiting stream
+  gets no live tokens: it is replayed when the first call completes;
+* otherwise the call goes on as the flight's leader, and its complete answer
+  is stored (STOP only) and handed to the waiters.
+
+When the leader fails, waiters share its error if the error is about the
+request (the relay refused it, every model failed, the budget is spent). If
+the leader's own circumstances ended it (its caller cancelled, its deadline
+passed, its stream broke after text was sent, a capacity limit other than
+the budget refused it for its deadline), the next waiter becomes the leader
+and asks again.
+
+CACHE_MODE_REFRESH skips the lookup and the flights and stores its answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import TypeAlias
+
+from server import telemetry as semconv
+from server.catalog import ModelSpec
+from server.domain import (
+    NO_USAGE,
+    CacheMode,
+    CacheUse,
+    Call,
+    Completion,
+    FinishReason,
+    StreamEvent,
+    StreamStart,
+)
+from server.errors import (
+    BudgetExceededError,
+    CapacityError,
+    DeadlineExceededError,
+    StreamInterruptedError,
+    SwitchyardError,
+)
+from server.pipeline.base import Handler, Stage
+from server.response_cache import CachedAnswer, CacheKey, ResponseCache, cache_key, cacheable
+from server.telemetry import Telemetry
+
+# What a flight ends with: the answer, an error every waiter shares, or None
+# when the leader gave up for its own reasons.
+FlightOutcome: TypeAlias = "CachedAnswer | SwitchyardError | None"
+
+
+def _shared(error: SwitchyardError) -> bool:
+    """Is the leader's error a verdict on the request, which every waiter would get too?
+
+    Not when the leader's own circumstances caused it: its deadline, its stream
+    breaking after text was sent, or a capacity limit measured against its
+    deadline. A spent budget is shared: waiters have the same caller and cost.
+    """
+    if isinstance(error, DeadlineExceededError | StreamInterruptedError):
+        return False
+    return not isinstance(error, CapacityError) or isinstance(error, BudgetExceededError)
+
+
+class _Flight:
+    """One leader's call in flight; identical calls wait for its outcome."""
+
+    __slots__ = ("_done",)
+
+    def __init__(self) -> None:
+        self._done: asyncio.Future[FlightOutcome] | None = None  # made for the first waiter
+
+    async def wait(self) -> FlightOutcome:
+        """The leader's outcome; cancelling a waiter never cancels the others."""
+        if self._done is None:
+            self._done = asyncio.get_running_loop().create_future()
+        return await asyncio.shield(self._done)
+
+    def finish(self, outcome: FlightOutcome) -> None:
+        """Hand the outcome to every waiter."""
+        if self._done is not None and not self._done.done():
+            self._done.set_result(outcome)
+
+
+class CacheStage(Stage[Call]):
+    """Serves repeats from the cache and coalesces identical calls in flight."""
+
+    __slots__ = ("_cache", "_flights", "_telemetry")
+
+    def __init__(
+        self, next_handler: Handler[Call], cache: ResponseCache, telemetry: Telemetry | None = None
+    ) -> None:
+        super().__init__(next_handler)
+        self._cache = cache
+        self._flights: dict[CacheKey, _Flight] = {}
+        self._telemetry = telemetry or Telemetry.disabled()
+
+    async def query(self, call: Call, /) -> Completion:
+        """Answer from the cache, from an identical call in flight, or by asking."""
+        request = call.request
+        if not cacheable(request):
+            return await self.next.query(call)
+        assert call.route is not None, "the router runs before the cache"
+        key = cache_key(call.caller, call.route, request)
+        flight = None
+        if request.cache_mode is CacheMode.REFRESH:
+            call.cache = CacheUse.REFRESH
+        else:
+            found = await self._traced_lookup(key, call)
+            if found is not None:
+                return _serve(call, found)
+            flight = self._flights[key] = _Flight()
+        outcome: FlightOutcome = None
+        try:
+            completion = await self.next.query(call)
+        except SwitchyardError as error:
+            if _shared(error):
+                outcome = error
+            raise
+        else:
+            outcome = self._keep(
+                key, call, completion.content, completion.model, completion.finish_reason
+            )
+            return completion
+        finally:
+            if flight is not None:
+                self._land(key, flight, outcome)
+
+    def stream(self, call: Call, /) -> AsyncGenerator[StreamEvent, None]:
+        """Stream from the cache or a flight, or lead; non-cacheable calls pass straight on."""
+        if not cacheable(call.request):
+            return self.next.stream(call)
+        return self._stream(call)
+
+    async def _stream(self, call: Call) -> AsyncGenerator[StreamEvent, None]:
+        request = call.request
+        assert call.route is not None, "the router runs before the cache"
+        key = cache_key(call.caller, call.route, request)
+        flight = None
+        if request.cache_mode is CacheMode.REFRESH:
+            call.cache = CacheUse.REFRESH
+        else:
+            found = await self._traced_lookup(key, call)
+            if found is not None:
+                completion = _serve(call, found)
+                call.first_token_at = time.monotonic()
+                yield StreamStart(found.model)
+                if found.content:
+                    yield found.content
+                yield completion
+                return
+            flight = self._flights[key] = _Flight()
+        parts: list[str] = []
+        outcome: FlightOutcome = None
+        try:
+            async with aclosing(self.next.stream(call)) as events:
+                async for event in events:
+                    if type(event) is str:
+                        parts.append(event)
+                    elif isinstance(event, Completion):
+                        # Complete: store it and release the waiters before passing the end on.
+                        outcome = self._keep(
+                            key, call, "".join(parts), event.model, event.finish_reason
+                        )
+                        if flight is not None:
+                            self._land(key, flight, outcome)
+                            flight = None
+                    yield event
+        except SwitchyardError as error:
+            if _shared(error):
+                outcome = error
+            raise
+        finally:
+            if flight is not None:
+                self._land(key, flight, outcome)
+
+    async def _traced_lookup(self, key: CacheKey, call: Call) -> CachedAnswer | None:
+        """`_lookup` inside a "cache lookup" span that says whether it hit."""
+        span = self._telemetry.child(call.span, "cache lookup")
+        found = None
+        try:
+            found = await self._lookup(key, call)
+            return found
+        finally:
+            span.set_attribute(semconv.SWITCHYARD_CACHE_HIT, found is not None)
+            span.end()
+            if self._telemetry.tracing:
+                result = "hit" if found is not None else "miss"
+                self._telemetry.instruments.cache_lookups.add(
+                    1, {"switchyard.cache.result": result}
+                )
+
+    async def _lookup(self, key: CacheKey, call: Call) -> CachedAnswer | None:
+        """A stored or coalesced answer; None when this call must lead (raises a shared error)."""
+        while True:
+            found = self._cache.get(key)
+            if found is not None:
+                return found
+            flight = self._flights.get(key)
+            if flight is None:
+                call.cache = CacheUse.MISS
+                return None
+            outcome = await flight.wait()
+            if isinstance(outcome, CachedAnswer):
+                return outcome
+            if outcome is not None:
+                call.cache = CacheUse.MISS
+                raise outcome
+            # The leader gave up for its own reasons: look again, and lead if nobody does.
+
+    def _keep(
+        self, key: CacheKey, call: Call, content: str, model: ModelSpec, finish: FinishReason
+    ) -> CachedAnswer:
+        """The answer as waiters get it; stored only when complete."""
+        answer = CachedAnswer(content, model, finish, call.cost)
+        if finish is FinishReason.STOP:
+            self._cache.put(key, answer)
+        return answer
+
+    def _land(self, key: CacheKey, flight: _Flight, outcome: FlightOutcome) -> None:
+        """End the flight: later calls find the cache (or lead anew); waiters get the outcome."""
+        del self._flights[key]
+        flight.finish(outcome)
+
+
+def _serve(call: Call, answer: CachedAnswer) -> Completion:
+    """A cached answer for this call: nothing billed, the original cost saved."""
+    call.cache = CacheUse.HIT
+    call.saved_cost = answer.cost
+    return Completion(answer.model, answer.content, NO_USAGE, answer.finish_reason)

@@ -1,0 +1,454 @@
+"""Telemetry: OpenTelemetry set-up, every name Switchyard records, and the
+few helpers the servicer and stages call to record them.
+
+Set-up follows the standard environment variables, which the SDK reads
+itself: `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT` /
+`..._METRICS_ENDPOINT`), `OTEL_EXPORTER_OTLP_PROTOCOL` (`grpc`, the default
+here, or `http/protobuf`), `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
+`OTEL_TRACES_SAMPLER` (+ `_ARG`), `OTEL_SDK_DISABLED`. With no endpoint, no
+console exporter and no Prometheus port, nothing is set up: `tracing` is
+False, spans are the API's no-op span and every helper returns at once.
+
+Spans go through a batch processor (a full queue drops spans rather than
+slowing a call; an unreachable collector is retried in the background) and
+are flushed on graceful shutdown.
+
+Conventions, pinned: the SERVER span of each RPC follows the RPC semantic
+conventions v1.39.0 (`rpc.system.name`, fully qualified `rpc.method`, string
+`rpc.response.status_code`); each relay try is a CLIENT span `chat {model}`
+following the GenAI semantic conventions v1.37.0. Cost uses the names
+proposed to the GenAI conventions (`gen_ai.usage.cost.amount`,
+`gen_ai.usage.cost.currency`), with the amount as an exact decimal string
+rather than the proposal's double, because Switchyard never carries money as
+a float; `switchyard.cost.usd` holds the same string.
+
+Privacy: prompts and completions are recorded only when content capture is
+on (`SWITCHYARD_CAPTURE_CONTENT`); keys and authorization metadata never.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import grpc
+import orjson
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from server.domain import Attempt, CacheUse, Call, Outcome, Usage
+from server.pricing import format_usd
+from server.settings import ConfigError, TelemetrySettings
+
+log = logging.getLogger("switchyard")
+
+RPC_CONVENTIONS_VERSION = "1.39.0"
+GENAI_CONVENTIONS_VERSION = "1.37.0"
+INSTRUMENTATION = "switchyard"
+SERVICE = "switchyard.v1.GatewayService"
+CURRENCY = "USD"
+
+# --- attribute names -----------------------------------------------------------------
+RPC_SYSTEM_NAME = "rpc.system.name"
+RPC_METHOD = "rpc.method"
+RPC_RESPONSE_STATUS_CODE = "rpc.response.status_code"
+SERVER_ADDRESS = "server.address"
+SERVER_PORT = "server.port"
+ERROR_TYPE = "error.type"
+HTTP_RESPONSE_STATUS_CODE = "http.response.status_code"
+
+GEN_AI_OPERATION_NAME = "gen_ai.operation.name"
+GEN_AI_PROVIDER_NAME = "gen_ai.provider.name"
+GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
+GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
+GEN_AI_REQUEST_MAX_TOKENS = "gen_ai.request.max_tokens"
+GEN_AI_REQUEST_TEMPERATURE = "gen_ai.request.temperature"
+GEN_AI_REQUEST_TOP_P = "gen_ai.request.top_p"
+GEN_AI_REQUEST_STREAM = "gen_ai.request.stream"
+GEN_AI_USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"
+GEN_AI_USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+GEN_AI_RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons"
+GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK = "gen_ai.response.time_to_first_chunk"
+GEN_AI_USAGE_COST_AMOUNT = "gen_ai.usage.cost.amount"
+GEN_AI_USAGE_COST_CURRENCY = "gen_ai.usage.cost.currency"
+GEN_AI_TOKEN_TYPE = "gen_ai.token.type"  # noqa: S105 (an attribute name, not a secret)
+GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"
+GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"
+
+SWITCHYARD_REQUEST_ID = "switchyard.request_id"
+SWITCHYARD_CALLER = "switchyard.caller"
+SWITCHYARD_COST_USD = "switchyard.cost.usd"
+SWITCHYARD_CACHE_HIT = "switchyard.cache.hit"
+SWITCHYARD_SAVED_COST_USD = "switchyard.cache.saved_cost.usd"
+SWITCHYARD_FALLBACK_COUNT = "switchyard.fallback.count"
+SWITCHYARD_ATTEMPT_COUNT = "switchyard.attempt.count"
+SWITCHYARD_LABEL_PREFIX = "switchyard.label."
+SWITCHYARD_ROUTE_TASK = "switchyard.route.task"
+SWITCHYARD_ROUTE_COMPLEXITY = "switchyard.route.complexity"
+SWITCHYARD_ROUTE_BASIS = "switchyard.route.basis"
+SWITCHYARD_ROUTE_MODEL = "switchyard.route.model"
+SWITCHYARD_ROUTE_REASON = "switchyard.route.reason"
+SWITCHYARD_ROUTE_FALLBACKS = "switchyard.route.fallback_models"
+SWITCHYARD_LIMITER_WAIT_MS = "switchyard.limiter.wait_ms"
+SWITCHYARD_ATTEMPT_OUTCOME = "switchyard.attempt.outcome"
+SWITCHYARD_USAGE_ESTIMATED = "switchyard.usage.estimated"
+SWITCHYARD_MODEL = "switchyard.model"
+SWITCHYARD_REASON = "switchyard.reason"
+SWITCHYARD_RETRY_ATTEMPT = "switchyard.retry.attempt"
+SWITCHYARD_RETRY_DELAY_MS = "switchyard.retry.delay_ms"
+SWITCHYARD_FALLBACK_FROM = "switchyard.fallback.from"
+SWITCHYARD_FALLBACK_TO = "switchyard.fallback.to"
+SWITCHYARD_CIRCUIT_RETRY_IN_MS = "switchyard.circuit.retry_in_ms"
+
+# Span events
+EVENT_RETRY = "switchyard.retry"
+EVENT_FALLBACK = "switchyard.fallback"
+EVENT_CIRCUIT_OPEN = "switchyard.circuit_open"
+EVENT_LIMITER_REFUSED = "switchyard.limiter_refused"
+
+# Codes that are the server's failure (RPC conventions); the others are the caller's.
+_SERVER_FAULTS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+_TRACE_HEADERS = ("traceparent", "tracestate")
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+class Instruments:
+    """The metric instruments, created once."""
+
+    __slots__ = (
+        "cache_lookups",
+        "cost",
+        "limiter_rejections",
+        "limiter_wait",
+        "operation_duration",
+        "time_to_first_chunk",
+        "token_usage",
+    )
+
+    def __init__(self, meter: metrics.Meter) -> None:
+        self.token_usage = meter.create_histogram(
+            "gen_ai.client.token.usage", unit="{token}", description="Tokens billed per model try"
+        )
+        self.operation_duration = meter.create_histogram(
+            "gen_ai.client.operation.duration", unit="s", description="Duration of model tries"
+        )
+        self.time_to_first_chunk = meter.create_histogram(
+            "gen_ai.client.operation.time_to_first_chunk",
+            unit="s",
+            description="Time from a streamed try's start to its first text",
+        )
+        self.cost = meter.create_counter(
+            "switchyard.cost",
+            unit="{nano_usd}",
+            description="Exact spend in nano-dollars, by model and caller",
+        )
+        self.cache_lookups = meter.create_counter(
+            "switchyard.cache.lookups", unit="{lookup}", description="Response cache lookups"
+        )
+        self.limiter_wait = meter.create_histogram(
+            "switchyard.limiter.wait.duration", unit="s", description="Time tries waited for limits"
+        )
+        self.limiter_rejections = meter.create_counter(
+            "switchyard.limiter.rejections", unit="{try}", description="Tries refused by a limit"
+        )
+
+
+class Telemetry:
+    """The tracer, meter and instruments of one gateway, and the helpers to use them."""
+
+    __slots__ = ("_shutdowns", "capture_content", "instruments", "meter", "tracer", "tracing")
+
+    def __init__(
+        self,
+        tracer: trace.Tracer,
+        meter: metrics.Meter,
+        *,
+        tracing: bool,
+        capture_content: bool = False,
+        shutdowns: Iterable[Callable[[], object]] = (),
+    ) -> None:
+        self.tracer = tracer
+        self.meter = meter
+        self.tracing = tracing  # False: every span is the no-op span; skip the work
+        self.instruments = Instruments(meter)
+        self.capture_content = capture_content and tracing
+        self._shutdowns = tuple(shutdowns)
+
+    @classmethod
+    def disabled(cls) -> Telemetry:
+        """No tracing and no metrics: what runs when nothing is configured."""
+        return cls(trace.NoOpTracer(), metrics.NoOpMeter(INSTRUMENTATION), tracing=False)
+
+    # --- spans ---------------------------------------------------------------------------
+
+    def server_span(self, method: str, metadata: Iterable[tuple[str, str | bytes]] | None) -> Span:
+        """Start the SERVER span of one RPC, continuing the caller's W3C trace."""
+        if not self.tracing:
+            return INVALID_SPAN
+        carrier = {
+            key: value if isinstance(value, str) else value.decode("latin-1")
+            for key, value in metadata or ()
+            if key in _TRACE_HEADERS
+        }
+        return self.tracer.start_span(
+            f"{SERVICE}/{method}",
+            context=_PROPAGATOR.extract(carrier) if carrier else None,
+            kind=SpanKind.SERVER,
+            attributes={RPC_SYSTEM_NAME: "grpc", RPC_METHOD: f"{SERVICE}/{method}"},
+        )
+
+    def child(
+        self,
+        parent: Span,
+        name: str,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> Span:
+        """Start a span under `parent` (the no-op span when tracing is off)."""
+        if not self.tracing or not parent.is_recording():
+            return INVALID_SPAN
+        return self.tracer.start_span(
+            name, context=trace.set_span_in_context(parent), kind=kind, attributes=attributes
+        )
+
+    def trace_headers(self, span: Span) -> dict[str, str]:
+        """`traceparent` (and `tracestate`) for a request made under `span`."""
+        if not span.is_recording():
+            return {}
+        headers: dict[str, str] = {}
+        _PROPAGATOR.inject(headers, context=trace.set_span_in_context(span))
+        return headers
+
+    def finish_rpc(
+        self, span: Span, code: grpc.StatusCode, error: BaseException | None = None
+    ) -> None:
+        """End an RPC's SERVER span with its status."""
+        if not span.is_recording():
+            return
+        span.set_attribute(RPC_RESPONSE_STATUS_CODE, code.name)
+        if code is not grpc.StatusCode.OK:
+            span.set_attribute(ERROR_TYPE, code.name if error is None else type(error).__name__)
+            if code in _SERVER_FAULTS:
+                span.set_status(Status(StatusCode.ERROR, code.name))
+        span.end()
+
+    def finish_call(
+        self, call: Call, code: grpc.StatusCode, error: BaseException | None = None
+    ) -> None:
+        """End a Query/StreamQuery SERVER span with what the whole call did and cost."""
+        span = call.span
+        if not span.is_recording():
+            return
+        usage = call.usage
+        cost = call.cost
+        models_tried = {a.model.name for a in call.attempts if a.outcome is not Outcome.SKIPPED}
+        attributes: dict[str, Any] = {
+            SWITCHYARD_REQUEST_ID: call.request_id,
+            SWITCHYARD_CALLER: call.caller,
+            GEN_AI_USAGE_INPUT_TOKENS: usage.input_tokens,
+            GEN_AI_USAGE_OUTPUT_TOKENS: usage.output_tokens,
+            GEN_AI_USAGE_COST_AMOUNT: format_usd(cost),
+            GEN_AI_USAGE_COST_CURRENCY: CURRENCY,
+            SWITCHYARD_COST_USD: format_usd(cost),
+            SWITCHYARD_CACHE_HIT: call.cache is CacheUse.HIT,
+            SWITCHYARD_FALLBACK_COUNT: max(len(models_tried) - 1, 0),
+            SWITCHYARD_ATTEMPT_COUNT: len(call.attempts),
+        }
+        if call.cache is CacheUse.HIT:
+            attributes[SWITCHYARD_SAVED_COST_USD] = format_usd(call.saved_cost)
+        if call.route is not None:
+            attributes[GEN_AI_REQUEST_MODEL] = call.route.model.name
+        for key, value in call.request.labels.items():
+            attributes[SWITCHYARD_LABEL_PREFIX + key] = value
+        span.set_attributes(attributes)
+        self.finish_rpc(span, code, error)
+
+    def finish_attempt(
+        self,
+        span: Span,
+        attempt: Attempt,
+        error: BaseException | None = None,
+        time_to_first_chunk: float | None = None,
+        finish_reason: str | None = None,
+    ) -> None:
+        """End a relay try's CLIENT span with its usage, cost and outcome."""
+        if not span.is_recording():
+            return
+        attributes: dict[str, Any] = {
+            GEN_AI_USAGE_INPUT_TOKENS: attempt.usage.input_tokens,
+            GEN_AI_USAGE_OUTPUT_TOKENS: attempt.usage.output_tokens,
+            GEN_AI_USAGE_COST_AMOUNT: format_usd(attempt.cost),
+            GEN_AI_USAGE_COST_CURRENCY: CURRENCY,
+            SWITCHYARD_COST_USD: format_usd(attempt.cost),
+            SWITCHYARD_ATTEMPT_OUTCOME: attempt.outcome.value,
+            SWITCHYARD_USAGE_ESTIMATED: attempt.usage.estimated,
+        }
+        if attempt.outcome is Outcome.SUCCESS:
+            attributes[GEN_AI_RESPONSE_MODEL] = attempt.model.name
+        if attempt.http_status:
+            attributes[HTTP_RESPONSE_STATUS_CODE] = attempt.http_status
+        if finish_reason is not None:
+            attributes[GEN_AI_RESPONSE_FINISH_REASONS] = (finish_reason,)
+        if time_to_first_chunk is not None:
+            attributes[GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = time_to_first_chunk
+        if error is not None:
+            attributes[ERROR_TYPE] = type(error).__name__
+            span.set_status(Status(StatusCode.ERROR, attempt.error or type(error).__name__))
+        span.set_attributes(attributes)
+        span.end()
+
+    def capture(self, span: Span, key: str, messages: Sequence[Mapping[str, str]]) -> None:
+        """Record prompt or completion messages, only when content capture is on."""
+        if self.capture_content and span.is_recording():
+            span.set_attribute(key, orjson.dumps(list(messages)).decode())
+
+    # --- metrics -------------------------------------------------------------------------
+
+    def record_attempt(self, attempt: Attempt, caller: str, stream: bool) -> None:
+        """Metrics of one finished relay try."""
+        if not self.tracing:
+            return
+        attributes: dict[str, Any] = {
+            GEN_AI_OPERATION_NAME: "chat",
+            GEN_AI_PROVIDER_NAME: attempt.model.provider,
+            GEN_AI_REQUEST_MODEL: attempt.model.name,
+            GEN_AI_REQUEST_STREAM: stream,
+        }
+        self.instruments.operation_duration.record(
+            attempt.latency,
+            {**attributes, ERROR_TYPE: attempt.outcome.value}
+            if attempt.outcome is not Outcome.SUCCESS
+            else attributes,
+        )
+        usage: Usage = attempt.usage
+        if usage.input_tokens or usage.output_tokens:
+            self.instruments.token_usage.record(
+                usage.input_tokens, {**attributes, GEN_AI_TOKEN_TYPE: "input"}
+            )
+            self.instruments.token_usage.record(
+                usage.output_tokens, {**attributes, GEN_AI_TOKEN_TYPE: "output"}
+            )
+        if attempt.cost:
+            self.instruments.cost.add(
+                attempt.cost, {GEN_AI_REQUEST_MODEL: attempt.model.name, SWITCHYARD_CALLER: caller}
+            )
+
+    def observe(
+        self,
+        name: str,
+        unit: str,
+        description: str,
+        read: Callable[[], Iterable[tuple[float, Mapping[str, str]]]],
+    ) -> None:
+        """Register a gauge whose values `read()` gives as (value, attributes) pairs."""
+        if not self.tracing:
+            return
+
+        def callback(_: CallbackOptions) -> Iterable[Observation]:
+            return [Observation(value, dict(attributes)) for value, attributes in read()]
+
+        self.meter.create_observable_gauge(name, [callback], unit=unit, description=description)
+
+    def shutdown(self) -> None:
+        """Flush and stop exporters (blocking: call it from a thread)."""
+        for stop in self._shutdowns:
+            try:
+                stop()
+            except Exception as exc:  # a broken exporter must not break the shutdown
+                log.warning("telemetry shutdown failed: %s", type(exc).__name__)
+
+
+def setup(settings: TelemetrySettings, environ: Mapping[str, str]) -> Telemetry:
+    """Build Telemetry from settings and the OTEL_* environment."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return Telemetry.disabled()
+    protocol = environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc").strip()
+    if protocol not in ("grpc", "http/protobuf"):
+        raise ConfigError(
+            "OTEL_EXPORTER_OTLP_PROTOCOL", f"expected grpc or http/protobuf, got {protocol!r}"
+        )
+    endpoint = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    traces_to = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or endpoint
+    metrics_to = environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") or endpoint
+    if not (traces_to or metrics_to or settings.console or settings.prometheus_port):
+        return Telemetry.disabled()
+
+    # The SDK is imported only when something is exported.
+    from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415
+    from opentelemetry.sdk.metrics.export import (  # noqa: PLC0415
+        MetricReader,
+        PeriodicExportingMetricReader,
+    )
+    from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export import (  # noqa: PLC0415
+        BatchSpanProcessor,
+        ConsoleSpanExporter,
+        SimpleSpanProcessor,
+    )
+
+    resource = Resource.create()  # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES
+    if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({"service.name": "switchyard"}))
+    tracer_provider = TracerProvider(resource=resource)  # reads OTEL_TRACES_SAMPLER
+    if traces_to:
+        tracer_provider.add_span_processor(BatchSpanProcessor(_span_exporter(protocol)))
+    if settings.console:
+        tracer_provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+    readers: list[MetricReader] = []
+    if metrics_to:
+        readers.append(PeriodicExportingMetricReader(_metric_exporter(protocol)))
+    if settings.prometheus_port:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader  # noqa: PLC0415
+        from prometheus_client import start_http_server  # noqa: PLC0415
+
+        start_http_server(settings.prometheus_port, addr="127.0.0.1")
+        readers.append(PrometheusMetricReader())
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    return Telemetry(
+        tracer_provider.get_tracer(INSTRUMENTATION),
+        meter_provider.get_meter(INSTRUMENTATION),
+        tracing=True,
+        capture_content=settings.capture_content,
+        shutdowns=(tracer_provider.shutdown, meter_provider.shutdown),
+    )
+
+
+def _span_exporter(protocol: str) -> Any:
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+            OTLPSpanExporter as HTTPSpanExporter,
+        )
+
+        return HTTPSpanExporter()
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
+        OTLPSpanExporter,
+    )
+
+    return OTLPSpanExporter()
+
+
+def _metric_exporter(protocol: str) -> Any:
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # noqa: PLC0415
+            OTLPMetricExporter as HTTPMetricExporter,
+        )
+
+        return HTTPMetricExporter()
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (  # noqa: PLC0415
+        OTLPMetricExporter,
+    )
+
+    return OTLPMetricExporter()

@@ -1,0 +1,165 @@
+"""The `switchyard` console script, as a person runs it, against the real gateway."""
+
+import asyncio
+import os
+import pty
+import re
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import Gateway
+
+# These tests ask the same prompt more than once and check fresh answers, not the cache.
+pytestmark = pytest.mark.gateway_env(SWITCHYARD_CACHE_ENABLED="false")
+
+SWITCHYARD = str(Path(sys.executable).parent / "switchyard")
+ROOT = Path(__file__).resolve().parents[2]
+SIMPLE = "What is the capital of France? [[sim tokens=8]]"
+BANNER = re.compile(r"serving switchyard\.v1\.GatewayService on 127\.0\.0\.1:(\d+)")
+ENV = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
+
+
+async def switchyard(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        SWITCHYARD,
+        *args,
+        env={**ENV, **(env or {})},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_query_prints_the_answer_and_one_summary_line(gateway: Gateway):
+    code, out, err = await switchyard("query", SIMPLE, "--address", gateway.address)
+    assert code == 0
+    assert out.startswith("Simulated answer from gemini-2.5-flash") and "\x1b" not in out
+    assert re.fullmatch(
+        r"model=gemini-2\.5-flash tokens_in=16 tokens_out=8 cost=\$0\.000120000"
+        r" latency_ms=\d+ attempts=1\n",
+        err,
+    )
+
+
+async def test_streamed_query_prints_the_same_text_and_the_time_to_first_token(gateway: Gateway):
+    _, plain, _ = await switchyard("query", SIMPLE, "--address", gateway.address)
+    code, out, err = await switchyard("query", SIMPLE, "--stream", "--address", gateway.address)
+    assert code == 0 and out == plain
+    assert err.startswith("model=gemini-2.5-flash tokens_in=16 tokens_out=8 cost=$0.000120000")
+    assert "first_token_ms=" in err and err.rstrip().endswith("attempts=1")
+
+
+async def test_task_and_model_options_pick_the_model(gateway: Gateway):
+    _, _, creative = await switchyard(
+        "query", "hi [[sim tokens=2]]", "--task", "creative", "--address", gateway.address
+    )
+    _, _, batch = await switchyard(
+        "query", "hi [[sim tokens=2]]", "--model", "deepseek-v3.2", "--address", gateway.address
+    )
+    assert creative.startswith("model=gpt-4.1 ") and batch.startswith("model=deepseek-v3.2 ")
+
+
+async def test_failures_exit_with_the_grpc_status_number(gateway: Gateway):
+    refused = await switchyard("query", "hi [[sim fault=400]]", "--address", gateway.address)
+    assert refused[0] == 3 and "INVALID_ARGUMENT" in refused[2] and "request id" in refused[2]
+    failed = await switchyard("query", "hi [[sim fault=529]]", "--address", gateway.address)
+    assert failed[0] == 14
+    assert "tried gemini-2.5-flash: RETRYABLE_ERROR" in failed[2]
+    assert "tried gpt-4.1: RETRYABLE_ERROR" in failed[2]
+    unknown = await switchyard("query", "hi", "--model", "gpt-9", "--address", gateway.address)
+    assert unknown[0] == 3 and "gpt-9" in unknown[2]
+
+
+async def test_the_caller_comes_from_the_environment(gateway: Gateway):
+    code, _, err = await switchyard(
+        "query", "hi", "--address", gateway.address, env={"SWITCHYARD_CALLER": "x" * 200}
+    )
+    assert code == 3 and "x-switchyard-caller" in err  # the gateway saw it, and refused it
+
+
+async def test_route_and_health(gateway: Gateway):
+    code, out, _ = await switchyard(
+        "route", "Compare quicksort and mergesort", "--address", gateway.address
+    )
+    assert code == 0
+    assert out.splitlines()[0] == "model      gpt-4.1 (openai)"
+    assert "cost       $0.000096000 to $0.131168000" in out
+    assert await switchyard("health", "--address", gateway.address) == (0, "SERVING\n", "")
+
+
+async def test_a_spinner_runs_until_the_first_token_on_a_terminal_only(gateway: Gateway):
+    prompt = "hi [[sim tokens=3 latency_ms=300]]"
+    leader, follower = pty.openpty()
+    process = await asyncio.create_subprocess_exec(
+        SWITCHYARD, "query", prompt, "--stream", "--address", gateway.address,
+        env=ENV, stdout=follower, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    os.close(follower)
+    screen = await asyncio.to_thread(_read_until_closed, leader)
+    assert await process.wait() == 0
+    waiting = screen.index("waiting for the first token")
+    answer = screen.index("Simulated answer")
+    assert waiting < screen.rindex("\r\x1b[K") < answer  # drawn, then erased, then the text
+    _, piped, _ = await switchyard("query", prompt, "--stream", "--address", gateway.address)
+    assert "waiting" not in piped and "\x1b" not in piped
+
+
+def _read_until_closed(fd: int) -> str:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks).decode()
+
+
+async def test_serve_runs_the_gateway_like_python_m_server():
+    env = {
+        **ENV,
+        "SWITCHYARD_LISTEN": "127.0.0.1:0",
+        "SWITCHYARD_SIM_LATENCY_SCALE": "0",
+        "SWITCHYARD_CALLER": "ops",  # the CLI's own variables do not stop the gateway
+    }
+    process = await asyncio.create_subprocess_exec(
+        SWITCHYARD, "serve", env=env, stdout=asyncio.subprocess.PIPE
+    )
+    assert process.stdout is not None
+    line = await asyncio.wait_for(process.stdout.readline(), 30)
+    match = BANNER.search(line.decode())
+    assert match, line
+    address = f"127.0.0.1:{match[1]}"
+    code, out, _ = await switchyard("query", SIMPLE, "--address", address)
+    assert code == 0 and out.startswith("Simulated answer")
+    process.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(process.wait(), 30) == 0
+
+
+async def test_serve_exits_2_on_bad_configuration_like_python_m_server():
+    code, _, err = await switchyard("serve", env={"SWITCHYARD_LISTNE": "127.0.0.1:0"})
+    assert code == 2 and "SWITCHYARD_LISTNE" in err
+
+
+async def test_report_runs_on_the_example_workload(tmp_path):
+    chart = tmp_path / "report.png"
+    code, out, err = await switchyard(
+        "report",
+        str(ROOT / "clients/examples/workload.jsonl"),
+        "--model",
+        "claude-sonnet-4-20250514",
+        "--png",
+        str(chart),
+    )
+    assert code == 0, err
+    assert "dry run: no model was called" in out
+    assert "against sending everything to claude-sonnet-4-20250514" in out
+    assert chart.read_bytes().startswith(b"\x89PNG\r\n")

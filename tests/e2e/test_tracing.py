@@ -1,0 +1,316 @@
+"""The trace an operator reads: a real OTLP receiver, the gateway as its own process.
+
+The gateway exports over OTLP/gRPC to a receiver in this test process; the
+test makes a routed call (continuing the caller's W3C trace), a fallback
+call, a cached call and a cancelled stream, then checks the span tree, every
+attribute, the exact cost strings, the events, the metrics, and that no
+prompt text or key appears anywhere in what was exported.
+
+Prices (nano-dollars per token): gemini-2.5-flash 2,500 in / 10,000 out;
+gpt-4.1 8,000 / 32,000.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import socket
+import sys
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import grpc
+import httpx
+import pytest
+from switchyard.v1 import gateway_pb2 as pb
+from switchyard.v1 import gateway_pb2_grpc
+
+from server.simulator import RelaySimulator, SimulatorSettings
+
+from .conftest import RELAY_KEY
+from .otlp_receiver import OTLPReceiver, ReceivedSpan
+
+SERVER, CLIENT, INTERNAL = 2, 3, 1  # OTLP span kinds
+ERROR = 2  # OTLP status code
+BANNER = re.compile(r"serving switchyard\.v1\.GatewayService on 127\.0\.0\.1:(\d+)")
+SECRET = "PROMPT-SECRET-4242"  # must never be exported
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[OTLPReceiver]:
+    otlp = OTLPReceiver()
+    await otlp.start()
+    yield otlp
+    await otlp.stop()
+
+
+@pytest.fixture
+async def relay() -> AsyncIterator[RelaySimulator]:
+    # Real pace, so a stream can be cancelled half-way; each prompt sets latency_ms=1.
+    sim = RelaySimulator(
+        SimulatorSettings(latency_scale=1.0, tokens_per_second=40, api_key=RELAY_KEY)
+    )
+    await sim.start()
+    yield sim
+    await sim.stop()
+
+
+@pytest.fixture
+async def stub(receiver: OTLPReceiver, relay: RelaySimulator):
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("SWITCHYARD_", "OTEL_"))},
+        "SWITCHYARD_LISTEN": "127.0.0.1:0",
+        "SWITCHYARD_RELAY_URL": relay.url,
+        "SWITCHYARD_RELAY_API_KEY": RELAY_KEY,
+        "SWITCHYARD_RETRY_BASE_DELAY": "0.001",
+        "SWITCHYARD_RETRY_MAX_DELAY": "0.002",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_SERVICE_NAME": "switchyard-under-test",
+        "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test",
+        "OTEL_BSP_SCHEDULE_DELAY": "50",
+        "OTEL_METRIC_EXPORT_INTERVAL": "200",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server", env=env, stdout=asyncio.subprocess.PIPE
+    )
+    assert process.stdout is not None
+    match = BANNER.search((await asyncio.wait_for(process.stdout.readline(), 30)).decode())
+    assert match
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{match.group(1)}")
+    yield gateway_pb2_grpc.GatewayServiceStub(channel)
+    await channel.close()
+    process.terminate()
+    assert await asyncio.wait_for(process.wait(), 30) == 0  # graceful stop flushes the spans
+
+
+def traceparent() -> tuple[str, str, str]:
+    trace_id, span_id = secrets.token_hex(16), secrets.token_hex(8)
+    return f"00-{trace_id}-{span_id}-01", trace_id, span_id
+
+
+def server_span(receiver: OTLPReceiver, request_id: str) -> ReceivedSpan | None:
+    for span in receiver.spans:
+        if span.kind == SERVER and span.attributes.get("switchyard.request_id") == request_id:
+            return span
+    return None
+
+
+def children(receiver: OTLPReceiver, parent: ReceivedSpan) -> list[ReceivedSpan]:
+    return [
+        s for s in receiver.spans if s.parent_id == parent.span_id and s.trace_id == parent.trace_id
+    ]
+
+
+async def finished_call(
+    receiver: OTLPReceiver, request_id: str, children_at_least: int
+) -> ReceivedSpan:
+    def arrived(r: OTLPReceiver) -> bool:
+        span = server_span(r, request_id)
+        return span is not None and len(children(r, span)) >= children_at_least
+
+    await receiver.wait_for(arrived)
+    span = server_span(receiver, request_id)
+    assert span is not None
+    return span
+
+
+async def test_one_trace_tells_the_whole_story(receiver: OTLPReceiver, relay: RelaySimulator, stub):
+    # 1. A routed call that continues the caller's trace.
+    header, trace_id, caller_span = traceparent()
+    spec = pb.QuerySpec(
+        prompt=f"{SECRET} what is the capital of France? [[sim tokens=5]] [[sim latency_ms=1]]",
+        labels={"team": "search", "feature": "capitals"},
+    )
+    answer = await stub.Query(
+        pb.QueryRequest(query=spec),
+        metadata=(
+            ("traceparent", header),
+            ("x-switchyard-caller", "search-svc"),
+            ("authorization", f"Bearer {RELAY_KEY}"),
+        ),
+    )
+    assert answer.model == "gemini-2.5-flash"
+    call = await finished_call(receiver, answer.request_id, children_at_least=3)
+    assert (call.trace_id, call.parent_id) == (trace_id, caller_span)
+    assert call.name == "switchyard.v1.GatewayService/Query"
+    attributes = call.attributes
+    # 87 bytes: 22 + 4 = 26 input tokens; 5 output: 26 * 2,500 + 5 * 10,000 = 115,000 nano-dollars
+    assert len(spec.prompt.encode()) == 87
+    assert attributes["switchyard.cost.usd"] == "0.000115" == attributes["gen_ai.usage.cost.amount"]
+    assert attributes["gen_ai.usage.cost.currency"] == "USD"
+    assert attributes["rpc.system.name"] == "grpc"
+    assert attributes["rpc.method"] == "switchyard.v1.GatewayService/Query"
+    assert attributes["rpc.response.status_code"] == "OK"
+    assert attributes["switchyard.caller"] == "search-svc"
+    assert attributes["switchyard.cache.hit"] is False
+    assert attributes["switchyard.fallback.count"] == 0
+    assert attributes["switchyard.label.team"] == "search"
+    assert attributes["switchyard.label.feature"] == "capitals"
+    assert (attributes["gen_ai.usage.input_tokens"], attributes["gen_ai.usage.output_tokens"]) == (
+        26,
+        5,
+    )
+    assert call.resource["service.name"] == "switchyard-under-test"
+    assert call.resource["deployment.environment"] == "test"
+
+    spans = {s.name: s for s in children(receiver, call)}
+    assert spans["route"].kind == INTERNAL
+    assert spans["route"].attributes["switchyard.route.model"] == "gemini-2.5-flash"
+    assert spans["route"].attributes["switchyard.route.complexity"] == "SIMPLE"
+    assert spans["route"].attributes["switchyard.route.task"] == "FAST"
+    assert spans["route"].attributes["switchyard.route.fallback_models"] == ["gpt-4.1"]
+    assert "simple query" in spans["route"].attributes["switchyard.route.reason"]
+    assert spans["cache lookup"].attributes["switchyard.cache.hit"] is False
+    assert "switchyard.limiter.wait_ms" in spans["limiter wait"].attributes
+    chat = spans["chat gemini-2.5-flash"]
+    assert chat.kind == CLIENT
+    assert chat.attributes == {
+        **chat.attributes,
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "google",
+        "gen_ai.request.model": "gemini-2.5-flash",
+        "gen_ai.response.model": "gemini-2.5-flash",
+        "gen_ai.request.max_tokens": 1024,
+        "gen_ai.request.stream": False,
+        "gen_ai.usage.input_tokens": 26,
+        "gen_ai.usage.output_tokens": 5,
+        "gen_ai.response.finish_reasons": ["stop"],
+        "gen_ai.usage.cost.amount": "0.000115",
+        "gen_ai.usage.cost.currency": "USD",
+        "switchyard.cost.usd": "0.000115",
+        "server.address": "127.0.0.1",
+    }
+    # The relay request carried the CLIENT span's trace context.
+    assert f"00-{trace_id}-{chat.span_id}-01" in relay.traceparents
+
+    # 2. A fallback call: three tries of claude, then gpt-4.1.
+    fallback = await stub.Query(
+        pb.QueryRequest(
+            query=pb.QuerySpec(
+                prompt="Compare [[sim fault=529 model=claude-sonnet-4-20250514]] [[sim tokens=3]] [[sim latency_ms=1]]",
+                model="claude-sonnet-4-20250514",
+            )
+        )
+    )
+    assert fallback.model == "gpt-4.1"
+    call = await finished_call(receiver, fallback.request_id, children_at_least=4)
+    chats = sorted((s for s in children(receiver, call) if s.kind == CLIENT), key=lambda s: s.name)
+    assert [s.name for s in chats] == ["chat claude-sonnet-4-20250514"] * 3 + ["chat gpt-4.1"]
+    for failed in chats[:3]:
+        assert failed.attributes["error.type"] == "RelayUnavailableError"
+        assert failed.attributes["http.response.status_code"] == 529
+        assert "gen_ai.response.model" not in failed.attributes
+        assert failed.status_code == ERROR
+        assert failed.attributes["switchyard.cost.usd"] == "0"
+    events = [name for name, _ in call.events]
+    assert events.count("switchyard.retry") == 2
+    assert events.count("switchyard.fallback") == 1
+    fallback_event = dict(call.events)["switchyard.fallback"]
+    assert fallback_event["switchyard.fallback.from"] == "claude-sonnet-4-20250514"
+    assert fallback_event["switchyard.fallback.to"] == "gpt-4.1"
+    assert "529" in fallback_event["switchyard.reason"]
+    assert call.attributes["switchyard.fallback.count"] == 1
+    assert call.attributes["switchyard.cost.usd"] == chats[3].attributes["switchyard.cost.usd"]
+
+    # 3. A cached call: the second identical question costs nothing and says what it saved.
+    cacheable = pb.QueryRequest(
+        query=pb.QuerySpec(prompt="hello [[sim tokens=4]] [[sim latency_ms=1]]")
+    )
+    first = await stub.Query(cacheable)
+    second = await stub.Query(cacheable)
+    assert second.cached
+    call = await finished_call(receiver, second.request_id, children_at_least=2)
+    assert call.attributes["switchyard.cache.hit"] is True
+    assert call.attributes["switchyard.cost.usd"] == "0"
+    # "hello [[sim tokens=4]] [[sim latency_ms=1]]" is 43 bytes: 11 + 4 = 15 input tokens:
+    # 15 * 2,500 + 4 * 10,000 = 77,500 nano-dollars saved
+    assert call.attributes["switchyard.cache.saved_cost.usd"] == "0.0000775"
+    assert first.cost.nanos == 77_500
+    assert not [s for s in children(receiver, call) if s.kind == CLIENT]  # no model was called
+
+    # 4. A cancelled stream: usage and cost of what arrived are still on the spans.
+    stream = stub.StreamQuery(
+        pb.StreamQueryRequest(
+            query=pb.QuerySpec(prompt="tell me a story [[sim tokens=400]] [[sim latency_ms=1]]")
+        )
+    )
+    start = await stream.read()
+    await stream.read()
+    await stream.read()
+    stream.cancel()
+    request_id = start.start.request_id
+    call = await finished_call(receiver, request_id, children_at_least=3)
+    assert call.attributes["rpc.response.status_code"] == "CANCELLED"
+    chat = next(s for s in children(receiver, call) if s.kind == CLIENT)
+    assert chat.attributes["gen_ai.request.stream"] is True
+    assert chat.attributes["switchyard.attempt.outcome"] == "cancelled"
+    assert chat.attributes["gen_ai.usage.output_tokens"] > 0
+    assert chat.attributes["switchyard.usage.estimated"] is True
+    assert float(chat.attributes["gen_ai.response.time_to_first_chunk"]) >= 0
+    price_in, price_out = 2_500, 10_000
+    cost = (
+        chat.attributes["gen_ai.usage.input_tokens"] * price_in
+        + chat.attributes["gen_ai.usage.output_tokens"] * price_out
+    )
+    assert chat.attributes["switchyard.cost.usd"] == call.attributes["switchyard.cost.usd"]
+    assert Decimal(chat.attributes["switchyard.cost.usd"]).scaleb(9) == cost  # exact, by hand
+
+    # Metrics arrive too, and nothing secret was exported anywhere.
+    await receiver.wait_for(
+        lambda r: (
+            {
+                "gen_ai.client.token.usage",
+                "gen_ai.client.operation.duration",
+                "switchyard.cost",
+                "switchyard.cache.lookups",
+                "switchyard.circuit.state",
+                "switchyard.provider.in_flight",
+            }
+            <= r.metric_names
+        )
+    )
+    exported = b"".join(receiver.raw)
+    assert SECRET.encode() not in exported
+    assert RELAY_KEY.encode() not in exported
+    assert b"Bearer" not in exported
+
+
+async def test_prometheus_scrape_endpoint(relay: RelaySimulator):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        metrics_port = probe.getsockname()[1]
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("SWITCHYARD_", "OTEL_"))},
+        "SWITCHYARD_LISTEN": "127.0.0.1:0",
+        "SWITCHYARD_RELAY_URL": relay.url,
+        "SWITCHYARD_RELAY_API_KEY": RELAY_KEY,
+        "SWITCHYARD_PROMETHEUS_PORT": str(metrics_port),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server", env=env, stdout=asyncio.subprocess.PIPE
+    )
+    assert process.stdout is not None
+    match = BANNER.search((await asyncio.wait_for(process.stdout.readline(), 30)).decode())
+    assert match
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{match.group(1)}") as channel:
+            stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+            await stub.Query(
+                pb.QueryRequest(
+                    query=pb.QuerySpec(prompt=f"{SECRET} [[sim tokens=3]] [[sim latency_ms=1]]")
+                )
+            )
+        async with httpx.AsyncClient() as client:
+            page = (await client.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+        assert "gen_ai_client_token_usage" in page
+        assert 'gen_ai_request_model="gemini-2.5-flash"' in page
+        assert "switchyard_cost" in page
+        assert SECRET not in page
+    finally:
+        process.terminate()
+        assert await asyncio.wait_for(process.wait(), 30) == 0

@@ -1,0 +1,285 @@
+"""The cache stage: hits cost nothing, streams replay, identical calls fly once."""
+
+import asyncio
+
+import pytest
+
+from server.domain import (
+    Attempt,
+    CacheMode,
+    CacheUse,
+    Completion,
+    FinishReason,
+    Outcome,
+    StreamStart,
+    Usage,
+)
+from server.errors import (
+    BudgetExceededError,
+    DeadlineExceededError,
+    RateLimitedError,
+    RelayUnavailableError,
+    StreamInterruptedError,
+)
+from server.pipeline.cache import CacheStage
+from server.response_cache import ResponseCache
+from server.settings import CacheSettings
+
+from .fakes import CATALOG, routed_call
+
+GEMINI = CATALOG.models["gemini-2.5-flash"]
+COST = 16 * 2_500 + 8 * 10_000  # 16 input and 8 output tokens on gemini-2.5-flash
+
+
+class Relay:
+    """A Call-level stand-in for everything below the cache: counts calls, may wait on a gate."""
+
+    def __init__(self, finish=FinishReason.STOP, error=None, gated=False):
+        self.calls = 0
+        self.finish = finish
+        self.errors = list(error) if isinstance(error, list) else [error]
+        self.gate = asyncio.Event()
+        if not gated:
+            self.gate.set()
+        self.started = asyncio.Event()
+
+    def _bill(self, call):
+        call.attempts.append(Attempt(GEMINI, Outcome.SUCCESS, 0.1, 200, "", Usage(16, 8), COST))
+
+    async def query(self, call):
+        self.calls += 1
+        self.started.set()
+        await self.gate.wait()
+        error = self.errors.pop(0) if self.errors else None
+        if error is not None:
+            raise error
+        self._bill(call)
+        return Completion(GEMINI, "Paris is the capital.", Usage(16, 8), self.finish)
+
+    async def stream(self, call):
+        self.calls += 1
+        self.started.set()
+        await self.gate.wait()
+        error = self.errors.pop(0) if self.errors else None
+        if error is not None:
+            raise error
+        yield StreamStart(GEMINI)
+        for part in ("Paris ", "is the ", "capital."):
+            yield part
+        self._bill(call)
+        yield Completion(GEMINI, "", Usage(16, 8), self.finish)
+
+
+def stage_for(relay, **settings):
+    return CacheStage(relay, ResponseCache(CacheSettings(**settings)))
+
+
+def ask(text="capital of France?", caller="svc", **kwargs):
+    call = routed_call(text, **kwargs)
+    call.caller = caller
+    return call
+
+
+async def collect(stream):
+    return [event async for event in stream]
+
+
+async def test_a_repeat_is_served_from_the_cache_at_no_cost_with_the_saving():
+    relay = Relay()
+    stage = stage_for(relay)
+    first = ask()
+    await stage.query(first)
+    assert first.cache is CacheUse.MISS and first.cost == COST
+    second = ask()
+    answer = await stage.query(second)
+    assert relay.calls == 1
+    assert answer.content == "Paris is the capital." and answer.model is GEMINI
+    assert second.cached and second.cost == 0 and second.attempts == []
+    assert second.saved_cost == COST and answer.usage == Usage()
+
+
+async def test_callers_never_share_an_entry():
+    relay = Relay()
+    stage = stage_for(relay)
+    await stage.query(ask(caller="a"))
+    other = ask(caller="b")
+    await stage.query(other)
+    assert relay.calls == 2 and not other.cached
+
+
+async def test_a_stream_hit_replays_start_text_end():
+    relay = Relay()
+    stage = stage_for(relay)
+    live = await collect(stage.stream(ask()))
+    call = ask()
+    replay = await collect(stage.stream(call))
+    assert relay.calls == 1
+    assert [type(e) for e in live] == [StreamStart, str, str, str, Completion]
+    assert [type(e) for e in replay] == [StreamStart, str, Completion]
+    assert replay[0].model is GEMINI and replay[1] == "Paris is the capital."
+    assert replay[2].finish_reason is FinishReason.STOP
+    assert call.cached and call.saved_cost == COST and call.first_token_at is not None
+
+
+@pytest.mark.parametrize("finish", [FinishReason.LENGTH, FinishReason.CONTENT_FILTER])
+async def test_truncated_or_filtered_answers_are_not_stored(finish):
+    relay = Relay(finish=finish)
+    stage = stage_for(relay)
+    await stage.query(ask())
+    await collect(stage.stream(ask()))
+    await stage.query(ask())
+    assert relay.calls == 3
+
+
+async def test_errors_are_not_stored():
+    relay = Relay(error=[RelayUnavailableError("down", 503)])
+    stage = stage_for(relay)
+    with pytest.raises(RelayUnavailableError):
+        await stage.query(ask())
+    call = ask()
+    await stage.query(call)
+    assert relay.calls == 2 and not call.cached
+
+
+async def test_bypass_refresh_and_temperature():
+    relay = Relay()
+    stage = stage_for(relay)
+    await stage.query(ask())
+    bypass = ask(cache_mode=CacheMode.BYPASS)
+    await stage.query(bypass)
+    warm = ask(temperature=0.7)
+    await stage.query(warm)
+    assert relay.calls == 3 and bypass.cache is CacheUse.NONE and warm.cache is CacheUse.NONE
+    refresh = ask(cache_mode=CacheMode.REFRESH)
+    await stage.query(refresh)
+    assert relay.calls == 4 and refresh.cache is CacheUse.REFRESH
+    again = ask()
+    await stage.query(again)
+    assert relay.calls == 4 and again.saved_cost == COST  # the refreshed answer
+
+
+async def test_identical_concurrent_calls_make_one_relay_call():
+    relay = Relay(gated=True)
+    stage = stage_for(relay)
+    calls = [ask() for _ in range(10)]
+    tasks = [asyncio.create_task(stage.query(call)) for call in calls[:5]]
+    streams = [asyncio.create_task(collect(stage.stream(call))) for call in calls[5:]]
+    await relay.started.wait()
+    for _ in range(3):
+        await asyncio.sleep(0)  # let every call reach its lookup
+    relay.gate.set()
+    answers = await asyncio.gather(*tasks)
+    replays = await asyncio.gather(*streams)
+    assert relay.calls == 1
+    assert {a.content for a in answers} == {"Paris is the capital."}
+    assert all([type(e) for e in r] == [StreamStart, str, Completion] for r in replays)
+    assert sum(call.cost for call in calls) == COST  # billed once
+    assert sum(call.cached for call in calls) == 9
+    assert {call.saved_cost for call in calls if call.cached} == {COST}
+
+
+async def test_a_waiter_takes_over_when_the_leader_is_cancelled():
+    relay = Relay(gated=True)
+    stage = stage_for(relay)
+    leader = asyncio.create_task(stage.query(ask()))
+    await relay.started.wait()
+    waiter_call = ask()
+    waiter = asyncio.create_task(stage.query(waiter_call))
+    await asyncio.sleep(0)
+    leader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await leader
+    relay.gate.set()
+    await waiter
+    assert relay.calls == 2  # the waiter asked for itself
+    assert waiter_call.cost == COST and not waiter_call.cached
+
+
+async def test_a_cancelled_waiter_leaves_the_others_waiting():
+    relay = Relay(gated=True)
+    stage = stage_for(relay)
+    leader = asyncio.create_task(stage.query(ask()))
+    await relay.started.wait()
+    quitter = asyncio.create_task(stage.query(ask()))
+    stayer_call = ask()
+    stayer = asyncio.create_task(stage.query(stayer_call))
+    await asyncio.sleep(0)
+    quitter.cancel()
+    relay.gate.set()
+    await leader
+    await stayer
+    assert relay.calls == 1 and stayer_call.cached
+
+
+async def test_waiters_share_an_error_about_the_request():
+    relay = Relay(gated=True, error=[RelayUnavailableError("down", 503)])
+    stage = stage_for(relay)
+    leader = asyncio.create_task(stage.query(ask()))
+    await relay.started.wait()
+    waiter = asyncio.create_task(stage.query(ask()))
+    await asyncio.sleep(0)
+    relay.gate.set()
+    for task in (leader, waiter):
+        with pytest.raises(RelayUnavailableError):
+            await task
+    assert relay.calls == 1
+
+
+@pytest.mark.parametrize(
+    "private",
+    [
+        DeadlineExceededError("gemini-2.5-flash"),
+        StreamInterruptedError(RelayUnavailableError("x"), 3),
+    ],
+)
+async def test_waiters_retry_after_a_failure_of_the_leaders_own(private):
+    relay = Relay(gated=True, error=[private])
+    stage = stage_for(relay)
+    leader = asyncio.create_task(stage.query(ask()))
+    await relay.started.wait()
+    waiter_call = ask()
+    waiter = asyncio.create_task(stage.query(waiter_call))
+    await asyncio.sleep(0)
+    relay.gate.set()
+    with pytest.raises(type(private)):
+        await leader
+    await waiter
+    assert relay.calls == 2 and waiter_call.cost == COST
+
+
+async def test_a_stream_leader_closed_early_lets_a_waiter_lead():
+    relay = Relay(gated=True)
+    stage = stage_for(relay)
+    stream = stage.stream(ask())
+    first = asyncio.create_task(anext(stream))
+    await relay.started.wait()
+    waiter_call = ask()
+    waiter = asyncio.create_task(stage.query(waiter_call))
+    await asyncio.sleep(0)
+    relay.gate.set()
+    assert isinstance(await first, StreamStart)
+    await stream.aclose()  # the caller went away before the end
+    await waiter
+    assert relay.calls == 2 and not waiter_call.cached
+
+
+async def test_a_spent_budget_is_shared_but_a_rate_limit_is_not():
+    for error, calls in (
+        (BudgetExceededError("spent", 10.0), 1),
+        (RateLimitedError("busy", 1.0), 2),
+    ):
+        relay = Relay(gated=True, error=[error])
+        stage = stage_for(relay)
+        leader = asyncio.create_task(stage.query(ask()))
+        await relay.started.wait()
+        waiter = asyncio.create_task(stage.query(ask()))
+        await asyncio.sleep(0)
+        relay.gate.set()
+        with pytest.raises(type(error)):
+            await leader
+        if calls == 1:
+            with pytest.raises(BudgetExceededError):
+                await waiter
+        else:
+            await waiter  # it asked again, and got an answer
+        assert relay.calls == calls

@@ -166,6 +166,11 @@ async def start_switchyard(
         "SWITCHYARD_RELAY_API_KEY": API_KEY,
         "SWITCHYARD_RELAY_RPM": "100000000",
         "SWITCHYARD_RELAY_BURST": "100000",
+        # Tracing and metrics set up as in production but exporting nowhere: the OTLP
+        # endpoint is a loopback port nothing listens on, so spans are made, batched
+        # and dropped, and the run pays for instrumentation without a collector.
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
         **(extra_env or {}),
     }
     log = logs / "switchyard.log"
@@ -173,7 +178,9 @@ async def start_switchyard(
     assert process.stdout is not None
     _background(_drain(process.stdout, log))
     changed = " ".join(f"{k}={v}" for k, v in (extra_env or {}).items())
-    description = "defaults, limiter raised" + (f"; also {changed}" if changed else "")
+    description = "defaults, limiter raised, OTLP export to a closed port" + (
+        f"; also {changed}" if changed else ""
+    )
     target = Target("switchyard", "grpc", f"127.0.0.1:{port}", process, log, description)
     await _probe_grpc(target)
     return target

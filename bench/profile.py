@@ -45,6 +45,7 @@ async def record(pid: int, seconds: float, output: Path) -> asyncio.subprocess.P
         "raw",
         "--nonblocking",
         "--subprocesses",
+        "--full-filenames",
         "--output",
         str(output),
         stdout=asyncio.subprocess.DEVNULL,
@@ -52,11 +53,13 @@ async def record(pid: int, seconds: float, output: Path) -> asyncio.subprocess.P
     )
 
 
+_PREFIX = re.compile(r"^.*(?:site-packages/|/lib/python3\.\d+/)")
+_ROOT = str(Path(__file__).resolve().parent.parent) + "/"
+
+
 def _short(file: str) -> str:
-    for marker in ("site-packages/", "/lib/python3", "/work/"):
-        if marker in file:
-            file = file.split(marker, 1)[1]
-    return file
+    """A path relative to site-packages, the stdlib or the project."""
+    return _PREFIX.sub("", file).removeprefix(_ROOT)
 
 
 def summarise(raw: Path, top: int = 12) -> dict[str, Any]:

@@ -57,21 +57,21 @@ class Plan:
     def smoke(cls) -> Plan:
         """Tiny counts: proves the harness runs, in seconds; figures are not meaningful."""
         return cls(
-            c1_seconds=0.3,
-            throughput_seconds=0.4,
+            c1_seconds=0.2,
+            throughput_seconds=0.3,
             throughput_concurrency=8,
             rate=50.0,
-            open_seconds=0.4,
-            stream_seconds=0.4,
+            open_seconds=0.3,
+            stream_seconds=0.3,
             stream_concurrency=4,
             stream_shape="[relay chunks=16 delay=0.002]",
             burst_shape="[relay chunks=16 burst=1]",
-            ttft_seconds=0.3,
-            probe_seconds=0.3,
+            ttft_seconds=0.2,
+            probe_seconds=0.2,
             probes=1,
-            sustain_seconds=0.5,
+            sustain_seconds=0.3,
             idle_counts=(50,),
-            warmup=20,
+            warmup=10,
             quiet_retries=0,
         )
 
@@ -664,5 +664,5 @@ async def profile_target(runner: Runner, target: Target) -> dict[str, Any]:
             continue
         summary = profile.summarise(raw)
         runner.say(profile.summary_text(f"{target.name} {kind} profile ({raw})", summary))
-        found[kind] = {"raw": str(raw), **summary}
+        found[kind] = {"raw": raw.name, **summary}
     return found

@@ -47,8 +47,10 @@ def test_bench_smoke_reports_sane_figures(tmp_path: Path) -> None:
     for name in names:
         row = results["rows"][name]
         assert row["available"], row
-        assert row["unary_cpu_ms"] > 0
-        assert row["stream_cpu_us_per_token"] > 0
+        # /proc counts CPU in 10 ms ticks; the relay may spend less than one per phase.
+        least = 0 if name == "relay" else 1e-9
+        assert row["unary_cpu_ms"] >= least
+        assert row["stream_cpu_us_per_token"] >= least
         for phase in ("c1", "saturate", "open", "stream", "burst", "ttft"):
             assert row[phase]["requests"] > 0, (name, phase)
             assert row[phase]["errors"] == 0, (name, phase, row[phase]["error_sample"])
@@ -64,4 +66,4 @@ def test_bench_smoke_reports_sane_figures(tmp_path: Path) -> None:
         assert "not available" in run.stdout
     # The relay must be far cheaper than any gateway, or it would be the bottleneck.
     relay_cpu = results["rows"]["relay"]["unary_cpu_ms"]
-    assert relay_cpu < results["rows"]["floor(aiohttp)"]["unary_cpu_ms"]
+    assert 0 <= relay_cpu < results["rows"]["floor(aiohttp)"]["unary_cpu_ms"]

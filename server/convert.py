@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from google.protobuf import timestamp_pb2
 from google.type import money_pb2
@@ -243,15 +244,9 @@ def query_response(call: Call, completion: Completion, now: float) -> pb.QueryRe
         content=completion.content,
         model=completion.model.name,
         provider=completion.model.provider,
-        usage=usage_to_proto(call.usage),
-        cost=money(call.cost),
-        finish_reason=_FINISH_TO_PB[completion.finish_reason],
-        attempts=[attempt_to_proto(attempt) for attempt in call.attempts],
-        cached=call.cached,
-        latency_ms=_ms(now - call.started),
         route=route_to_proto(call.route),
         request_id=call.request_id,
-        saved_cost=money(call.saved_cost) if call.saved_cost else None,
+        **_outcome(call, completion, now),
     )
 
 
@@ -273,16 +268,23 @@ def stream_end(call: Call, completion: Completion, now: float) -> pb.StreamQuery
     first = call.first_token_at
     return pb.StreamQueryResponse(
         end=pb.StreamEnd(
-            usage=usage_to_proto(call.usage),
-            cost=money(call.cost),
-            finish_reason=_FINISH_TO_PB[completion.finish_reason],
-            attempts=[attempt_to_proto(attempt) for attempt in call.attempts],
-            cached=call.cached,
-            latency_ms=_ms(now - call.started),
             time_to_first_token_ms=_ms(first - call.started) if first is not None else 0,
-            saved_cost=money(call.saved_cost) if call.saved_cost else None,
+            **_outcome(call, completion, now),
         )
     )
+
+
+def _outcome(call: Call, completion: Completion, now: float) -> dict[str, Any]:
+    """What QueryResponse and StreamEnd both report about a finished call."""
+    return {
+        "usage": usage_to_proto(call.usage),
+        "cost": money(call.cost),
+        "finish_reason": _FINISH_TO_PB[completion.finish_reason],
+        "attempts": [attempt_to_proto(attempt) for attempt in call.attempts],
+        "cached": call.cached,
+        "latency_ms": _ms(now - call.started),
+        "saved_cost": money(call.saved_cost) if call.saved_cost else None,
+    }
 
 
 def timestamp(seconds: float) -> timestamp_pb2.Timestamp:

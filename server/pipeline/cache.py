@@ -108,19 +108,11 @@ class CacheStage(Stage[Call]):
 
     async def query(self, call: Call, /) -> Completion:
         """Answer from the cache, from an identical call in flight, or by asking."""
-        request = call.request
-        if not cacheable(request):
+        if not cacheable(call.request):
             return await self.next.query(call)
-        assert call.route is not None, "the router runs before the cache"
-        key = cache_key(call.caller, call.route, request)
-        flight = None
-        if request.cache_mode is CacheMode.REFRESH:
-            call.cache = CacheUse.REFRESH
-        else:
-            found = await self._traced_lookup(key, call)
-            if found is not None:
-                return _serve(call, found)
-            flight = self._flights[key] = _Flight()
+        key, found, flight = await self._open(call)
+        if found is not None:
+            return _serve(call, found)
         outcome: FlightOutcome = None
         try:
             completion = await self.next.query(call)
@@ -144,23 +136,15 @@ class CacheStage(Stage[Call]):
         return self._stream(call)
 
     async def _stream(self, call: Call) -> AsyncGenerator[StreamEvent, None]:
-        request = call.request
-        assert call.route is not None, "the router runs before the cache"
-        key = cache_key(call.caller, call.route, request)
-        flight = None
-        if request.cache_mode is CacheMode.REFRESH:
-            call.cache = CacheUse.REFRESH
-        else:
-            found = await self._traced_lookup(key, call)
-            if found is not None:
-                completion = _serve(call, found)
-                call.first_token_at = time.monotonic()
-                yield StreamStart(found.model)
-                if found.content:
-                    yield found.content
-                yield completion
-                return
-            flight = self._flights[key] = _Flight()
+        key, found, flight = await self._open(call)
+        if found is not None:
+            completion = _serve(call, found)
+            call.first_token_at = time.monotonic()
+            yield StreamStart(found.model)
+            if found.content:
+                yield found.content
+            yield completion
+            return
         parts: list[str] = []
         outcome: FlightOutcome = None
         try:
@@ -184,6 +168,20 @@ class CacheStage(Stage[Call]):
         finally:
             if flight is not None:
                 self._land(key, flight, outcome)
+
+    async def _open(self, call: Call) -> tuple[CacheKey, CachedAnswer | None, _Flight | None]:
+        """The call's key and a stored or coalesced answer, or else the flight it now
+        leads (no flight for REFRESH, which neither reads nor coalesces)."""
+        assert call.route is not None, "the router runs before the cache"
+        key = cache_key(call.caller, call.route, call.request)
+        if call.request.cache_mode is CacheMode.REFRESH:
+            call.cache = CacheUse.REFRESH
+            return key, None, None
+        found = await self._traced_lookup(key, call)
+        if found is not None:
+            return key, found, None
+        flight = self._flights[key] = _Flight()
+        return key, None, flight
 
     async def _traced_lookup(self, key: CacheKey, call: Call) -> CachedAnswer | None:
         """`_lookup` inside a "cache lookup" span that says whether it hit."""

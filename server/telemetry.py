@@ -29,6 +29,7 @@ on (`SWITCHYARD_CAPTURE_CONTENT`); keys and authorization metadata never.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -50,6 +51,7 @@ GENAI_CONVENTIONS_VERSION = "1.37.0"
 INSTRUMENTATION = "switchyard"
 SERVICE = "switchyard.v1.GatewayService"
 CURRENCY = "USD"
+FLUSH_TIMEOUT = 5.0  # seconds a graceful stop waits for telemetry to be exported
 
 # --- attribute names -----------------------------------------------------------------
 RPC_SYSTEM_NAME = "rpc.system.name"
@@ -361,13 +363,31 @@ class Telemetry:
 
         self.meter.create_observable_gauge(name, [callback], unit=unit, description=description)
 
-    def shutdown(self) -> None:
-        """Flush and stop exporters (blocking: call it from a thread)."""
-        for stop in self._shutdowns:
-            try:
-                stop()
-            except Exception as exc:  # a broken exporter must not break the shutdown
-                log.warning("telemetry shutdown failed: %s", type(exc).__name__)
+    def shutdown(self, within: float = FLUSH_TIMEOUT) -> bool:
+        """Flush and stop the exporters, waiting at most `within` seconds.
+
+        Blocking: call it from a thread. The SDK's own shutdown can wait out
+        a whole export timeout (with retries) for an unreachable collector,
+        so it runs on a daemon thread that is abandoned past `within`: the
+        process exits on time and unexported telemetry is dropped.
+        """
+        if not self._shutdowns:
+            return True
+        done = threading.Event()
+
+        def stop_all() -> None:
+            for stop in self._shutdowns:
+                try:
+                    stop()
+                except Exception as exc:  # a broken exporter must not break the shutdown
+                    log.warning("telemetry shutdown failed: %s", type(exc).__name__)
+            done.set()
+
+        threading.Thread(target=stop_all, name="telemetry-shutdown", daemon=True).start()
+        if done.wait(within):
+            return True
+        log.warning("telemetry not flushed within %gs; what was not exported is dropped", within)
+        return False
 
 
 def setup(settings: TelemetrySettings, environ: Mapping[str, str]) -> Telemetry:
@@ -402,7 +422,9 @@ def setup(settings: TelemetrySettings, environ: Mapping[str, str]) -> Telemetry:
     resource = Resource.create()  # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": "switchyard"}))
-    tracer_provider = TracerProvider(resource=resource)  # reads OTEL_TRACES_SAMPLER
+    # shutdown_on_exit=False: the SDK's exit hook could wait out a dead collector; the
+    # app's graceful stop flushes within a bound instead (Telemetry.shutdown).
+    tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
     if traces_to:
         tracer_provider.add_span_processor(BatchSpanProcessor(_span_exporter(protocol)))
     if settings.console:
@@ -416,7 +438,9 @@ def setup(settings: TelemetrySettings, environ: Mapping[str, str]) -> Telemetry:
 
         start_http_server(settings.prometheus_port, addr="127.0.0.1")
         readers.append(PrometheusMetricReader())
-    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    meter_provider = MeterProvider(
+        resource=resource, metric_readers=readers, shutdown_on_exit=False
+    )
     return Telemetry(
         tracer_provider.get_tracer(INSTRUMENTATION),
         meter_provider.get_meter(INSTRUMENTATION),

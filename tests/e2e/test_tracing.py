@@ -314,3 +314,34 @@ async def test_prometheus_scrape_endpoint(relay: RelaySimulator):
     finally:
         process.terminate()
         assert await asyncio.wait_for(process.wait(), 30) == 0
+
+
+async def test_a_dead_collector_neither_slows_calls_nor_holds_up_shutdown(relay: RelaySimulator):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]  # nothing listens here
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("SWITCHYARD_", "OTEL_"))},
+        "SWITCHYARD_LISTEN": "127.0.0.1:0",
+        "SWITCHYARD_RELAY_URL": relay.url,
+        "SWITCHYARD_RELAY_API_KEY": RELAY_KEY,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{dead}",
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_BSP_SCHEDULE_DELAY": "10",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server", env=env, stdout=asyncio.subprocess.PIPE
+    )
+    assert process.stdout is not None
+    match = BANNER.search((await asyncio.wait_for(process.stdout.readline(), 30)).decode())
+    assert match
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{match.group(1)}") as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        for n in range(5):  # each call answers normally, its spans failing to export behind it
+            spec = pb.QuerySpec(prompt=f"hi {n} [[sim tokens=2]] [[sim latency_ms=1]]")
+            await stub.Query(pb.QueryRequest(query=spec), timeout=5)
+    loop = asyncio.get_running_loop()
+    stopping = loop.time()
+    process.terminate()
+    assert await asyncio.wait_for(process.wait(), 30) == 0
+    assert loop.time() - stopping < 8  # the flush gives up after 5 s instead of retrying on

@@ -115,7 +115,8 @@ clean: ## remove the virtualenv and caches
 
 # ---- benchmark harness (issue 3) ------------------------------------------------------
 # `make bench` measures the relay, the floors, Switchyard (and PEERS=litellm) in one run;
-# SOAK=1 adds the 5-minute RSS soak; PROFILE=switchyard adds py-spy profiles of that row.
+# SOAK=1 adds the 5-minute RSS soak; PROFILE (default switchyard) names the rows py-spy
+# profiles, which is how the share of CPU in telemetry code is measured (PROFILE= skips).
 # `make bench-smoke` proves the harness runs (seconds).
 # Neither fails on a missed target. Bench-only packages come from the `bench` extra;
 # LiteLLM gets its own virtualenv under bench/.peers/, created only when asked for.
@@ -123,6 +124,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 LITELLM_VERSION ?= 1.108.0
 LITELLM_STAMP := bench/.peers/litellm/.installed-$(LITELLM_VERSION)
 SOAK_SECONDS ?= 300
+PROFILE ?= switchyard
 BENCH_ARGS ?=
 .PHONY: bench bench-smoke
 

@@ -36,6 +36,7 @@ from bench.targets import (
     TargetUnavailableError,
     start_floor,
     start_litellm,
+    start_otlp_sink,
     start_relay,
     start_switchyard,
     stop,
@@ -151,6 +152,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             if not args.no_idle and rows["switchyard"].get("available"):
                 await _switchyard_idle(runner, rows["switchyard"], relay_url, logs, args)
+        if only is None or "switchyard(otlp)" in only:
+            sink, sink_port = await start_otlp_sink(logs)
+            try:
+                # What exporting traces and metrics costs: CPU and latency reference only.
+                await _measure(
+                    runner,
+                    rows,
+                    "switchyard(otlp)",
+                    start_switchyard(
+                        relay_url, logs, args.switchyard_env, sink_port, "switchyard(otlp)"
+                    ),
+                    idle=False,
+                    sustain=False,
+                )
+            finally:
+                await stop(sink)
         if "litellm" in args.peers:
             await _measure(
                 runner, rows, "litellm", start_litellm(relay_url, logs), idle=not args.no_idle

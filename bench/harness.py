@@ -24,7 +24,9 @@ from bench.targets import ROOT, Target
 
 UNARY_SHAPE = "[relay chunks=16]"
 FOREIGN_WARNING = 0.10  # share of the machine's CPU used by others that taints a phase
-IDLE_SHAPE = "[relay chunks=2 delay=3600]"
+# Idle streams trickle: a token every 10 s, well inside Switchyard's 30 s idle-read
+# timeout (a relay silent for longer is, rightly, treated as stalled and retried).
+IDLE_SHAPE = "[relay chunks=400 delay=10]"
 TTFT_SHAPE = "[relay chunks=8]"
 
 

@@ -66,7 +66,7 @@ def summarise(raw: Path, top: int = 12) -> dict[str, Any]:
     """Own-time frames and inclusive time per source file, as shares of all samples."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
-    total = 0
+    total = telemetry = 0
     for line in raw.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
@@ -82,9 +82,13 @@ def summarise(raw: Path, top: int = 12) -> dict[str, Any]:
                 files.add(_short(match.group("file")))
         for file in files:
             inclusive[file] += count
+        if any(f.startswith("opentelemetry/") or f == "server/telemetry.py" for f in files):
+            telemetry += count
     share = 1 / total if total else 0.0
     return {
         "samples": total,
+        # Samples with any tracing or metrics frame: what telemetry costs the target.
+        "telemetry": telemetry * share,
         "own": [(name, n * share) for name, n in own.most_common(top)],
         "files": [(name, n * share) for name, n in inclusive.most_common(top * 2)],
     }
@@ -99,7 +103,10 @@ def _label(frame: str) -> str:
 
 def summary_text(name: str, summary: dict[str, Any]) -> str:
     """The summary as lines for the terminal."""
-    lines = [f"{name}: {summary['samples']} samples; top own time:"]
+    lines = [
+        f"{name}: {summary['samples']} samples; in telemetry code: {summary['telemetry']:.1%};"
+        " top own time:"
+    ]
     lines += [f"  {share:6.1%}  {label}" for label, share in summary["own"]]
     lines.append("  inclusive time by file:")
     lines += [f"  {share:6.1%}  {file}" for file, share in summary["files"]]

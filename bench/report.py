@@ -150,6 +150,22 @@ def checks(results: dict[str, Any]) -> list[Check]:
     ratio("stream CPU/token vs floor", "≤ 1.0×", ("stream_cpu_us_per_token",), floor, 1.0)
     ratio("stream CPU/token vs LiteLLM", "≤ 0.04×", ("stream_cpu_us_per_token",), peer, 1 / 25)
     added("TTFT p50 added over floor", "≤ 0.2 ms", ("ttft", "ttft_ms", "p50"), 0.2)
+    shares = [_get(subject, "profile", kind, "telemetry") for kind in ("unary", "stream")]
+    if None in shares:
+        found.append(
+            Check("CPU in telemetry code, no exporter", "< 5%", "not profiled (PROFILE=)", None)
+        )
+    else:
+        worst = max(s for s in shares if s is not None)
+        found.append(
+            Check("CPU in telemetry code, no exporter", "< 5%", f"{worst:.1%}", worst < 0.05)
+        )
+    otlp = rows.get("switchyard(otlp)")
+    a, b = _get(otlp, "unary_cpu_ms"), _get(subject, "unary_cpu_ms")
+    if a is not None and b:
+        found.append(
+            Check("unary CPU/req with OTLP export on", "report only", f"{a / b:.2f}×", None)
+        )
 
     idle = (subject or {}).get("idle", {})
     biggest = max(idle, key=int) if idle else None

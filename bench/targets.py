@@ -148,42 +148,57 @@ def switchyard_available() -> str | None:
 
 
 async def start_switchyard(
-    relay_url: str, logs: Path, extra_env: dict[str, str] | None = None
+    relay_url: str,
+    logs: Path,
+    extra_env: dict[str, str] | None = None,
+    otlp_port: int | None = None,
+    name: str = "switchyard",
 ) -> Target:
     """Switchyard exactly as users start it: ``python -m server`` configured by environment.
 
     The global limiter stays on, raised far above the benchmark's rate so the run
-    measures the pipeline's cost rather than its rejections.
+    measures the pipeline's cost rather than its rejections. Telemetry is the
+    default: no OTEL_* variable, so no exporter (Switchyard then sets up no SDK and
+    its spans are the API's no-op spans), unless `otlp_port` names an OTLP sink to
+    export traces and metrics to.
     """
     reason = switchyard_available()
     if reason:
         raise TargetUnavailableError(reason)
     port = free_port()
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith(("SWITCHYARD_", "OTEL_"))},
         "SWITCHYARD_LISTEN": f"127.0.0.1:{port}",
         "SWITCHYARD_RELAY_URL": relay_url,
         "SWITCHYARD_RELAY_API_KEY": API_KEY,
         "SWITCHYARD_RELAY_RPM": "100000000",
         "SWITCHYARD_RELAY_BURST": "100000",
-        # Tracing and metrics set up as in production but exporting nowhere: the OTLP
-        # endpoint is a loopback port nothing listens on, so spans are made, batched
-        # and dropped, and the run pays for instrumentation without a collector.
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}",
-        "OTEL_EXPORTER_OTLP_INSECURE": "true",
         **(extra_env or {}),
     }
-    log = logs / "switchyard.log"
+    description = "defaults, limiter raised"
+    if otlp_port is not None:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{otlp_port}"
+        env["OTEL_EXPORTER_OTLP_INSECURE"] = "true"
+        description += ", traces and metrics exported over OTLP/gRPC to a local sink"
+    log = logs / f"{name}.log"
     process = await _spawn([sys.executable, "-m", "server"], log, env=env)
     assert process.stdout is not None
     _background(_drain(process.stdout, log))
     changed = " ".join(f"{k}={v}" for k, v in (extra_env or {}).items())
-    description = "defaults, limiter raised, OTLP export to a closed port" + (
-        f"; also {changed}" if changed else ""
-    )
-    target = Target("switchyard", "grpc", f"127.0.0.1:{port}", process, log, description)
+    if changed:
+        description += f"; also {changed}"
+    target = Target(name, "grpc", f"127.0.0.1:{port}", process, log, description)
     await _probe_grpc(target)
     return target
+
+
+async def start_otlp_sink(logs: Path) -> tuple[asyncio.subprocess.Process, int]:
+    """The OTLP sink Switchyard's `switchyard(otlp)` row exports to."""
+    log = logs / "otlp-sink.log"
+    process = await _spawn([sys.executable, "-m", "bench.otlp_sink", "--port", "0"], log)
+    assert process.stdout is not None
+    line = await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT)
+    return process, int(line)
 
 
 def litellm_version() -> str | None:

@@ -30,7 +30,7 @@ from server.errors import (
     classify,
 )
 from server.relay.sse import SSEDecoder
-from server.relay.transport import AiohttpTransport
+from server.relay.transport import READ_BODY, AiohttpTransport
 from server.relay.wires import WIRES, StreamDecoder
 from server.tokens import conversation_tokens, text_tokens
 
@@ -103,6 +103,11 @@ class RelayClient:
         wire = WIRES[model.wire]
         read = min(self._settings.read_timeout, time_limit)
         connect = min(self._settings.connect_timeout, time_limit)
+        extensions: dict[str, object] = {
+            "timeout": {"connect": connect, "read": read, "write": read, "pool": connect}
+        }
+        if not stream:
+            extensions[READ_BODY] = True
         return httpx.Request(
             "POST",
             self._urls[model.wire],
@@ -110,9 +115,7 @@ class RelayClient:
             headers=[*self._headers[model.wire], *extra_headers.items()]
             if extra_headers
             else self._headers[model.wire],
-            extensions={
-                "timeout": {"connect": connect, "read": read, "write": read, "pool": connect}
-            },
+            extensions=extensions,
         )
 
     async def complete(
@@ -283,7 +286,9 @@ class RelayStream:
             sse = SSEDecoder()
             text = self._text
             with relay_errors(read_timeout):
-                async for chunk in response.aiter_raw():
+                # The transport's byte stream itself: with identity encoding, httpx's
+                # decoding and re-chunking wrappers would only add work per chunk.
+                async for chunk in response.stream:  # type: ignore[union-attr]
                     delta = decoder.feed(sse.feed(chunk))
                     if delta:
                         text.append(delta)

@@ -19,6 +19,10 @@ import aiohttp
 import httpx
 
 _SKIPPED_HEADERS = frozenset({"host", "content-length", "connection", "transfer-encoding"})
+# Request extension: the caller wants the whole body (a unary answer), so the
+# transport reads it at once instead of handing out a stream to be read chunk by
+# chunk through httpx's wrappers. Transports that do not know it just ignore it.
+READ_BODY = "switchyard.read_body"
 
 
 @contextmanager
@@ -122,6 +126,18 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 allow_redirects=False,
                 timeout=timeout,
             )
+            if request.extensions.get(READ_BODY):
+                try:
+                    body = await response.read()
+                finally:
+                    response.release()
+                return httpx.Response(
+                    status_code=response.status,
+                    headers=response.raw_headers,
+                    content=body,
+                    request=request,
+                    extensions={"http_version": b"HTTP/1.1"},
+                )
         return httpx.Response(
             status_code=response.status,
             headers=response.raw_headers,

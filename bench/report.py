@@ -15,7 +15,15 @@ from typing import Any
 
 FLOOR = "floor(aiohttp)"
 PEER = "litellm"
-ORDER = ("relay", FLOOR, "floor(httpx-aiohttp)", "floor(httpx)", "switchyard", PEER)
+ORDER = (
+    "relay",
+    FLOOR,
+    "floor(httpx-aiohttp)",
+    "floor(httpx)",
+    "switchyard",
+    "switchyard(otlp)",
+    PEER,
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,8 +54,15 @@ class RetryBudget:
                 times.popleft()
 
     def record_try(self, now: float) -> None:
-        """Count a first try of a model."""
+        """Count a first try of a model (and forget those older than the window)."""
         self._tries.append(now)
+        if self._tries[0] < now - self._window:
+            self._trim(now)
+
+    @property
+    def held(self) -> int:
+        """Timestamps kept: only those inside the window, so memory stays bounded."""
+        return len(self._tries) + len(self._retries)
 
     def try_spend(self, now: float) -> bool:
         """Take one retry if the budget allows it now."""

@@ -124,6 +124,13 @@ def test_retry_budget_allows_a_share_of_recent_tries_plus_a_floor():
     assert budget.try_spend(now + 10.5)  # the window moved on: old retries expired
 
 
+def test_retry_budget_forgets_tries_older_than_its_window():
+    budget = RetryBudget(ratio=0.2, min_per_second=5, window=10)
+    for tick in range(100_000):  # 100 tries a second for 1,000 s, and never a retry
+        budget.record_try(tick / 100)
+    assert budget.held <= 10 * 100 + 1  # one window's worth, not all 100,000
+
+
 async def test_spent_budget_stops_retries():
     budget = RetryBudget(ratio=0, min_per_second=0, window=10)
     model = FlakyModel(1, overloaded())

@@ -505,33 +505,18 @@ async def measure_target(
             target, mode="open", rate=plan.rate, duration=plan.open_seconds, warmup=20, **unary
         ),
     )
+    streams: dict[str, Any] = {
+        "mode": "closed",
+        "stream": True,
+        "concurrency": plan.stream_concurrency,
+        "duration": plan.stream_seconds,
+        "warmup": plan.stream_concurrency,
+    }
     stream = await runner.latency_phase(
-        "stream",
-        target,
-        runner.spec(
-            target,
-            mode="closed",
-            stream=True,
-            concurrency=plan.stream_concurrency,
-            duration=plan.stream_seconds,
-            warmup=plan.stream_concurrency,
-            shape=plan.stream_shape,
-        ),
-        procs,
+        "stream", target, runner.spec(target, shape=plan.stream_shape, **streams), procs
     )
     burst = await runner.phase(
-        "burst",
-        target,
-        runner.spec(
-            target,
-            mode="closed",
-            stream=True,
-            concurrency=plan.stream_concurrency,
-            duration=plan.stream_seconds,
-            warmup=plan.stream_concurrency,
-            shape=plan.burst_shape,
-        ),
-        procs,
+        "burst", target, runner.spec(target, shape=plan.burst_shape, **streams), procs
     )
     ttft = await runner.latency_phase(
         "ttft",

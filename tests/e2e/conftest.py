@@ -4,6 +4,9 @@ simulator as a real HTTP server, and gRPC clients over real sockets."""
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -17,6 +20,36 @@ from server.settings import load_settings
 from server.simulator import RelaySimulator, SimulatorSettings
 
 RELAY_KEY = "e2e-relay-key-0123456789"
+BANNER = re.compile(r"serving switchyard\.v1\.GatewayService on 127\.0\.0\.1:(\d+)")
+
+
+async def start_gateway_process(
+    relay_url: str, env: dict[str, str] | None = None
+) -> tuple[asyncio.subprocess.Process, int]:
+    """`python -m server` as its own process, as users start it; returns it and its port.
+
+    The environment is this one without any SWITCHYARD_* or OTEL_* variable, plus
+    the relay, its key, a free port and `env`.
+    """
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SWITCHYARD_", "OTEL_"))}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "server",
+        env={
+            **clean,
+            "SWITCHYARD_LISTEN": "127.0.0.1:0",
+            "SWITCHYARD_RELAY_URL": relay_url,
+            "SWITCHYARD_RELAY_API_KEY": RELAY_KEY,
+            **(env or {}),
+        },
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    line = await asyncio.wait_for(process.stdout.readline(), 30)
+    match = BANNER.search(line.decode())
+    assert match, line
+    return process, int(match.group(1))
 
 
 @dataclass

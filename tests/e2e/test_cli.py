@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Gateway
+from .conftest import BANNER, Gateway
 
 # These tests ask the same prompt more than once and check fresh answers, not the cache.
 pytestmark = pytest.mark.gateway_env(SWITCHYARD_CACHE_ENABLED="false")
@@ -18,7 +18,6 @@ pytestmark = pytest.mark.gateway_env(SWITCHYARD_CACHE_ENABLED="false")
 SWITCHYARD = str(Path(sys.executable).parent / "switchyard")
 ROOT = Path(__file__).resolve().parents[2]
 SIMPLE = "What is the capital of France? [[sim tokens=8]]"
-BANNER = re.compile(r"serving switchyard\.v1\.GatewayService on 127\.0\.0\.1:(\d+)")
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
 
 

@@ -1,10 +1,7 @@
 """SIGTERM while a stream is running: drain, finish it, refuse new work, exit 0."""
 
 import asyncio
-import os
-import re
 import signal
-import sys
 
 import grpc
 import pytest
@@ -14,9 +11,7 @@ from switchyard.v1 import gateway_pb2_grpc
 
 from server.simulator import RelaySimulator, SimulatorSettings
 
-from .conftest import RELAY_KEY, query
-
-BANNER = re.compile(r"serving switchyard\.v1\.GatewayService on 127\.0\.0\.1:(\d+)")
+from .conftest import RELAY_KEY, query, start_gateway_process
 
 
 @pytest.fixture
@@ -29,26 +24,8 @@ async def slow_relay():
     await sim.stop()
 
 
-async def start_process(relay_url: str) -> tuple[asyncio.subprocess.Process, int]:
-    env = {
-        **os.environ,
-        "SWITCHYARD_LISTEN": "127.0.0.1:0",
-        "SWITCHYARD_RELAY_URL": relay_url,
-        "SWITCHYARD_RELAY_API_KEY": RELAY_KEY,
-        "SWITCHYARD_SHUTDOWN_GRACE": "20",
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server", env=env, stdout=asyncio.subprocess.PIPE
-    )
-    assert process.stdout is not None
-    line = await asyncio.wait_for(process.stdout.readline(), timeout=30)
-    match = BANNER.search(line.decode())
-    assert match, line
-    return process, int(match.group(1))
-
-
 async def test_sigterm_during_a_stream_finishes_it_and_exits_zero(slow_relay):
-    process, port = await start_process(slow_relay.url)
+    process, port = await start_gateway_process(slow_relay.url, {"SWITCHYARD_SHUTDOWN_GRACE": "20"})
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = gateway_pb2_grpc.GatewayServiceStub(channel)
         watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))

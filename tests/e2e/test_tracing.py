@@ -13,11 +13,8 @@ gpt-4.1 8,000 / 32,000.
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 import secrets
 import socket
-import sys
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
@@ -29,12 +26,11 @@ from switchyard.v1 import gateway_pb2_grpc
 
 from server.simulator import RelaySimulator, SimulatorSettings
 
-from .conftest import RELAY_KEY
+from .conftest import RELAY_KEY, start_gateway_process
 from .otlp_receiver import OTLPReceiver, ReceivedSpan
 
 SERVER, CLIENT, INTERNAL = 2, 3, 1  # OTLP span kinds
 ERROR = 2  # OTLP status code
-BANNER = re.compile(r"serving switchyard\.v1\.GatewayService on 127\.0\.0\.1:(\d+)")
 SECRET = "PROMPT-SECRET-4242"  # must never be exported
 pytestmark = pytest.mark.timeout(120)
 
@@ -61,10 +57,6 @@ async def relay() -> AsyncIterator[RelaySimulator]:
 @pytest.fixture
 async def stub(receiver: OTLPReceiver, relay: RelaySimulator):
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("SWITCHYARD_", "OTEL_"))},
-        "SWITCHYARD_LISTEN": "127.0.0.1:0",
-        "SWITCHYARD_RELAY_URL": relay.url,
-        "SWITCHYARD_RELAY_API_KEY": RELAY_KEY,
         "SWITCHYARD_RETRY_BASE_DELAY": "0.001",
         "SWITCHYARD_RETRY_MAX_DELAY": "0.002",
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
@@ -75,13 +67,8 @@ async def stub(receiver: OTLPReceiver, relay: RelaySimulator):
         "OTEL_BSP_SCHEDULE_DELAY": "50",
         "OTEL_METRIC_EXPORT_INTERVAL": "200",
     }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server", env=env, stdout=asyncio.subprocess.PIPE
-    )
-    assert process.stdout is not None
-    match = BANNER.search((await asyncio.wait_for(process.stdout.readline(), 30)).decode())
-    assert match
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{match.group(1)}")
+    process, port = await start_gateway_process(relay.url, env)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     yield gateway_pb2_grpc.GatewayServiceStub(channel)
     await channel.close()
     process.terminate()
@@ -284,21 +271,11 @@ async def test_prometheus_scrape_endpoint(relay: RelaySimulator):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         metrics_port = probe.getsockname()[1]
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("SWITCHYARD_", "OTEL_"))},
-        "SWITCHYARD_LISTEN": "127.0.0.1:0",
-        "SWITCHYARD_RELAY_URL": relay.url,
-        "SWITCHYARD_RELAY_API_KEY": RELAY_KEY,
-        "SWITCHYARD_PROMETHEUS_PORT": str(metrics_port),
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server", env=env, stdout=asyncio.subprocess.PIPE
+    process, port = await start_gateway_process(
+        relay.url, {"SWITCHYARD_PROMETHEUS_PORT": str(metrics_port)}
     )
-    assert process.stdout is not None
-    match = BANNER.search((await asyncio.wait_for(process.stdout.readline(), 30)).decode())
-    assert match
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{match.group(1)}") as channel:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = gateway_pb2_grpc.GatewayServiceStub(channel)
             await stub.Query(
                 pb.QueryRequest(
@@ -321,21 +298,12 @@ async def test_a_dead_collector_neither_slows_calls_nor_holds_up_shutdown(relay:
         probe.bind(("127.0.0.1", 0))
         dead = probe.getsockname()[1]  # nothing listens here
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("SWITCHYARD_", "OTEL_"))},
-        "SWITCHYARD_LISTEN": "127.0.0.1:0",
-        "SWITCHYARD_RELAY_URL": relay.url,
-        "SWITCHYARD_RELAY_API_KEY": RELAY_KEY,
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{dead}",
         "OTEL_EXPORTER_OTLP_INSECURE": "true",
         "OTEL_BSP_SCHEDULE_DELAY": "10",
     }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server", env=env, stdout=asyncio.subprocess.PIPE
-    )
-    assert process.stdout is not None
-    match = BANNER.search((await asyncio.wait_for(process.stdout.readline(), 30)).decode())
-    assert match
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{match.group(1)}") as channel:
+    process, port = await start_gateway_process(relay.url, env)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = gateway_pb2_grpc.GatewayServiceStub(channel)
         for n in range(5):  # each call answers normally, its spans failing to export behind it
             spec = pb.QuerySpec(prompt=f"hi {n} [[sim tokens=2]] [[sim latency_ms=1]]")

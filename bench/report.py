@@ -271,6 +271,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
         "floor(httpx-aiohttp)": "#6baed6",
         "floor(httpx)": "#c6dbef",
         "switchyard": "#d62728",
+        "switchyard(otlp)": "#8c2d2d",
         PEER: "#ff7f0e",
     }
     figure, (cpu_ax, tok_ax, cdf_ax) = plt.subplots(1, 3, figsize=(17, 5.6))
@@ -282,7 +283,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
 
     def bars(ax: Any, key: str, unit: str, title: str) -> None:
         values = [_get(rows[n], key) or 0.0 for n in names]
-        drawn = ax.barh(names, values, color=[colours.get(n, "#555") for n in names])
+        drawn = ax.barh(names, values, color=[colours.get(n, "#555555") for n in names])
         ax.invert_yaxis()
         ax.set_title(title)
         ax.set_xlabel(unit)
@@ -306,7 +307,10 @@ def chart(results: dict[str, Any], path: Path) -> None:
         quantiles = _get_quantiles(rows[name])
         if quantiles:
             cdf_ax.plot(
-                quantiles, [q / 100 for q in range(101)], label=name, color=colours.get(name)
+                quantiles,
+                [q / 100 for q in range(101)],
+                label=name,
+                color=colours.get(name, "#555555"),
             )
     cdf_ax.set_xscale("log")
     cdf_ax.set_title("Unary latency at concurrency 1 (client side)")

@@ -11,7 +11,10 @@ cache mode not BYPASS; see ``server/response_cache.py``):
 * otherwise, if an identical call is already in flight (single flight), the
   call waits for it and is served its answer the same way, so N identical
   concurrent calls make one relay call and are billed once. A waiting stream
-  gets no live tokens: it is replayed when the first call completes;
+  follows the leader live: when the leader is a stream it gets the leader's
+  start and every text delta as the leader receives them (catching up on
+  what came before it joined), then its own final message; behind a unary
+  leader it is replayed when that call completes;
 * otherwise the call goes on as the flight's leader, and its complete answer
   is stored (STOP only) and handed to the waiters.
 
@@ -20,7 +23,9 @@ request (the relay refused it, every model failed, the budget is spent). If
 the leader's own circumstances ended it (its caller cancelled, its deadline
 passed, its stream broke after text was sent, a capacity limit other than
 the budget refused it for its deadline), the next waiter becomes the leader
-and asks again.
+and asks again; a following stream that had already passed text on cannot
+start over, so it ends with UNAVAILABLE saying how many tokens it delivered,
+as a stream of its own that broke part-way would.
 
 CACHE_MODE_REFRESH skips the lookup and the flights and stores its answer.
 """
@@ -49,12 +54,14 @@ from server.errors import (
     BudgetExceededError,
     CapacityError,
     DeadlineExceededError,
+    RelayUnavailableError,
     StreamInterruptedError,
     SwitchyardError,
 )
 from server.pipeline.base import Handler, Stage
 from server.response_cache import CachedAnswer, CacheKey, ResponseCache, cache_key, cacheable
 from server.telemetry import Telemetry
+from server.tokens import text_tokens
 
 # What a flight ends with: the answer, an error every waiter shares, or None
 # when the leader gave up for its own reasons.
@@ -74,23 +81,66 @@ def _shared(error: SwitchyardError) -> bool:
 
 
 class _Flight:
-    """One leader's call in flight; identical calls wait for its outcome."""
+    """One leader's call in flight; identical calls wait for its outcome, and
+    identical streams follow its text as it arrives."""
 
-    __slots__ = ("_done",)
+    __slots__ = ("_done", "_tick", "model", "parts")
 
     def __init__(self) -> None:
         self._done: asyncio.Future[FlightOutcome] | None = None  # made for the first waiter
+        self._tick: asyncio.Future[None] | None = None  # made for the first follower
+        self.model: ModelSpec | None = None  # set when the leader's stream starts
+        self.parts: list[str] = []  # the leader's text deltas so far
+
+    def join(self) -> None:
+        """Register interest: from now on the flight keeps its outcome for us."""
+        if self._done is None:
+            self._done = asyncio.get_running_loop().create_future()
 
     async def wait(self) -> FlightOutcome:
         """The leader's outcome; cancelling a waiter never cancels the others."""
-        if self._done is None:
-            self._done = asyncio.get_running_loop().create_future()
+        self.join()
+        assert self._done is not None
         return await asyncio.shield(self._done)
+
+    @property
+    def ended(self) -> bool:
+        """Has the leader finished (answered, failed or given up)?"""
+        return self._done is not None and self._done.done()
+
+    @property
+    def outcome(self) -> FlightOutcome:
+        """The leader's outcome, once `ended`."""
+        assert self._done is not None and self._done.done()
+        return self._done.result()
+
+    async def progress(self) -> None:
+        """Return when the leader has started, sent more text or ended."""
+        self.join()
+        if self._tick is None:
+            self._tick = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._tick)
+
+    def start(self, model: ModelSpec) -> None:
+        """The leader's stream started on `model`; its first text comes next."""
+        self.model = model
+        self._wake()
+
+    def add(self, text: str) -> None:
+        """The leader received one more text delta."""
+        self.parts.append(text)
+        self._wake()
 
     def finish(self, outcome: FlightOutcome) -> None:
         """Hand the outcome to every waiter."""
         if self._done is not None and not self._done.done():
             self._done.set_result(outcome)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._tick is not None:
+            self._tick.set_result(None)
+            self._tick = None
 
 
 class CacheStage(Stage[Call]):
@@ -112,6 +162,7 @@ class CacheStage(Stage[Call]):
             return await self.next.query(call)
         key, found, flight = await self._open(call)
         if found is not None:
+            assert isinstance(found, CachedAnswer), "only streams follow a flight"
             return _serve(call, found)
         outcome: FlightOutcome = None
         try:
@@ -136,22 +187,36 @@ class CacheStage(Stage[Call]):
         return self._stream(call)
 
     async def _stream(self, call: Call) -> AsyncGenerator[StreamEvent, None]:
-        key, found, flight = await self._open(call)
-        if found is not None:
-            completion = _serve(call, found)
-            call.first_token_at = time.monotonic()
-            yield StreamStart(found.model)
-            if found.content:
-                yield found.content
-            yield completion
-            return
-        parts: list[str] = []
+        while True:
+            key, found, flight = await self._open(call, follow=True)
+            if isinstance(found, _Flight):
+                ended = False
+                async with aclosing(self._follow(call, found)) as events:
+                    async for event in events:
+                        ended = isinstance(event, Completion)
+                        yield event
+                if ended:
+                    return
+                continue  # the leader gave up before anything was passed on: look again
+            if found is not None:
+                completion = _serve(call, found)
+                call.first_token_at = time.monotonic()
+                yield StreamStart(found.model)
+                if found.content:
+                    yield found.content
+                yield completion
+                return
+            break
+        parts: list[str] = flight.parts if flight is not None else []
         outcome: FlightOutcome = None
         try:
             async with aclosing(self.next.stream(call)) as events:
                 async for event in events:
                     if type(event) is str:
-                        parts.append(event)
+                        if flight is not None:
+                            flight.add(event)
+                        else:
+                            parts.append(event)
                     elif isinstance(event, Completion):
                         # Complete: store it and release the waiters before passing the end on.
                         outcome = self._keep(
@@ -160,6 +225,8 @@ class CacheStage(Stage[Call]):
                         if flight is not None:
                             self._land(key, flight, outcome)
                             flight = None
+                    elif flight is not None and isinstance(event, StreamStart):
+                        flight.start(event.model)
                     yield event
         except SwitchyardError as error:
             if _shared(error):
@@ -169,26 +236,74 @@ class CacheStage(Stage[Call]):
             if flight is not None:
                 self._land(key, flight, outcome)
 
-    async def _open(self, call: Call) -> tuple[CacheKey, CachedAnswer | None, _Flight | None]:
-        """The call's key and a stored or coalesced answer, or else the flight it now
-        leads (no flight for REFRESH, which neither reads nor coalesces)."""
+    async def _follow(self, call: Call, flight: _Flight) -> AsyncGenerator[StreamEvent, None]:
+        """Pass a leader's stream on to an identical stream call, live.
+
+        Ends with this call's own final message (served like a cache hit); raises
+        the leader's error when it is about the request; returns without a final
+        message when the leader gave up for its own reasons before anything was
+        passed on, so the caller can look again.
+        """
+        sent = 0
+        started = False  # the start goes out with the first text, as the leader's does
+        while True:
+            if sent < len(flight.parts):
+                if not started:
+                    assert flight.model is not None, "a stream starts before its text"
+                    started = True
+                    call.first_token_at = time.monotonic()
+                    yield StreamStart(flight.model)
+                while sent < len(flight.parts):
+                    sent += 1
+                    yield flight.parts[sent - 1]
+            if flight.ended:
+                break
+            await flight.progress()
+        outcome = flight.outcome
+        if isinstance(outcome, CachedAnswer):
+            completion = _serve(call, outcome)
+            if not started:  # a unary leader, or no text: the whole answer at once
+                call.first_token_at = time.monotonic()
+                yield StreamStart(outcome.model)
+                if outcome.content:
+                    yield outcome.content
+            yield completion
+            return
+        if outcome is not None:
+            call.cache = CacheUse.MISS
+            raise outcome
+        if started:
+            delivered = text_tokens("".join(flight.parts[:sent]))
+            raise StreamInterruptedError(
+                RelayUnavailableError("the identical call this stream shared ended early"),
+                delivered,
+            )
+
+    async def _open(
+        self, call: Call, follow: bool = False
+    ) -> tuple[CacheKey, CachedAnswer | _Flight | None, _Flight | None]:
+        """The call's key; a stored or coalesced answer (or with `follow`, the flight
+        of an identical call to follow), or else the flight it now leads (no flight
+        for REFRESH, which neither reads nor coalesces)."""
         assert call.route is not None, "the router runs before the cache"
         key = cache_key(call.caller, call.route, call.request)
         if call.request.cache_mode is CacheMode.REFRESH:
             call.cache = CacheUse.REFRESH
             return key, None, None
-        found = await self._traced_lookup(key, call)
+        found = await self._traced_lookup(key, call, follow)
         if found is not None:
             return key, found, None
         flight = self._flights[key] = _Flight()
         return key, None, flight
 
-    async def _traced_lookup(self, key: CacheKey, call: Call) -> CachedAnswer | None:
+    async def _traced_lookup(
+        self, key: CacheKey, call: Call, follow: bool
+    ) -> CachedAnswer | _Flight | None:
         """`_lookup` inside a "cache lookup" span that says whether it hit."""
         span = self._telemetry.child(call.span, "cache lookup")
         found = None
         try:
-            found = await self._lookup(key, call)
+            found = await self._lookup(key, call, follow)
             return found
         finally:
             span.set_attribute(semconv.SWITCHYARD_CACHE_HIT, found is not None)
@@ -199,8 +314,11 @@ class CacheStage(Stage[Call]):
                     1, {"switchyard.cache.result": result}
                 )
 
-    async def _lookup(self, key: CacheKey, call: Call) -> CachedAnswer | None:
-        """A stored or coalesced answer; None when this call must lead (raises a shared error)."""
+    async def _lookup(
+        self, key: CacheKey, call: Call, follow: bool
+    ) -> CachedAnswer | _Flight | None:
+        """A stored or coalesced answer, or with `follow` the flight to follow; None
+        when this call must lead (raises a shared error)."""
         while True:
             found = self._cache.get(key)
             if found is not None:
@@ -209,6 +327,9 @@ class CacheStage(Stage[Call]):
             if flight is None:
                 call.cache = CacheUse.MISS
                 return None
+            if follow:
+                flight.join()
+                return flight
             outcome = await flight.wait()
             if isinstance(outcome, CachedAnswer):
                 return outcome

@@ -179,6 +179,37 @@ async def test_concurrent_identical_calls_are_billed_once(gateway: Gateway):
     assert ledger_cost(gateway) == 65_000
 
 
+async def test_an_identical_stream_follows_the_first_live_and_pays_nothing(gateway: Gateway):
+    # The relay sends 3 words, then goes silent: whatever the second stream gets
+    # before the first is cancelled, it got live, while the answer was unfinished.
+    spec = query("Follow me [[sim fault=stall_mid after=3]]")  # 41 bytes: 11 + 4 = 15 tokens
+    first = gateway.stub.StreamQuery(pb.StreamQueryRequest(query=spec))
+    received = ""
+    async for message in first:
+        received += message.delta.text
+        if received == "Simulated answer from ":
+            break
+    second = gateway.stub.StreamQuery(pb.StreamQueryRequest(query=spec))
+    messages = aiter(second)
+    assert (await anext(messages)).start.model == GEMINI
+    followed = ""
+    while followed != received:
+        followed += (await anext(messages)).delta.text
+    assert gateway.sim.stats.requests == 1
+    first.cancel()  # the first caller goes away; the second cannot start over mid-answer
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await anext(messages)
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    # "Simulated answer from " = 22 bytes -> ceil(22 / 4) = 6 tokens delivered
+    assert "after 6 tokens were delivered" in (raised.value.details() or "")
+    await gateway.sim.wait_idle()
+    await until(lambda: ledger_cost(gateway) > 0)
+    # Only the first stream is billed, for what it received (no usage report came):
+    # gemini-2.5-flash: 15 * 2,500 + 6 * 10,000 = 37,500 + 60,000
+    assert ledger_cost(gateway) == 97_500
+    assert gateway.sim.stats.requests == 1
+
+
 @pytest.mark.parametrize("mode", [pb.CACHE_MODE_BYPASS, pb.CACHE_MODE_REFRESH])
 async def test_bypass_and_refresh_pay_again(gateway: Gateway, mode):
     spec = query("Twice [[sim tokens=2]]")  # 22 bytes: 6 + 4 = 10 tokens

@@ -283,3 +283,139 @@ async def test_a_spent_budget_is_shared_but_a_rate_limit_is_not():
         else:
             await waiter  # it asked again, and got an answer
         assert relay.calls == calls
+
+
+class PacedRelay(Relay):
+    """A stream that stops after each part until the test lets the next one through."""
+
+    def __init__(self, error_after=None):
+        super().__init__()
+        self.steps: asyncio.Queue[None] = asyncio.Queue()
+        self.error_after = error_after  # (parts sent, error) to fail part-way
+
+    async def stream(self, call):
+        self.calls += 1
+        self.started.set()
+        yield StreamStart(GEMINI)
+        for index, part in enumerate(("Paris ", "is the ", "capital.")):
+            if self.error_after is not None and index == self.error_after[0]:
+                raise self.error_after[1]
+            yield part
+            await self.steps.get()
+        self._bill(call)
+        yield Completion(GEMINI, "", Usage(16, 8), self.finish)
+
+
+async def next_events(stream, count):
+    return [await anext(stream) for _ in range(count)]
+
+
+async def test_a_stream_follows_an_identical_stream_live_and_pays_nothing():
+    relay = PacedRelay()
+    stage = stage_for(relay)
+    leader = stage.stream(ask())
+    assert await next_events(leader, 2) == [StreamStart(GEMINI), "Paris "]
+    follower_call = ask()
+    follower = stage.stream(follower_call)
+    # Joined late: it catches up with what the leader already had, before the leader goes on.
+    assert await next_events(follower, 2) == [StreamStart(GEMINI), "Paris "]
+    assert follower_call.first_token_at is not None
+    waiting = asyncio.create_task(anext(follower))
+    await asyncio.sleep(0)
+    assert not waiting.done()  # nothing new yet: it waits for the leader's next text
+    relay.steps.put_nowait(None)
+    assert await next_events(leader, 1) == ["is the "]
+    assert await waiting == "is the "  # live, while the leader's answer is still unfinished
+    relay.steps.put_nowait(None)
+    relay.steps.put_nowait(None)
+    rest = await collect(leader)
+    followed = await collect(follower)
+    assert rest[0] == "capital." and isinstance(rest[-1], Completion)
+    assert followed[0] == "capital." and isinstance(followed[-1], Completion)
+    assert relay.calls == 1
+    assert follower_call.cached and follower_call.cost == 0 and follower_call.attempts == []
+    assert follower_call.saved_cost == COST
+
+
+async def test_a_follower_that_passed_text_on_fails_when_the_leader_quits():
+    relay = PacedRelay()
+    stage = stage_for(relay)
+    leader = stage.stream(ask())
+    await next_events(leader, 2)
+    follower_call = ask()
+    follower = stage.stream(follower_call)
+    assert await next_events(follower, 2) == [StreamStart(GEMINI), "Paris "]
+    await leader.aclose()  # the leader's caller went away part-way
+    with pytest.raises(StreamInterruptedError) as raised:
+        await anext(follower)
+    assert "after 2 tokens were delivered" in raised.value.message  # "Paris " is 2 tokens
+    assert "shared ended early" in raised.value.message
+    assert relay.calls == 1 and follower_call.cost == 0 and not follower_call.cached
+
+
+async def test_a_follower_that_passed_nothing_on_leads_when_the_leader_quits():
+    relay = Relay(gated=True)
+    stage = stage_for(relay)
+    leader = stage.stream(ask())
+    first = asyncio.create_task(anext(leader))
+    await relay.started.wait()
+    follower_call = ask()
+    follower = asyncio.create_task(collect(stage.stream(follower_call)))
+    await asyncio.sleep(0)
+    first.cancel()  # the leader's caller went away before any text
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    relay.gate.set()
+    events = await follower
+    assert [type(e) for e in events] == [StreamStart, str, str, str, Completion]
+    assert relay.calls == 2 and follower_call.cost == COST and not follower_call.cached
+
+
+async def test_a_follower_shares_the_leaders_own_interruption_as_its_own():
+    broken = StreamInterruptedError(RelayUnavailableError("reset"), 2)
+    relay = PacedRelay(error_after=(1, broken))
+    stage = stage_for(relay)
+    leader = stage.stream(ask())
+    await next_events(leader, 2)
+    follower = stage.stream(ask())
+    assert await next_events(follower, 2) == [StreamStart(GEMINI), "Paris "]
+    relay.steps.put_nowait(None)
+    with pytest.raises(StreamInterruptedError):
+        await anext(leader)
+    with pytest.raises(StreamInterruptedError, match="shared ended early"):
+        await anext(follower)
+    assert relay.calls == 1
+
+
+async def test_a_follower_gets_an_error_about_the_request_as_the_leader_does():
+    relay = Relay(gated=True, error=[RelayUnavailableError("down", 503)])
+    stage = stage_for(relay)
+    leader = asyncio.create_task(collect(stage.stream(ask())))
+    await relay.started.wait()
+    follower = asyncio.create_task(collect(stage.stream(ask())))
+    await asyncio.sleep(0)
+    relay.gate.set()
+    for task in (leader, follower):
+        with pytest.raises(RelayUnavailableError):
+            await task
+    assert relay.calls == 1
+
+
+async def test_a_cancelled_follower_leaves_the_leader_and_other_followers_alone():
+    relay = PacedRelay()
+    stage = stage_for(relay)
+    leader = stage.stream(ask())
+    await next_events(leader, 2)
+    quitter = asyncio.create_task(collect(stage.stream(ask())))
+    stayer_call = ask()
+    stayer = asyncio.create_task(collect(stage.stream(stayer_call)))
+    await asyncio.sleep(0)
+    quitter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await quitter
+    for _ in range(3):
+        relay.steps.put_nowait(None)
+    await collect(leader)
+    events = await stayer
+    assert events[:4] == [StreamStart(GEMINI), "Paris ", "is the ", "capital."]
+    assert relay.calls == 1 and stayer_call.cached

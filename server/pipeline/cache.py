@@ -199,12 +199,8 @@ class CacheStage(Stage[Call]):
                     return
                 continue  # the leader gave up before anything was passed on: look again
             if found is not None:
-                completion = _serve(call, found)
-                call.first_token_at = time.monotonic()
-                yield StreamStart(found.model)
-                if found.content:
-                    yield found.content
-                yield completion
+                for event in _replay(call, found):
+                    yield event
                 return
             break
         parts: list[str] = flight.parts if flight is not None else []
@@ -261,13 +257,9 @@ class CacheStage(Stage[Call]):
             await flight.progress()
         outcome = flight.outcome
         if isinstance(outcome, CachedAnswer):
-            completion = _serve(call, outcome)
-            if not started:  # a unary leader, or no text: the whole answer at once
-                call.first_token_at = time.monotonic()
-                yield StreamStart(outcome.model)
-                if outcome.content:
-                    yield outcome.content
-            yield completion
+            # Behind a unary leader (or an empty answer) nothing was passed on yet.
+            for event in _replay(call, outcome, started):
+                yield event
             return
         if outcome is not None:
             call.cache = CacheUse.MISS
@@ -358,3 +350,17 @@ def _serve(call: Call, answer: CachedAnswer) -> Completion:
     call.cache = CacheUse.HIT
     call.saved_cost = answer.cost
     return Completion(answer.model, answer.content, NO_USAGE, answer.finish_reason)
+
+
+def _replay(call: Call, answer: CachedAnswer, started: bool = False) -> list[StreamEvent]:
+    """A served answer as this call's stream: start and the text as one delta (unless
+    `started`: already passed on live), then the end."""
+    completion = _serve(call, answer)
+    if started:
+        return [completion]
+    call.first_token_at = time.monotonic()
+    events: list[StreamEvent] = [StreamStart(answer.model)]
+    if answer.content:
+        events.append(answer.content)
+    events.append(completion)
+    return events

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^():]+)(?::\d+)?\)$")
+# py-spy's root frame with --subprocesses: `process 123:"/path/to/python -m server"`.
+_PROCESS = re.compile(r'^process \d+:"(?P<command>[^"]*)"$')
 
 
 def py_spy() -> str | None:
@@ -95,6 +97,12 @@ def summarise(raw: Path, top: int = 12) -> dict[str, Any]:
 
 
 def _label(frame: str) -> str:
+    """`func (file)` with the file shortened; a process frame without its pid or the
+    machine's paths (samples with no Python frame: the interpreter's own C code)."""
+    process = _PROCESS.match(frame)
+    if process:
+        program, *args = process.group("command").split(" ")
+        return " ".join(["process", Path(program).name, *args])
     match = _FRAME.match(frame)
     if not match:
         return frame

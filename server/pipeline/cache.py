@@ -115,16 +115,16 @@ class _Flight:
         return self._done.result()
 
     async def progress(self) -> None:
-        """Return when the leader has started, sent more text or ended."""
+        """Return when the leader has sent more text or ended."""
         self.join()
         if self._tick is None:
             self._tick = asyncio.get_running_loop().create_future()
         await asyncio.shield(self._tick)
 
     def start(self, model: ModelSpec) -> None:
-        """The leader's stream started on `model`; its first text comes next."""
+        """The leader's stream started on `model`; its first text comes next (followers
+        wake for that text, not for the start)."""
         self.model = model
-        self._wake()
 
     def add(self, text: str) -> None:
         """The leader received one more text delta."""

@@ -24,6 +24,8 @@ from grpc_health.v1._async import HealthServicer
 from switchyard.v1 import gateway_pb2, gateway_pb2_grpc
 
 from server import reflection
+from server.boundary import RpcBoundary
+from server.identity import resolver_for
 from server.pipeline import Pipeline, build_pipeline
 from server.relay.client import RelayClient
 from server.servicer import GatewayServicer
@@ -53,7 +55,7 @@ class App:
 
     server: grpc.aio.Server
     port: int
-    servicer: GatewayServicer
+    boundary: RpcBoundary
     pipeline: Pipeline
     relay_url: str
     health: HealthServicer
@@ -63,10 +65,12 @@ class App:
 
     async def stop(self, grace: float) -> None:
         """Drain: health NOT_SERVING, refuse new calls, give in-flight `grace` s,
-        then close the relay pool and flush the spans and metrics still queued."""
-        self.servicer.draining = True
+        then write out what the stores queue, close the relay pool and flush the
+        spans and metrics still queued."""
+        self.boundary.draining = True
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        await self.pipeline.aclose()
         await self.relay.aclose()
         if self.simulator is not None:
             await self.simulator.stop()
@@ -100,8 +104,10 @@ async def create_server(settings: Settings, environ: Mapping[str, str] | None = 
     relay = RelayClient(relay_url, relay_settings)
     pipeline = build_pipeline(settings, relay, telemetry)
     server = grpc.aio.server(options=_SERVER_OPTIONS)
-    servicer = GatewayServicer(pipeline, telemetry)
-    gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server)
+    boundary = RpcBoundary(resolver_for(settings), telemetry)
+    gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
+        GatewayServicer(pipeline, boundary), server
+    )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable((SERVICE_NAME, "grpc.health.v1.Health"), server)
@@ -112,6 +118,7 @@ async def create_server(settings: Settings, environ: Mapping[str, str] | None = 
     except RuntimeError:
         port = 0
     if not port:
+        await pipeline.aclose()
         await relay.aclose()
         if simulator is not None:
             await simulator.stop()
@@ -123,4 +130,4 @@ async def create_server(settings: Settings, environ: Mapping[str, str] | None = 
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
     await health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     log.info("serving %s on %s:%d, relay %s", SERVICE_NAME, host, port, relay_url)
-    return App(server, port, servicer, pipeline, relay_url, health, relay, simulator, telemetry)
+    return App(server, port, boundary, pipeline, relay_url, health, relay, simulator, telemetry)

@@ -1,59 +1,21 @@
 """The model catalog: which models are served, by whom, at what price.
 
 The defaults below are the catalog of the issue that founded Switchyard; a
-TOML file can change or extend them (see ``settings.py``). Cached-input
+TOML file can change or extend them (see ``settings/catalog.py``). Cached-input
 prices follow each provider's published discount for prompt-cache reads
 (Anthropic and DeepSeek 10% of the input price, OpenAI and Google 25%). The catalog is
-validated once at start-up and then only read.
+validated once at start-up and then only read. `ModelSpec`, one model of
+it, is part of the domain vocabulary (``domain.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from types import MappingProxyType
 
-from server.domain import Task
-from server.pricing import Price
-
-WIRES = ("openai", "anthropic")  # wire formats the relay client speaks
-
-
-@dataclass(frozen=True, slots=True)
-class ModelSpec:
-    """One model of the catalog.
-
-    Prices are USD per million tokens; `price` holds the same as exact
-    nano-dollars per token for the hot path. `cached_input_price` prices the
-    input tokens a provider served from its prompt cache (None: the input
-    price). `tasks` are the tasks the model can serve besides its own, which
-    budget-aware routing may send to it when a caller is near its budget.
-    """
-
-    name: str
-    task: Task
-    provider: str
-    wire: str
-    input_price: Decimal
-    output_price: Decimal
-    max_concurrent: int
-    fallbacks: tuple[str, ...]
-    default_max_tokens: int
-    context_window: int
-    rpm: int = 0  # the model's requests-per-minute budget; 0: none of its own
-    tpm: int = 0  # the model's tokens-per-minute budget; 0: none of its own
-    cached_input_price: Decimal | None = None
-    tasks: tuple[Task, ...] = ()
-    price: Price = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        price = Price.per_million(self.input_price, self.output_price, self.cached_input_price)
-        object.__setattr__(self, "price", price)
-
-    def serves(self, task: Task) -> bool:
-        """Can this model serve `task` (its own, or one of `tasks`)?"""
-        return task is self.task or task in self.tasks
+from server.domain import ModelSpec, Task
 
 
 @dataclass(frozen=True, slots=True)

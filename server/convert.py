@@ -14,18 +14,20 @@ from google.protobuf import timestamp_pb2
 from google.type import money_pb2
 from switchyard.v1 import gateway_pb2 as pb
 
-from server.budgets import BudgetStatus
-from server.catalog import ModelSpec
 from server.domain import (
     ADMITTED,
+    NANOS_PER_USD,
     Admission,
     Attempt,
     CacheMode,
     Call,
+    CircuitState,
+    CircuitStatus,
     Completion,
     Complexity,
     FinishReason,
     Message,
+    ModelSpec,
     Outcome,
     Request,
     Role,
@@ -35,9 +37,8 @@ from server.domain import (
     Usage,
 )
 from server.errors import InvalidRequestError
-from server.ledger import ModelTotals, UsageSummary
-from server.pipeline.breaker import CircuitState
-from server.pricing import NANOS_PER_USD
+from server.pipeline import Preview, UsageReport
+from server.state.ledger import ModelTotals
 
 MAX_STOP_SEQUENCES = 4
 MAX_LABELS = 16
@@ -89,7 +90,7 @@ def request_from_proto(spec: pb.QuerySpec) -> Request:
     """Validate a QuerySpec and turn it into a Request."""
     messages = [_message(index, message) for index, message in enumerate(spec.messages)]
     if spec.prompt.strip():
-        messages.append(Message(Role.USER, spec.prompt))
+        messages.append(Message.of(Role.USER, spec.prompt))
     elif spec.prompt:
         raise InvalidRequestError("query.prompt is blank; put the question in it")
     if not messages:
@@ -143,7 +144,7 @@ def _message(index: int, message: pb.Message) -> Message:
         raise InvalidRequestError(
             f"query.messages[{index}].content is empty; give it text or remove the message"
         )
-    return Message(role, message.content)
+    return Message.of(role, message.content)
 
 
 def _stop(stop: Iterable[str]) -> tuple[str, ...]:
@@ -198,9 +199,18 @@ _CIRCUIT_TO_PB = {
 }
 
 
-def model_state(model: ModelSpec, state: CircuitState, retry_in: float) -> pb.ModelState:
+def model_state(model: ModelSpec, status: CircuitStatus) -> pb.ModelState:
     """A model's circuit breaker state as the contract's ModelState."""
-    return pb.ModelState(model=model.name, circuit=_CIRCUIT_TO_PB[state], retry_in_ms=_ms(retry_in))
+    return pb.ModelState(
+        model=model.name, circuit=_CIRCUIT_TO_PB[status.state], retry_in_ms=_ms(status.retry_in)
+    )
+
+
+def preview_to_proto(preview: Preview) -> pb.RouteDecision:
+    """Route's answer: the decision, its admission, and the breakers of its chain."""
+    decision = route_to_proto(preview.route, preview.admission)
+    decision.model_states.extend(model_state(model, status) for model, status in preview.circuits)
+    return decision
 
 
 def route_to_proto(route: RouteDecision, admission: Admission = ADMITTED) -> pb.RouteDecision:
@@ -313,16 +323,13 @@ def _token_totals(totals: ModelTotals) -> pb.TokenTotals:
     )
 
 
-def usage_response(
-    summary: UsageSummary,
-    budgets: Iterable[BudgetStatus],
-    load: Mapping[str, tuple[int, int]],
-) -> pb.GetUsageResponse:
+def usage_response(report: UsageReport) -> pb.GetUsageResponse:
     """GetUsage's answer from the ledger's summary, the budgets and the providers' load."""
+    summary = report.summary
     total = summary.total
     lookups = summary.cache_hits + summary.cache_misses
     return pb.GetUsageResponse(
-        caller=summary.caller,
+        caller=summary.tenant,
         start=timestamp(summary.start),
         end=timestamp(summary.end),
         requests=summary.requests,
@@ -352,11 +359,11 @@ def usage_response(
                 spent=money(budget.spent),
                 resets_at=timestamp(budget.resets_at),
             )
-            for budget in budgets
+            for budget in report.budgets
         ],
         in_flight=[
             pb.ProviderLoad(provider=provider, in_flight=count, limit=limit)
-            for provider, (count, limit) in load.items()
+            for provider, (count, limit) in report.provider_load.items()
         ],
     )
 

@@ -2,9 +2,11 @@
 
 These types are what every stage of the pipeline sees. They hold no protobuf
 and no wire JSON: ``convert.py`` maps them to and from the contract, and the
-relay translators map them to and from each provider's wire format.
+relay translators map them to and from each provider's wire format. This
+module imports nothing of Switchyard's: every other module may import it.
 
-Money is carried as integer nano-dollars (see ``pricing.py``).
+Money is carried as integer nano-dollars. A `Price` holds whole nano-dollars
+per token; every cost computed from one lives in ``pricing.py``.
 """
 
 from __future__ import annotations
@@ -12,12 +14,16 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeAlias
+from decimal import Decimal
+from typing import TypeAlias
 
 from opentelemetry.trace import INVALID_SPAN, Span
 
-if TYPE_CHECKING:
-    from server.catalog import ModelSpec
+NANOS_PER_USD = 1_000_000_000
+TOKENS_PER_PRICE_UNIT = 1_000_000  # prices are quoted per million tokens
+# $1 per million tokens is 1,000 nano-dollars per token.
+_NANOS_PER_TOKEN_PER_USD_PER_MILLION = NANOS_PER_USD // TOKENS_PER_PRICE_UNIT
+PRICE_QUANTUM = Decimal("0.001")  # the finest price that keeps costs whole nanos
 
 
 class Role(enum.Enum):
@@ -90,12 +96,132 @@ class Outcome(enum.Enum):
     SKIPPED = "skipped"
 
 
+class CircuitState(enum.Enum):
+    """Where a model's circuit breaker stands."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitStatus:
+    """A breaker's state now, and seconds until a probe is allowed (0 unless open)."""
+
+    state: CircuitState
+    retry_in: float = 0.0
+
+
+CIRCUIT_CLOSED = CircuitStatus(CircuitState.CLOSED)
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """A model's price, held as whole nano-dollars per token.
+
+    `cached_input_nanos` None means cached input costs the same as input.
+    """
+
+    input_nanos: int
+    output_nanos: int
+    cached_input_nanos: int | None = None
+
+    @classmethod
+    def per_million(
+        cls, input_usd: Decimal, output_usd: Decimal, cached_input_usd: Decimal | None = None
+    ) -> Price:
+        """Build a price from USD per million tokens (see `nanos_per_token`)."""
+        cached = None if cached_input_usd is None else nanos_per_token(cached_input_usd)
+        return cls(nanos_per_token(input_usd), nanos_per_token(output_usd), cached)
+
+
+def nanos_per_token(usd_per_million: Decimal) -> int:
+    """Convert USD per million tokens to nano-dollars per token, exactly.
+
+    Raises ValueError for negative prices or prices finer than $0.001 per
+    million tokens, which could not be carried exactly.
+    """
+    if not usd_per_million.is_finite() or usd_per_million < 0:
+        raise ValueError(f"price must be a non-negative number, got {usd_per_million}")
+    nanos = usd_per_million * _NANOS_PER_TOKEN_PER_USD_PER_MILLION
+    if nanos != nanos.to_integral_value():
+        raise ValueError(
+            f"price {usd_per_million} USD per 1M tokens is finer than {PRICE_QUANTUM}; "
+            "round it to 3 decimal places"
+        )
+    return int(nanos)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """One model of the catalog (``catalog.py`` holds the served ones).
+
+    Prices are USD per million tokens; `price` holds the same as exact
+    nano-dollars per token for the hot path. `cached_input_price` prices the
+    input tokens a provider served from its prompt cache (None: the input
+    price). `tasks` are the tasks the model can serve besides its own, which
+    budget-aware routing may send to it when a caller is near its budget.
+    `wire` names the relay's wire format for it (``relay/wires.py``).
+    """
+
+    name: str
+    task: Task
+    provider: str
+    wire: str
+    input_price: Decimal
+    output_price: Decimal
+    max_concurrent: int
+    fallbacks: tuple[str, ...]
+    default_max_tokens: int
+    context_window: int
+    rpm: int = 0  # the model's requests-per-minute budget; 0: none of its own
+    tpm: int = 0  # the model's tokens-per-minute budget; 0: none of its own
+    cached_input_price: Decimal | None = None
+    tasks: tuple[Task, ...] = ()
+    price: Price = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        price = Price.per_million(self.input_price, self.output_price, self.cached_input_price)
+        object.__setattr__(self, "price", price)
+
+    def serves(self, task: Task) -> bool:
+        """Can this model serve `task` (its own, or one of `tasks`)?"""
+        return task is self.task or task in self.tasks
+
+
+@dataclass(frozen=True, slots=True)
+class TextPart:
+    """Plain text, the one kind of content every model takes."""
+
+    text: str
+
+
+# Every kind of content a message can hold. A new kind (an image, a tool call)
+# joins this union; each exhaustive `match` over parts (the wire translators,
+# the token estimate, the cache key) then fails type-checking until it says
+# what the new kind means there.
+Part: TypeAlias = TextPart
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One turn of a conversation."""
+    """One turn of a conversation: who wrote it, and its content as parts."""
 
     role: Role
-    content: str
+    parts: tuple[Part, ...]
+
+    @classmethod
+    def of(cls, role: Role, text: str) -> Message:
+        """A message of one text part."""
+        return cls(role, (TextPart(text),))
+
+    @property
+    def text(self) -> str:
+        """The text parts, joined (what routing reads and the estimate counts)."""
+        parts = self.parts
+        if len(parts) == 1:
+            return parts[0].text
+        return "".join([part.text for part in parts])
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,23 +341,48 @@ class StreamStart:
     model: ModelSpec
 
 
-# A stream yields StreamStart once, then text deltas (str), then one Completion.
-StreamEvent: TypeAlias = "StreamStart | str | Completion"
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """The next piece of a streamed answer's text."""
+
+    text: str
+
+
+# A stream yields StreamStart once, then TextDeltas, then one Completion (whose
+# content is empty: the text went out as deltas). Consumers dispatch with an
+# exhaustive `match`, so a new kind of event (a tool call, reasoning) is a
+# type error wherever it is not yet handled.
+StreamEvent: TypeAlias = StreamStart | TextDelta | Completion
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is calling, resolved once at the RPC boundary (``identity.py``).
+
+    `tenant` is who pays: budgets, spend, limits and the cache scope belong
+    to it. `key_id` names the credential used (None without one); `user` is
+    an end-user label the caller may attach, recorded but never trusted.
+    """
+
+    tenant: str
+    key_id: str | None = None
+    user: str | None = None
 
 
 @dataclass(slots=True, eq=False)
 class Call:
     """One RPC on its way through the pipeline.
 
-    The request is immutable; the rest is filled in as the call advances:
-    the router sets `route`, every relay attempt appends to `attempts`.
+    The request and the caller's identity are immutable; the rest is filled
+    in as the call advances: the router sets `route`, every relay attempt
+    appends to `attempts`. `started` and `deadline` are monotonic instants.
     `span` is the RPC's SERVER span: stages hang their spans and events on it
     (the API's no-op span when tracing is off).
     """
 
     request: Request
     request_id: str
-    caller: str
+    identity: Identity
     started: float
     deadline: float | None
     route: RouteDecision | None = None

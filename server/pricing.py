@@ -1,11 +1,11 @@
-"""Exact money: usage x price -> nano-dollars, with no float anywhere.
+"""Exact money: every cost Switchyard computes, from usage x price, with no float.
 
 Prices are configured in US dollars per million tokens as exact decimals.
 Settings accept only prices that are whole multiples of $0.001 per million
 tokens, which makes the price of ONE token a whole number of nano-dollars
-($1e-9). Every cost is then an integer, exact by construction, and maps
-losslessly onto ``google.type.Money`` (units + nanos) and onto decimal strings
-for traces and ledgers.
+($1e-9; see `server.domain.Price`). Every cost is then an integer, exact by
+construction, and maps losslessly onto ``google.type.Money`` (units + nanos)
+and onto decimal strings for traces and ledgers.
 
     >>> price = Price.per_million(Decimal("2.50"), Decimal("10"), Decimal("0.625"))
     >>> cost_nanos(Usage(input_tokens=1000, output_tokens=200), price)
@@ -17,58 +17,20 @@ for traces and ledgers.
 
 Cached input tokens (the part of the input a provider served from its prompt
 cache) are priced at the cached-input price; the rest of the input at the
-input price.
+input price. Estimates made before a call (Route's range, the budget hold,
+the cost report) price the same way through `cost_nanos`; the worst case
+assumes no cache read, since nothing says one will happen.
+
+This module is the one owner of cost: the relay attempt, the router, the
+budget stage and the report all call it, and nothing else multiplies a
+token count by a price.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import Decimal
 
-from server.domain import Usage
-
-NANOS_PER_USD = 1_000_000_000
-TOKENS_PER_PRICE_UNIT = 1_000_000  # prices are quoted per million tokens
-# $1 per million tokens is 1,000 nano-dollars per token.
-_NANOS_PER_TOKEN_PER_USD_PER_MILLION = NANOS_PER_USD // TOKENS_PER_PRICE_UNIT
-PRICE_QUANTUM = Decimal("0.001")  # the finest price that keeps costs whole nanos
-
-
-@dataclass(frozen=True, slots=True)
-class Price:
-    """A model's price, held as whole nano-dollars per token.
-
-    `cached_input_nanos` None means cached input costs the same as input.
-    """
-
-    input_nanos: int
-    output_nanos: int
-    cached_input_nanos: int | None = None
-
-    @classmethod
-    def per_million(
-        cls, input_usd: Decimal, output_usd: Decimal, cached_input_usd: Decimal | None = None
-    ) -> Price:
-        """Build a price from USD per million tokens (see `nanos_per_token`)."""
-        cached = None if cached_input_usd is None else nanos_per_token(cached_input_usd)
-        return cls(nanos_per_token(input_usd), nanos_per_token(output_usd), cached)
-
-
-def nanos_per_token(usd_per_million: Decimal) -> int:
-    """Convert USD per million tokens to nano-dollars per token, exactly.
-
-    Raises ValueError for negative prices or prices finer than $0.001 per
-    million tokens, which could not be carried exactly.
-    """
-    if not usd_per_million.is_finite() or usd_per_million < 0:
-        raise ValueError(f"price must be a non-negative number, got {usd_per_million}")
-    nanos = usd_per_million * _NANOS_PER_TOKEN_PER_USD_PER_MILLION
-    if nanos != nanos.to_integral_value():
-        raise ValueError(
-            f"price {usd_per_million} USD per 1M tokens is finer than {PRICE_QUANTUM}; "
-            "round it to 3 decimal places"
-        )
-    return int(nanos)
+from server.domain import NANOS_PER_USD, ModelSpec, Price, RouteDecision, Usage
 
 
 def cost_nanos(usage: Usage, price: Price) -> int:
@@ -80,6 +42,26 @@ def cost_nanos(usage: Usage, price: Price) -> int:
         (usage.input_tokens - cached) * price.input_nanos
         + cached * price.cached_input_nanos
         + usage.output_tokens * price.output_nanos
+    )
+
+
+def input_cost(model: ModelSpec, input_tokens: int) -> int:
+    """What `input_tokens` of uncached input cost on `model`: the least a call can cost."""
+    return input_tokens * model.price.input_nanos
+
+
+def worst_case_cost(model: ModelSpec, input_tokens: int, max_tokens: int) -> int:
+    """The most one try of `model` can cost: all input uncached, all of max_tokens produced."""
+    price = model.price
+    return input_tokens * price.input_nanos + max_tokens * price.output_nanos
+
+
+def largest_cost(route: RouteDecision) -> int:
+    """The most one try of `route` can cost on any model of its chain (the budget hold)."""
+    tokens = route.input_tokens
+    return max(
+        worst_case_cost(model, tokens, max_tokens)
+        for model, max_tokens in zip(route.chain, route.chain_max_tokens, strict=True)
     )
 
 

@@ -42,11 +42,10 @@ from typing import Any
 
 import orjson
 
-from server.catalog import ModelSpec
-from server.domain import Message, Request, Role, Task
+from server.domain import Message, ModelSpec, Request, Role, Task, Usage
 from server.errors import UnknownModelError
 from server.pipeline.router import Router
-from server.pricing import format_usd
+from server.pricing import cost_nanos, format_usd
 from server.settings import ConfigError, load_settings
 
 DEFAULT_OUTPUT_TOKENS = 400
@@ -89,11 +88,10 @@ class Scenario:
     def add(self, model: ModelSpec, count: int, input_tokens: int, output_tokens: int) -> None:
         """Price `count` requests of this shape on `model` and add them."""
         line = self.models.setdefault(model.name, ModelLine())
-        price = model.price
         line.requests += count
         line.input_tokens += count * input_tokens
         line.output_tokens += count * output_tokens
-        line.cost += count * (input_tokens * price.input_nanos + output_tokens * price.output_nanos)
+        line.cost += count * cost_nanos(Usage(input_tokens, output_tokens), model.price)
 
     @property
     def cost(self) -> int:
@@ -163,7 +161,7 @@ def _row(number: int, data: Any) -> Row:
     if prompt is not None:
         if not isinstance(prompt, str) or not prompt.strip():
             raise WorkloadError("prompt must be non-empty text")
-        messages.append(Message(Role.USER, prompt))
+        messages.append(Message.of(Role.USER, prompt))
     if not any(message.role is Role.USER for message in messages):
         raise WorkloadError("needs a prompt or a user message")
     task = data.get("task")
@@ -198,7 +196,7 @@ def _message(item: Any) -> Message:
         role = Role(str(item.get("role")))
     except ValueError:
         raise WorkloadError("a message role must be system, user or assistant") from None
-    return Message(role, item["content"])
+    return Message.of(role, item["content"])
 
 
 def _count(data: Mapping[str, Any], key: str, minimum: int) -> int | None:

@@ -258,7 +258,7 @@ class Telemetry:
         models_tried = {a.model.name for a in call.attempts if a.outcome is not Outcome.SKIPPED}
         attributes: dict[str, Any] = {
             SWITCHYARD_REQUEST_ID: call.request_id,
-            SWITCHYARD_CALLER: call.caller,
+            SWITCHYARD_CALLER: call.identity.tenant,
             GEN_AI_USAGE_INPUT_TOKENS: usage.input_tokens,
             GEN_AI_USAGE_OUTPUT_TOKENS: usage.output_tokens,
             GEN_AI_USAGE_COST_AMOUNT: format_usd(cost),
@@ -318,7 +318,7 @@ class Telemetry:
 
     # --- metrics -------------------------------------------------------------------------
 
-    def record_attempt(self, attempt: Attempt, caller: str, stream: bool) -> None:
+    def record_attempt(self, attempt: Attempt, tenant: str, stream: bool) -> None:
         """Metrics of one finished relay try."""
         if not self.tracing:
             return
@@ -344,7 +344,7 @@ class Telemetry:
             )
         if attempt.cost:
             self.instruments.cost.add(
-                attempt.cost, {GEN_AI_REQUEST_MODEL: attempt.model.name, SWITCHYARD_CALLER: caller}
+                attempt.cost, {GEN_AI_REQUEST_MODEL: attempt.model.name, SWITCHYARD_CALLER: tenant}
             )
 
     def observe(

@@ -10,13 +10,19 @@ relay request (retries included) is counted; each try is recorded where it
 happens.
 
 The cache sits above the budget on purpose: an answer from the cache costs
-nothing, so it is served even to a caller whose budget is spent. The budget
+nothing, so it is served even to a tenant whose budget is spent. The budget
 sits above fallback so that one reservation covers the whole chain. The
 cache stage is left out when the cache is disabled, and the budget stage
 when no budget is configured, so neither costs anything then.
 
-`preview` gives the Route RPC the same answers Query would get: the route
-(budget-aware when configured) and whether the call would be admitted.
+The stages keep no state of their own worth sharing: budgets, the ledger,
+the limiter's gates, the breakers and cached answers live in the stores
+(``server/state/``), which `build_pipeline` opens from the settings.
+
+`Pipeline` is the facade the servicer talks to: the handler for Query and
+StreamQuery, `preview` for Route (the same answers Query would get: the
+route, budget-aware when configured, whether the call would be admitted,
+and the breakers of its chain) and `usage` for GetUsage.
 """
 
 from __future__ import annotations
@@ -25,105 +31,167 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from server import telemetry as semconv
-from server.budgets import BudgetBook, largest_cost
-from server.catalog import ModelSpec
-from server.domain import ADMITTED, Admission, Call, ModelCall, Request, RouteDecision
-from server.ledger import InMemoryLedger, Ledger
+from server.clock import SYSTEM_CLOCK, Clock
+from server.domain import (
+    ADMITTED,
+    Admission,
+    Call,
+    CircuitState,
+    CircuitStatus,
+    Identity,
+    ModelCall,
+    ModelSpec,
+    Request,
+    RouteDecision,
+)
 from server.pipeline.accounting import AccountingStage
 from server.pipeline.attempt import RelayAttempt
 from server.pipeline.base import Handler
-from server.pipeline.breaker import Breakers, BreakerStage, CircuitState
+from server.pipeline.breaker import BreakerStage
 from server.pipeline.budget import BudgetStage
 from server.pipeline.cache import CacheStage
 from server.pipeline.fallback import FallbackStage
 from server.pipeline.limiter import LimiterStage, Limits
 from server.pipeline.retry import RetryBudget, RetryStage
 from server.pipeline.router import Router, RouterStage
+from server.pricing import largest_cost
 from server.relay.client import RelayClient
-from server.response_cache import ResponseCache, cache_key, cacheable
 from server.settings import Settings
+from server.state import Stores, open_stores
+from server.state.budgets import BudgetStatus
+from server.state.ledger import UsageSummary
+from server.state.responses import ResponseStore, cache_key, cacheable
 from server.telemetry import Telemetry
 
 
 @dataclass(frozen=True, slots=True)
+class Preview:
+    """What Query would do now: its route, its admission, and the breakers of its chain."""
+
+    route: RouteDecision
+    admission: Admission
+    circuits: tuple[tuple[ModelSpec, CircuitStatus], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    """What GetUsage reports: the ledger's summary, the budgets, the providers' load."""
+
+    summary: UsageSummary
+    budgets: tuple[BudgetStatus, ...]
+    provider_load: dict[str, tuple[int, int]]  # provider -> (in flight, cap)
+
+
 class Pipeline:
-    """The assembled stages and the parts the servicer reads directly."""
+    """The assembled stages and the stores behind them, as the servicer sees them.
 
-    handler: Handler[Call]
-    router: Router
-    ledger: Ledger
-    limits: Limits
-    breakers: Breakers
-    budgets: BudgetBook
-    cache: ResponseCache | None
-    budget_aware: bool = False
+    `router`, `stores` and `limits` are there to be read (by tests, by an
+    operator's tooling); the servicer needs only `handler`, `preview` and
+    `usage`.
+    """
 
-    def preview(self, request: Request, caller: str) -> tuple[RouteDecision, Admission]:
-        """What Query would do now for `caller`: its route and its admission."""
-        budgets = self.budgets
-        route = self.router.decide(request, budgets.pressure(caller) if self.budget_aware else None)
-        cache = self.cache
+    __slots__ = ("_budget_aware", "handler", "limits", "router", "stores")
+
+    def __init__(
+        self,
+        handler: Handler[Call],
+        router: Router,
+        stores: Stores,
+        limits: Limits,
+        budget_aware: bool = False,
+    ) -> None:
+        self.handler = handler  # Query and StreamQuery: `await handler.query(call)`
+        self.router = router
+        self.stores = stores
+        self.limits = limits
+        self._budget_aware = budget_aware
+
+    async def preview(self, request: Request, identity: Identity) -> Preview:
+        """What Query would do now for `identity`: route, admission, breakers; calls nothing."""
+        tenant = identity.tenant
+        budgets = self.stores.budgets
+        pressure = await budgets.pressure(tenant) if self._budget_aware else None
+        route = self.router.decide(request, pressure)
+        breakers = self.stores.breakers
+        circuits = tuple([(model, await breakers.status(model.name)) for model in route.chain])
+        responses = self.stores.responses
         if (
-            cache is not None
+            responses is not None
             and cacheable(request)
-            and cache.peek(cache_key(caller, route, request))
+            and await responses.peek(cache_key(tenant, route, request))
         ):
-            return route, ADMITTED  # served from the cache, whatever the budget
-        return route, budgets.admission(caller, largest_cost(route))
+            return Preview(route, ADMITTED, circuits)  # served from the cache, whatever the budget
+        return Preview(route, await budgets.admission(tenant, largest_cost(route)), circuits)
+
+    async def usage(self, identity: Identity, start: float, end: float) -> UsageReport:
+        """The tenant's spend over [start, end), its budgets now and the providers' load."""
+        tenant = identity.tenant
+        return UsageReport(
+            await self.stores.ledger.summary(tenant, start, end),
+            await self.stores.budgets.status(tenant),
+            self.limits.provider_load(),
+        )
+
+    async def aclose(self) -> None:
+        """Write out what the stores still queue (call after the server stopped)."""
+        await self.stores.aclose()
 
 
 def build_pipeline(
-    settings: Settings, relay: RelayClient, telemetry: Telemetry | None = None
+    settings: Settings,
+    relay: RelayClient,
+    telemetry: Telemetry | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    stores: Stores | None = None,
 ) -> Pipeline:
-    """Assemble the stages, innermost first."""
+    """Open the stores `settings` ask for (unless given); assemble the stages, innermost first."""
     telemetry = telemetry or Telemetry.disabled()
-    models = settings.catalog.models
+    models = tuple(settings.catalog.models.values())
+    stores = stores or open_stores(settings, models, clock)
     router = Router(settings.catalog, settings.routing)
-    ledger = InMemoryLedger()
-    limits = Limits(models, settings.limits)
-    breakers = Breakers(models.values(), settings.breaker)
-    budgets = BudgetBook(settings.budgets)
-    cache = ResponseCache(settings.cache) if settings.cache.enabled else None
+    limits = Limits(models, settings.limits, stores.gates)
+    budgets = stores.budgets
     budget_aware = budgets.enabled and settings.budgets.downgrade_at is not None
     retry = settings.retry
 
-    attempt: Handler[ModelCall] = RelayAttempt(relay, settings.relay.timeout, telemetry)
-    attempt = LimiterStage(attempt, limits, telemetry)
-    attempt = BreakerStage(attempt, breakers)
+    attempt: Handler[ModelCall] = RelayAttempt(relay, settings.relay.timeout, telemetry, clock)
+    attempt = LimiterStage(attempt, limits, telemetry, clock)
+    attempt = BreakerStage(attempt, stores.breakers)
     attempt = RetryStage(
         attempt,
         retry,
         RetryBudget(retry.budget_ratio, retry.budget_min_per_second, retry.budget_window),
+        clock=clock,
     )
     call: Handler[Call] = FallbackStage(attempt)
     if budgets.enabled:
         call = BudgetStage(call, budgets)
-    if cache is not None:
-        call = CacheStage(call, cache, telemetry)
+    if stores.responses is not None:
+        call = CacheStage(call, stores.responses, telemetry, clock)
     call = RouterStage(call, router, budgets if budget_aware else None, telemetry)
-    call = AccountingStage(call, ledger)
-    _observe(telemetry, limits, breakers, cache, models.values())
-    return Pipeline(call, router, ledger, limits, breakers, budgets, cache, budget_aware)
+    call = AccountingStage(call, stores.ledger, clock)
+    _observe(telemetry, limits, stores, models)
+    return Pipeline(call, router, stores, limits, budget_aware)
 
 
 _CIRCUIT_LEVEL = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
 
 
 def _observe(
-    telemetry: Telemetry,
-    limits: Limits,
-    breakers: Breakers,
-    cache: ResponseCache | None,
-    models: Iterable[ModelSpec],
+    telemetry: Telemetry, limits: Limits, stores: Stores, models: Iterable[ModelSpec]
 ) -> None:
     """Gauges read when metrics are collected: no work on the call path."""
     models = tuple(models)
+    breakers = stores.breakers
     telemetry.observe(
         "switchyard.circuit.state",
         "1",
         "Each model's circuit breaker: 0 closed, 1 half-open, 2 open",
         lambda: [
-            (_CIRCUIT_LEVEL[breakers.state(m)[0]], {semconv.GEN_AI_REQUEST_MODEL: m.name})
+            (
+                _CIRCUIT_LEVEL[breakers.snapshot(m.name).state],
+                {semconv.GEN_AI_REQUEST_MODEL: m.name},
+            )
             for m in models
         ],
     )
@@ -136,13 +204,17 @@ def _observe(
             for provider, (in_use, _) in limits.provider_load().items()
         ],
     )
-    if cache is not None:
+    responses = stores.responses
+    if responses is not None:
+        _observe_cache(telemetry, responses)
 
-        def hit_ratio() -> list[tuple[float, dict[str, str]]]:
-            stats = cache.stats()
-            lookups = stats.hits + stats.misses
-            return [(stats.hits / lookups if lookups else 0.0, {})]
 
-        telemetry.observe(
-            "switchyard.cache.hit_ratio", "1", "Cache hits over cacheable lookups", hit_ratio
-        )
+def _observe_cache(telemetry: Telemetry, responses: ResponseStore) -> None:
+    def hit_ratio() -> list[tuple[float, dict[str, str]]]:
+        stats = responses.stats()
+        lookups = stats.hits + stats.misses
+        return [(stats.hits / lookups if lookups else 0.0, {})]
+
+    telemetry.observe(
+        "switchyard.cache.hit_ratio", "1", "Cache hits over cacheable lookups", hit_ratio
+    )

@@ -7,19 +7,20 @@ counted, and nothing is counted twice. A call counts as an error when it
 ends with an error status; a caller that cancels or stops reading a stream
 is not an error (what it was billed for is still entered).
 
-The ledger sits behind the `Ledger` protocol (``server/ledger.py``) so a
-shared store can replace the in-memory one without touching any stage.
+`Ledger.record` never waits (``server/state/ledger.py``): a ledger that
+writes to a database queues the record and writes it from a task of its
+own, so nothing here waits on I/O on the request path.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
+from server.clock import SYSTEM_CLOCK, Clock
 from server.domain import Call, Completion, StreamEvent
-from server.ledger import CallRecord, Ledger
 from server.pipeline.base import Handler, Stage
+from server.state.ledger import CallRecord, Ledger
 
 
 class AccountingStage(Stage[Call]):
@@ -28,24 +29,25 @@ class AccountingStage(Stage[Call]):
     __slots__ = ("_clock", "_ledger")
 
     def __init__(
-        self,
-        next_handler: Handler[Call],
-        ledger: Ledger,
-        clock: Callable[[], float] = time.time,
+        self, next_handler: Handler[Call], ledger: Ledger, clock: Clock = SYSTEM_CLOCK
     ) -> None:
         super().__init__(next_handler)
         self._ledger = ledger
         self._clock = clock
 
     def _record(self, call: Call, failed: bool) -> None:
+        identity = call.identity
         self._ledger.record(
             CallRecord(
-                call.caller,
-                self._clock(),
+                call.request_id,
+                identity.tenant,
+                self._clock.wall(),
                 tuple(call.attempts),
                 failed,
                 call.cache,
                 call.saved_cost,
+                identity.key_id,
+                identity.user,
             )
         )
 

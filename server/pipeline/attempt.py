@@ -16,7 +16,6 @@ received is still billed.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
@@ -25,6 +24,7 @@ import httpx
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind
 
 from server import telemetry as semconv
+from server.clock import SYSTEM_CLOCK, Clock
 from server.domain import (
     Attempt,
     Completion,
@@ -51,14 +51,19 @@ _DEADLINE_SLACK = 0.002  # a timeout this close to the deadline was the deadline
 class RelayAttempt:
     """Sends one ModelCall to the relay and records the Attempt."""
 
-    __slots__ = ("_default_limit", "_relay", "_server", "_telemetry")
+    __slots__ = ("_clock", "_default_limit", "_relay", "_server", "_telemetry")
 
     def __init__(
-        self, relay: RelayClient, default_limit: float, telemetry: Telemetry | None = None
+        self,
+        relay: RelayClient,
+        default_limit: float,
+        telemetry: Telemetry | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._relay = relay
         self._default_limit = default_limit
         self._telemetry = telemetry or Telemetry.disabled()
+        self._clock = clock
         url = httpx.URL(relay.base_url)
         self._server = {
             semconv.SERVER_ADDRESS: url.host,
@@ -97,7 +102,7 @@ class RelayAttempt:
         self._telemetry.capture(
             span,
             semconv.GEN_AI_INPUT_MESSAGES,
-            [{"role": m.role.value, "content": m.content} for m in request.messages],
+            [{"role": m.role.value, "content": m.text} for m in request.messages],
         )
         return span
 
@@ -121,12 +126,12 @@ class RelayAttempt:
             first_chunk,
             None if finish is None else finish.value,
         )
-        self._telemetry.record_attempt(attempt, item.call.caller, stream)
+        self._telemetry.record_attempt(attempt, item.call.identity.tenant, stream)
 
     async def query(self, item: ModelCall, /) -> Completion:
         """One unary try."""
         call, model = item.call, item.model
-        started = time.monotonic()
+        started = self._clock.monotonic()
         time_limit = self._time_limit(item, started)
         span = self._span(item, stream=False)
         try:
@@ -138,21 +143,24 @@ class RelayAttempt:
                 extra_headers=self._telemetry.trace_headers(span),
             )
         except RelayError as error:
+            ended = self._clock.monotonic()
             failed = Attempt(
                 model,
-                _outcome(item, error),
-                time.monotonic() - started,
+                _outcome(item, error, ended),
+                ended - started,
                 error.http_status,
                 error.reason,
             )
             self._record(item, span, failed, stream=False, error=error)
-            _raise_deadline_if_spent(item, error)
+            _raise_deadline_if_spent(item, error, ended)
             raise
         except asyncio.CancelledError as cancel:
-            cancelled = Attempt(model, Outcome.CANCELLED, time.monotonic() - started)
+            cancelled = Attempt(model, Outcome.CANCELLED, self._clock.monotonic() - started)
             self._record(item, span, cancelled, stream=False, error=cancel)
             raise
-        answered = _attempt(item, Outcome.SUCCESS, started, completion.usage)
+        answered = _attempt(
+            item, Outcome.SUCCESS, self._clock.monotonic() - started, completion.usage
+        )
         self._telemetry.capture(
             span,
             semconv.GEN_AI_OUTPUT_MESSAGES,
@@ -164,7 +172,7 @@ class RelayAttempt:
     async def stream(self, item: ModelCall, /) -> AsyncGenerator[StreamEvent, None]:
         """One streamed try; see the module docstring for its point of no return."""
         call, model = item.call, item.model
-        started = time.monotonic()
+        started = self._clock.monotonic()
         time_limit = self._time_limit(item, started)
         span = self._span(item, stream=True)
         relay_stream = self._relay.stream(
@@ -182,10 +190,10 @@ class RelayAttempt:
             async with aclosing(relay_stream.__aiter__()) as events:
                 async for event in events:
                     if first_chunk is None:
-                        call.first_token_at = time.monotonic()
+                        call.first_token_at = self._clock.monotonic()
                         first_chunk = call.first_token_at - started
                         yield StreamStart(model)
-                    if isinstance(event, Completion):
+                    if type(event) is Completion:
                         # Record before handing the end over: the caller builds
                         # its final message from the attempts.
                         recorded = True
@@ -197,7 +205,12 @@ class RelayAttempt:
                         self._record(
                             item,
                             span,
-                            _attempt(item, Outcome.SUCCESS, started, relay_stream.usage),
+                            _attempt(
+                                item,
+                                Outcome.SUCCESS,
+                                self._clock.monotonic() - started,
+                                relay_stream.usage,
+                            ),
                             stream=True,
                             first_chunk=first_chunk,
                             finish=event.finish_reason,
@@ -209,8 +222,9 @@ class RelayAttempt:
                 outcome = Outcome.INTERRUPTED
                 delivered = relay_stream.usage.output_tokens
                 raise StreamInterruptedError(error, delivered) from None
-            outcome = _outcome(item, error)
-            _raise_deadline_if_spent(item, error)
+            ended = self._clock.monotonic()
+            outcome = _outcome(item, error, ended)
+            _raise_deadline_if_spent(item, error, ended)
             raise
         except BaseException as other:  # cancel, or the consumer closing the stream
             failure = other
@@ -220,16 +234,22 @@ class RelayAttempt:
                 self._record(
                     item,
                     span,
-                    _attempt(item, outcome, started, relay_stream.usage, failure),
+                    _attempt(
+                        item,
+                        outcome,
+                        self._clock.monotonic() - started,
+                        relay_stream.usage,
+                        failure,
+                    ),
                     stream=True,
                     error=failure,
                     first_chunk=first_chunk,
                 )
 
 
-def _deadline_spent(item: ModelCall, error: RelayError) -> bool:
+def _deadline_spent(item: ModelCall, error: RelayError, now: float) -> bool:
     """Did this timeout run into the caller's deadline (rather than ours)?"""
-    remaining = item.call.remaining(time.monotonic())
+    remaining = item.call.remaining(now)
     return (
         isinstance(error, RelayTimeoutError)
         and remaining is not None
@@ -237,22 +257,22 @@ def _deadline_spent(item: ModelCall, error: RelayError) -> bool:
     )
 
 
-def _outcome(item: ModelCall, error: RelayError) -> Outcome:
-    if _deadline_spent(item, error):
+def _outcome(item: ModelCall, error: RelayError, now: float) -> Outcome:
+    if _deadline_spent(item, error, now):
         return Outcome.CANCELLED
     return Outcome.RETRYABLE_ERROR if error.retryable else Outcome.FINAL_ERROR
 
 
-def _raise_deadline_if_spent(item: ModelCall, error: RelayError) -> None:
+def _raise_deadline_if_spent(item: ModelCall, error: RelayError, now: float) -> None:
     """A timeout that ran into the caller's deadline is the deadline's error."""
-    if _deadline_spent(item, error):
+    if _deadline_spent(item, error, now):
         raise DeadlineExceededError(item.model.name) from None
 
 
 def _attempt(
     item: ModelCall,
     outcome: Outcome,
-    started: float,
+    latency: float,
     usage: Usage,
     failure: BaseException | None = None,
 ) -> Attempt:
@@ -260,7 +280,7 @@ def _attempt(
     return Attempt(
         item.model,
         outcome,
-        time.monotonic() - started,
+        latency,
         relay_failure.http_status if relay_failure else 200 if outcome is Outcome.SUCCESS else 0,
         relay_failure.reason if relay_failure else "",
         usage,

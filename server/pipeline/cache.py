@@ -2,8 +2,9 @@
 
 Placed after the router (the key names the model it chose) and before the
 budget (an answer from the cache costs nothing, so it is served even to a
-caller whose budget is spent). For a cacheable call (temperature 0 or unset,
-cache mode not BYPASS; see ``server/response_cache.py``):
+tenant whose budget is spent). For a cacheable call (temperature 0 or unset,
+cache mode not BYPASS; see ``server/state/responses.py`` for the key and the
+store):
 
 * a stored answer is served at once: cost 0, `cached` set, and `saved_cost`
   what the answer cost when it was produced. A stream replays it in the
@@ -33,13 +34,12 @@ CACHE_MODE_REFRESH skips the lookup and the flights and stores its answer.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from typing import TypeAlias
+from typing import TypeAlias, assert_never
 
 from server import telemetry as semconv
-from server.catalog import ModelSpec
+from server.clock import SYSTEM_CLOCK, Clock
 from server.domain import (
     NO_USAGE,
     CacheMode,
@@ -47,8 +47,10 @@ from server.domain import (
     Call,
     Completion,
     FinishReason,
+    ModelSpec,
     StreamEvent,
     StreamStart,
+    TextDelta,
 )
 from server.errors import (
     BudgetExceededError,
@@ -59,7 +61,7 @@ from server.errors import (
     SwitchyardError,
 )
 from server.pipeline.base import Handler, Stage
-from server.response_cache import CachedAnswer, CacheKey, ResponseCache, cache_key, cacheable
+from server.state.responses import CachedAnswer, CacheKey, ResponseStore, cache_key, cacheable
 from server.telemetry import Telemetry
 from server.tokens import text_tokens
 
@@ -73,7 +75,7 @@ def _shared(error: SwitchyardError) -> bool:
 
     Not when the leader's own circumstances caused it: its deadline, its stream
     breaking after text was sent, or a capacity limit measured against its
-    deadline. A spent budget is shared: waiters have the same caller and cost.
+    deadline. A spent budget is shared: waiters have the same tenant and cost.
     """
     if isinstance(error, DeadlineExceededError | StreamInterruptedError):
         return False
@@ -84,16 +86,18 @@ class _Flight:
     """One leader's call in flight; identical calls wait for its outcome, and
     identical streams follow its text as it arrives."""
 
-    __slots__ = ("_done", "_tick", "model", "parts")
+    __slots__ = ("_done", "_tick", "joined", "model", "parts")
 
     def __init__(self) -> None:
         self._done: asyncio.Future[FlightOutcome] | None = None  # made for the first waiter
         self._tick: asyncio.Future[None] | None = None  # made for the first follower
         self.model: ModelSpec | None = None  # set when the leader's stream starts
         self.parts: list[str] = []  # the leader's text deltas so far
+        self.joined = 0  # calls that joined it (to wait for it or to follow it)
 
     def join(self) -> None:
         """Register interest: from now on the flight keeps its outcome for us."""
+        self.joined += 1
         if self._done is None:
             self._done = asyncio.get_running_loop().create_future()
 
@@ -115,8 +119,8 @@ class _Flight:
         return self._done.result()
 
     async def progress(self) -> None:
-        """Return when the leader has sent more text or ended."""
-        self.join()
+        """Return when the leader has sent more text or ended (the caller has joined)."""
+        assert self._done is not None, "join first"
         if self._tick is None:
             self._tick = asyncio.get_running_loop().create_future()
         await asyncio.shield(self._tick)
@@ -146,15 +150,25 @@ class _Flight:
 class CacheStage(Stage[Call]):
     """Serves repeats from the cache and coalesces identical calls in flight."""
 
-    __slots__ = ("_cache", "_flights", "_telemetry")
+    __slots__ = ("_clock", "_flights", "_store", "_telemetry")
 
     def __init__(
-        self, next_handler: Handler[Call], cache: ResponseCache, telemetry: Telemetry | None = None
+        self,
+        next_handler: Handler[Call],
+        store: ResponseStore,
+        telemetry: Telemetry | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         super().__init__(next_handler)
-        self._cache = cache
+        self._store = store
         self._flights: dict[CacheKey, _Flight] = {}
         self._telemetry = telemetry or Telemetry.disabled()
+        self._clock = clock
+
+    @property
+    def joined(self) -> int:
+        """Calls that joined an identical call still in flight, to wait for it or follow it."""
+        return sum(flight.joined for flight in self._flights.values())
 
     async def query(self, call: Call, /) -> Completion:
         """Answer from the cache, from an identical call in flight, or by asking."""
@@ -172,7 +186,7 @@ class CacheStage(Stage[Call]):
                 outcome = error
             raise
         else:
-            outcome = self._keep(
+            outcome = await self._keep(
                 key, call, completion.content, completion.model, completion.finish_reason
             )
             return completion
@@ -199,7 +213,7 @@ class CacheStage(Stage[Call]):
                     return
                 continue  # the leader gave up before anything was passed on: look again
             if found is not None:
-                for event in _replay(call, found):
+                for event in _replay(call, found, self._clock.monotonic()):
                     yield event
                 return
             break
@@ -208,21 +222,23 @@ class CacheStage(Stage[Call]):
         try:
             async with aclosing(self.next.stream(call)) as events:
                 async for event in events:
-                    if type(event) is str:
-                        if flight is not None:
-                            flight.add(event)
-                        else:
-                            parts.append(event)
-                    elif isinstance(event, Completion):
-                        # Complete: store it and release the waiters before passing the end on.
-                        outcome = self._keep(
-                            key, call, "".join(parts), event.model, event.finish_reason
-                        )
-                        if flight is not None:
-                            self._land(key, flight, outcome)
-                            flight = None
-                    elif flight is not None and isinstance(event, StreamStart):
-                        flight.start(event.model)
+                    match event:
+                        case TextDelta(text=text):
+                            if flight is not None:
+                                flight.add(text)
+                            else:
+                                parts.append(text)
+                        case Completion(model=model, finish_reason=finish):
+                            # Complete: store it and release the waiters before passing it on.
+                            outcome = await self._keep(key, call, "".join(parts), model, finish)
+                            if flight is not None:
+                                self._land(key, flight, outcome)
+                                flight = None
+                        case StreamStart(model=model):
+                            if flight is not None:
+                                flight.start(model)
+                        case _:
+                            assert_never(event)
                     yield event
         except SwitchyardError as error:
             if _shared(error):
@@ -247,18 +263,18 @@ class CacheStage(Stage[Call]):
                 if not started:
                     assert flight.model is not None, "a stream starts before its text"
                     started = True
-                    call.first_token_at = time.monotonic()
+                    call.first_token_at = self._clock.monotonic()
                     yield StreamStart(flight.model)
                 while sent < len(flight.parts):
                     sent += 1
-                    yield flight.parts[sent - 1]
+                    yield TextDelta(flight.parts[sent - 1])
             if flight.ended:
                 break
             await flight.progress()
         outcome = flight.outcome
         if isinstance(outcome, CachedAnswer):
             # Behind a unary leader (or an empty answer) nothing was passed on yet.
-            for event in _replay(call, outcome, started):
+            for event in _replay(call, outcome, self._clock.monotonic(), started):
                 yield event
             return
         if outcome is not None:
@@ -278,7 +294,7 @@ class CacheStage(Stage[Call]):
         of an identical call to follow), or else the flight it now leads (no flight
         for REFRESH, which neither reads nor coalesces)."""
         assert call.route is not None, "the router runs before the cache"
-        key = cache_key(call.caller, call.route, call.request)
+        key = cache_key(call.identity.tenant, call.route, call.request)
         if call.request.cache_mode is CacheMode.REFRESH:
             call.cache = CacheUse.REFRESH
             return key, None, None
@@ -312,7 +328,7 @@ class CacheStage(Stage[Call]):
         """A stored or coalesced answer, or with `follow` the flight to follow; None
         when this call must lead (raises a shared error)."""
         while True:
-            found = self._cache.get(key)
+            found = await self._store.get(key)
             if found is not None:
                 return found
             flight = self._flights.get(key)
@@ -330,13 +346,13 @@ class CacheStage(Stage[Call]):
                 raise outcome
             # The leader gave up for its own reasons: look again, and lead if nobody does.
 
-    def _keep(
+    async def _keep(
         self, key: CacheKey, call: Call, content: str, model: ModelSpec, finish: FinishReason
     ) -> CachedAnswer:
         """The answer as waiters get it; stored only when complete."""
         answer = CachedAnswer(content, model, finish, call.cost)
         if finish is FinishReason.STOP:
-            self._cache.put(key, answer)
+            await self._store.put(key, answer)
         return answer
 
     def _land(self, key: CacheKey, flight: _Flight, outcome: FlightOutcome) -> None:
@@ -352,15 +368,17 @@ def _serve(call: Call, answer: CachedAnswer) -> Completion:
     return Completion(answer.model, answer.content, NO_USAGE, answer.finish_reason)
 
 
-def _replay(call: Call, answer: CachedAnswer, started: bool = False) -> list[StreamEvent]:
+def _replay(
+    call: Call, answer: CachedAnswer, now: float, started: bool = False
+) -> list[StreamEvent]:
     """A served answer as this call's stream: start and the text as one delta (unless
     `started`: already passed on live), then the end."""
     completion = _serve(call, answer)
     if started:
         return [completion]
-    call.first_token_at = time.monotonic()
+    call.first_token_at = now
     events: list[StreamEvent] = [StreamStart(answer.model)]
     if answer.content:
-        events.append(answer.content)
+        events.append(TextDelta(answer.content))
     events.append(completion)
     return events

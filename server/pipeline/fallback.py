@@ -18,8 +18,7 @@ from collections.abc import AsyncGenerator, Iterator
 from contextlib import aclosing
 
 from server import telemetry as semconv
-from server.catalog import ModelSpec
-from server.domain import Attempt, Call, Completion, ModelCall, Outcome, StreamEvent
+from server.domain import Attempt, Call, Completion, ModelCall, ModelSpec, Outcome, StreamEvent
 from server.errors import AllModelsFailedError, ContextLengthError, SwitchyardError
 from server.pipeline.base import Handler
 

@@ -22,13 +22,12 @@ A stream is retried only before its first text reached the caller.
 
 from __future__ import annotations
 
-import asyncio
 import random
-import time
 from collections import deque
 from collections.abc import AsyncGenerator
 
 from server import telemetry as semconv
+from server.clock import SYSTEM_CLOCK, Clock
 from server.domain import Completion, ModelCall, StreamEvent
 from server.errors import RelayError
 from server.pipeline.base import Handler, Stage
@@ -77,7 +76,7 @@ class RetryBudget:
 class RetryStage(Stage[ModelCall]):
     """Repeats retryable failures of one model; see the module docstring."""
 
-    __slots__ = ("_budget", "_random", "_settings")
+    __slots__ = ("_budget", "_clock", "_random", "_settings")
 
     def __init__(
         self,
@@ -85,11 +84,13 @@ class RetryStage(Stage[ModelCall]):
         settings: RetrySettings,
         budget: RetryBudget,
         rng: random.Random | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         super().__init__(next_handler)
         self._settings = settings
         self._budget = budget
         self._random = rng or random.Random()  # noqa: S311 (jitter, not secrecy)
+        self._clock = clock
 
     def delay(self, item: ModelCall, error: RelayError, tries: int) -> float | None:
         """Seconds to wait before try number `tries + 1`, or None to give up."""
@@ -103,7 +104,7 @@ class RetryStage(Stage[ModelCall]):
             wait = hint
         else:
             wait = self._random.uniform(0.0, min(s.max_delay, s.base_delay * 2 ** (tries - 1)))
-        now = time.monotonic()
+        now = self._clock.monotonic()
         remaining = item.call.remaining(now)
         if remaining is not None:
             last = item.call.attempts[-1].latency if item.call.attempts else 0.0
@@ -124,7 +125,7 @@ class RetryStage(Stage[ModelCall]):
 
     async def query(self, item: ModelCall, /) -> Completion:
         """Try, and try again while `delay` allows."""
-        self._budget.record_try(time.monotonic())
+        self._budget.record_try(self._clock.monotonic())
         tries = 1
         while True:
             try:
@@ -133,12 +134,12 @@ class RetryStage(Stage[ModelCall]):
                 wait = self.delay(item, error, tries)
                 if wait is None:
                     raise
-            await asyncio.sleep(wait)
+            await self._clock.sleep(wait)
             tries += 1
 
     async def stream(self, item: ModelCall, /) -> AsyncGenerator[StreamEvent, None]:
         """Stream; before the first text only, try again while `delay` allows."""
-        self._budget.record_try(time.monotonic())
+        self._budget.record_try(self._clock.monotonic())
         tries = 1
         while True:
             events = self.next.stream(item)
@@ -158,5 +159,5 @@ class RetryStage(Stage[ModelCall]):
                     return
                 finally:
                     await events.aclose()
-            await asyncio.sleep(wait)
+            await self._clock.sleep(wait)
             tries += 1

@@ -17,8 +17,8 @@ particles attached (분석해 줘) and English inflections (analyzed) count.
 Effective max_tokens: the request's value, else the model's default (1.5x
 for user text over 500 words), never above the cap of 16,000.
 
-Budget-aware routing: when the caller is near one of its budgets (the
-caller's `BudgetPressure`, passed in by whoever knows the spend), a call
+Budget-aware routing: when the tenant is near one of its budgets (its
+`BudgetPressure`, passed in by whoever knows the spend), a call
 routed by complexity (rule 3, "AUTO") goes to the cheapest model that can
 serve its task (`ModelSpec.serves`), if that is cheaper for this call than
 the task's default model; the reason says so. Calls naming a model or a
@@ -29,15 +29,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING
+from contextlib import aclosing
 
 from server import telemetry as semconv
-from server.catalog import Catalog, ModelSpec
+from server.catalog import Catalog
 from server.domain import (
     BudgetPressure,
     Call,
     Completion,
     Complexity,
+    ModelSpec,
     Request,
     Role,
     RouteBasis,
@@ -47,13 +48,11 @@ from server.domain import (
 )
 from server.errors import SwitchyardError, UnknownModelError
 from server.pipeline.base import Handler, Stage
-from server.pricing import display_usd
+from server.pricing import display_usd, input_cost, worst_case_cost
 from server.settings import RoutingSettings
+from server.state.budgets import BudgetStore
 from server.telemetry import Telemetry
-from server.tokens import conversation_tokens
-
-if TYPE_CHECKING:
-    from server.budgets import BudgetBook
+from server.tokens import request_tokens
 
 _PERIODS = {"day": "daily", "month": "monthly"}
 _TASK_OF = {
@@ -96,10 +95,10 @@ class Router:
 
         `pressure` says the caller is near a budget (see the module docstring).
         """
-        text = "\n".join(m.content for m in request.messages if m.role is Role.USER)
+        text = "\n".join([m.text for m in request.messages if m.role is Role.USER])
         complexity, words, hits = self.judge(text)
         long_prompt = words > self._settings.long_prompt_words
-        input_tokens = conversation_tokens(m.content for m in request.messages)
+        input_tokens = request_tokens(request)
         catalog = self._catalog
         if request.model is not None:
             model = catalog.get(request.model)
@@ -135,7 +134,6 @@ class Router:
         chain_max_tokens = tuple(
             self._max_tokens(request, candidate, long_prompt) for candidate in (model, *fallbacks)
         )
-        cost_min = input_tokens * model.price.input_nanos
         return RouteDecision(
             model=model,
             fallbacks=fallbacks,
@@ -145,16 +143,14 @@ class Router:
             reason=reason,
             input_tokens=input_tokens,
             chain_max_tokens=chain_max_tokens,
-            cost_min=cost_min,
-            cost_max=cost_min + chain_max_tokens[0] * model.price.output_nanos,
+            cost_min=input_cost(model, input_tokens),
+            cost_max=worst_case_cost(model, input_tokens, chain_max_tokens[0]),
         )
 
     def _cost_max(
         self, request: Request, model: ModelSpec, input_tokens: int, long_prompt: bool
     ) -> int:
-        price = model.price
-        max_tokens = self._max_tokens(request, model, long_prompt)
-        return input_tokens * price.input_nanos + max_tokens * price.output_nanos
+        return worst_case_cost(model, input_tokens, self._max_tokens(request, model, long_prompt))
 
     def _cheapest(
         self, request: Request, task: Task, input_tokens: int, long_prompt: bool
@@ -187,7 +183,7 @@ def _count(number: int, noun: str) -> str:
 class RouterStage(Stage[Call]):
     """Decides the route of each call and hands it on.
 
-    With a `BudgetBook` (budget-aware routing on), the caller's budget
+    With a `BudgetStore` (budget-aware routing on), the tenant's budget
     pressure is read at routing time, so Route and Query agree.
     """
 
@@ -197,7 +193,7 @@ class RouterStage(Stage[Call]):
         self,
         next_handler: Handler[Call],
         router: Router,
-        budgets: BudgetBook | None = None,
+        budgets: BudgetStore | None = None,
         telemetry: Telemetry | None = None,
     ) -> None:
         super().__init__(next_handler)
@@ -205,11 +201,9 @@ class RouterStage(Stage[Call]):
         self._budgets = budgets
         self._telemetry = telemetry or Telemetry.disabled()
 
-    def _route(self, call: Call) -> None:
+    def _route(self, call: Call, pressure: BudgetPressure | None = None) -> None:
         span = self._telemetry.child(call.span, "route")
         try:
-            budgets = self._budgets
-            pressure = None if budgets is None else budgets.pressure(call.caller)
             call.route = self._router.decide(call.request, pressure)
         except SwitchyardError as error:
             span.set_attribute(semconv.ERROR_TYPE, type(error).__name__)
@@ -231,10 +225,27 @@ class RouterStage(Stage[Call]):
 
     async def query(self, call: Call, /) -> Completion:
         """Route, then answer."""
-        self._route(call)
+        budgets = self._budgets
+        pressure = None if budgets is None else await budgets.pressure(call.identity.tenant)
+        self._route(call, pressure)
         return await self.next.query(call)
 
     def stream(self, call: Call, /) -> AsyncGenerator[StreamEvent, None]:
-        """Route (refusing bad requests before the stream starts), then stream."""
+        """Route (refusing bad requests before the stream starts), then stream.
+
+        Budget-aware routing reads the store first, which takes a wrapping
+        generator; without it the route is decided here and the next stage's
+        stream is returned as it is (no extra layer per event).
+        """
+        if self._budgets is not None:
+            return self._stream_with_pressure(call, self._budgets)
         self._route(call)
         return self.next.stream(call)
+
+    async def _stream_with_pressure(
+        self, call: Call, budgets: BudgetStore
+    ) -> AsyncGenerator[StreamEvent, None]:
+        self._route(call, await budgets.pressure(call.identity.tenant))
+        async with aclosing(self.next.stream(call)) as events:
+            async for event in events:
+                yield event

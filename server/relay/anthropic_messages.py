@@ -15,15 +15,15 @@ only if it caches on its own (Anthropic bills them at 1.25x the input price).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, assert_never
 
 import orjson
 
-from server.domain import FinishReason, Request, Role, Usage
+from server.domain import FinishReason, Message, Part, Request, Role, TextPart, Usage
 from server.errors import RelayError, RelayProtocolError, RelayUnavailableError
 
 if TYPE_CHECKING:
-    from server.catalog import ModelSpec
+    from server.domain import ModelSpec
     from server.relay.sse import ServerSentEvent
 
 API_VERSION = "2023-06-01"
@@ -48,12 +48,12 @@ class AnthropicMessages:
 
     def encode(self, request: Request, model: ModelSpec, max_tokens: int, stream: bool) -> bytes:
         """The messages request body."""
-        system = [m.content for m in request.messages if m.role is Role.SYSTEM]
+        system = [m.text for m in request.messages if m.role is Role.SYSTEM]
         body: dict[str, Any] = {
             "model": model.name,
             "max_tokens": max_tokens,
             "messages": [
-                {"role": m.role.value, "content": m.content}
+                {"role": m.role.value, "content": _content(m)}
                 for m in request.messages
                 if m.role is not Role.SYSTEM
             ],
@@ -174,6 +174,23 @@ class AnthropicStreamDecoder:
             except (KeyError, TypeError, AttributeError, ValueError):  # incl. JSONDecodeError
                 self.error = RelayProtocolError("the relay sent a malformed stream event")
         return "".join(parts) if len(parts) != 1 else parts[0]
+
+
+def _content(message: Message) -> str | list[dict[str, Any]]:
+    """A message's content: the plain string of a one-part text message, else one
+    content block each."""
+    parts = message.parts
+    if len(parts) == 1 and type(parts[0]) is TextPart:
+        return parts[0].text
+    return [_block(part) for part in parts]
+
+
+def _block(part: Part) -> dict[str, Any]:
+    match part:
+        case TextPart(text=text):
+            return {"type": "text", "text": text}
+        case _:
+            assert_never(part)
 
 
 def _cache_reads(usage: Any) -> int:

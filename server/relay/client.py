@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from server.domain import Completion, Request, Usage
+from server.domain import Completion, Request, TextDelta, Usage
 from server.errors import (
     RelayConnectError,
     RelayError,
@@ -32,10 +32,10 @@ from server.errors import (
 from server.relay.sse import SSEDecoder
 from server.relay.transport import READ_BODY, AiohttpTransport
 from server.relay.wires import WIRES, StreamDecoder
-from server.tokens import conversation_tokens, text_tokens
+from server.tokens import request_tokens, text_tokens
 
 if TYPE_CHECKING:
-    from server.catalog import ModelSpec
+    from server.domain import ModelSpec
     from server.settings import RelaySettings
 
 _UNREACHABLE = "the relay could not be reached; the operator should check SWITCHYARD_RELAY_URL"
@@ -185,7 +185,7 @@ class RelayClient:
 class RelayStream:
     """One streamed answer from the relay.
 
-    Iterating yields text deltas (each the text of one socket read) and
+    Iterating yields TextDeltas (each the text of one socket read) and
     finally one Completion. Whether the stream completes, fails or is
     cancelled, `usage` afterwards says what the relay billed: its reported
     usage, or an estimate from what was received (flagged `estimated`).
@@ -264,7 +264,7 @@ class RelayStream:
             cached_input_tokens=decoder.cached_input_tokens,
         )
 
-    async def __aiter__(self) -> AsyncGenerator[str | Completion, None]:
+    async def __aiter__(self) -> AsyncGenerator[TextDelta | Completion, None]:
         client = self._client
         http_request = client._request(
             self._model,
@@ -292,7 +292,7 @@ class RelayStream:
                     delta = decoder.feed(sse.feed(chunk))
                     if delta:
                         text.append(delta)
-                        yield delta
+                        yield TextDelta(delta)
                     if decoder.error is not None:
                         raise decoder.error
             if not decoder.done:
@@ -302,11 +302,6 @@ class RelayStream:
             yield Completion(self._model, "", self.usage, decoder.finish_reason)
         finally:
             await response.aclose()
-
-
-def request_tokens(request: Request) -> int:
-    """Estimated input tokens of `request` (see server.tokens)."""
-    return conversation_tokens(message.content for message in request.messages)
 
 
 def _estimate(input_tokens: int, content: str) -> Usage:

@@ -9,15 +9,15 @@ provider served from its prompt cache (priced at the cached-input price).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, assert_never
 
 import orjson
 
-from server.domain import FinishReason, Request, Usage
+from server.domain import FinishReason, Message, Part, Request, TextPart, Usage
 from server.errors import RelayError, RelayProtocolError, RelayUnavailableError
 
 if TYPE_CHECKING:
-    from server.catalog import ModelSpec
+    from server.domain import ModelSpec
     from server.relay.sse import ServerSentEvent
 
 FINISH_REASONS = {
@@ -43,7 +43,7 @@ class OpenAIChat:
         """The chat.completions request body."""
         body: dict[str, Any] = {
             "model": model.name,
-            "messages": [{"role": m.role.value, "content": m.content} for m in request.messages],
+            "messages": [{"role": m.role.value, "content": _content(m)} for m in request.messages],
             "max_tokens": max_tokens,
         }
         if request.temperature is not None:
@@ -132,6 +132,23 @@ class OpenAIStreamDecoder:
             except (AttributeError, TypeError, KeyError, ValueError):
                 self.error = RelayProtocolError("the relay sent a malformed stream chunk")
         return "".join(parts) if len(parts) != 1 else parts[0]
+
+
+def _content(message: Message) -> str | list[dict[str, Any]]:
+    """A message's content: the plain string of a one-part text message (what every
+    relay takes), else one content part each."""
+    parts = message.parts
+    if len(parts) == 1 and type(parts[0]) is TextPart:
+        return parts[0].text
+    return [_part(part) for part in parts]
+
+
+def _part(part: Part) -> dict[str, Any]:
+    match part:
+        case TextPart(text=text):
+            return {"type": "text", "text": text}
+        case _:
+            assert_never(part)
 
 
 def _usage(raw: Any) -> Usage | None:

@@ -1,9 +1,10 @@
-"""The translator interface and the registry of wire formats.
+"""The translator interface and THE registry of wire formats.
 
 A wire format turns a domain request into the relay's JSON, and the relay's
 JSON or event stream back into text, usage and a finish reason. Translators
-are pure: no I/O, no clock. Adding a wire format is one new module and one
-line in `WIRES` below.
+are pure: no I/O, no clock. `WIRES` is the only list of wire formats: the
+relay client sends with it and the settings check each model's `wire`
+against it, so adding a wire format is one new module and one line below.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from server.domain import FinishReason, Request, Usage
 from server.relay import anthropic_messages, openai_chat
 
 if TYPE_CHECKING:
-    from server.catalog import ModelSpec
+    from server.domain import ModelSpec
     from server.errors import RelayError
     from server.relay.sse import ServerSentEvent
 

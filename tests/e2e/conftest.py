@@ -7,6 +7,7 @@ import asyncio
 import os
 import re
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -16,8 +17,10 @@ from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc
 
 from server.app import App, create_server
+from server.domain import Identity
 from server.settings import load_settings
 from server.simulator import RelaySimulator, SimulatorSettings
+from server.state.ledger import UsageSummary
 
 RELAY_KEY = "e2e-relay-key-0123456789"
 BANNER = re.compile(r"serving switchyard\.v1\.GatewayService on 127\.0\.0\.1:(\d+)")
@@ -130,19 +133,13 @@ def nanos(money: object) -> int:
     return money.units * 1_000_000_000 + money.nanos  # type: ignore[attr-defined]
 
 
-async def until(predicate: Callable[[], bool], within: float = 5.0) -> None:
-    """Wait until `predicate()` holds, checking after each turn of the event loop.
-
-    Only for state the in-process gateway changes after the client's side of
-    a call is over (a cancelled call still unwinding on the server): nothing
-    outside the gateway signals that moment, so this yields the loop (no fixed
-    sleep) and checks again, bounded by `within` seconds.
-    """
-    async with asyncio.timeout(within):
-        while not predicate():  # noqa: ASYNC110 (no event exists to wait on; see above)
-            await asyncio.sleep(0)
-
-
 def caller(name: str) -> tuple[tuple[str, str]]:
     """Metadata naming the calling service."""
     return (("x-switchyard-caller", name),)
+
+
+async def usage_of(gateway: Gateway, who: str = "anonymous", seconds: float = 3600) -> UsageSummary:
+    """The ledger's figures for tenant `who` over the last `seconds`, as GetUsage reads them."""
+    now = time.time()
+    report = await gateway.app.pipeline.usage(Identity(who), now - seconds, now + 60)
+    return report.summary

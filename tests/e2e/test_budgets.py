@@ -7,7 +7,9 @@ import grpc
 from google.rpc import error_details_pb2
 from switchyard.v1 import gateway_pb2 as pb
 
-from .conftest import Gateway, StartGateway, caller, details, nanos, query, until
+from tests.helpers import until
+
+from .conftest import Gateway, StartGateway, caller, details, nanos, query
 from .test_errors import rich_details, rpc_error
 
 GEMINI = "gemini-2.5-flash"
@@ -35,7 +37,7 @@ async def test_100_concurrent_calls_race_for_the_last_dollars(start_gateway, tmp
     gateway = await budget_gateway(
         start_gateway, tmp_path, '[budgets."racer"]\nday = "0.07520625"\n'
     )
-    budgets = gateway.app.pipeline.budgets
+    budgets = gateway.app.pipeline.stores.budgets
     refused: list[grpc.aio.AioRpcError] = []
     all_refused = asyncio.Event()
 
@@ -56,7 +58,7 @@ async def test_100_concurrent_calls_race_for_the_last_dollars(start_gateway, tmp
         await all_refused.wait()
     await gateway.sim.wait_until(lambda s: s.requests == 7, timeout=5)
     assert len(refused) == 93 and gateway.sim.stats.requests == 7
-    [day] = budgets.status("racer")
+    [day] = await budgets.status("racer")
     assert day.spent == 7 * RESERVATION == 70_192_500 <= BUDGET
     # Route gives the 101st call the same answer Query gives
     route = await gateway.stub.Route(
@@ -77,7 +79,12 @@ async def test_100_concurrent_calls_race_for_the_last_dollars(start_gateway, tmp
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    await until(lambda: budgets.status("racer")[0].spent == 0)
+
+    async def released() -> bool:
+        [day] = await budgets.status("racer")
+        return day.spent == 0
+
+    await until(released)
     # other callers have no budget
     assert (await gateway.stub.Route(pb.RouteRequest(query=race_spec(0)))).route.admission.admitted
 

@@ -9,20 +9,24 @@ gateway estimates. Output tokens: one per word, fixed with [[sim tokens=N]].
 """
 
 import asyncio
-import time
 
 import grpc
 import pytest
 from switchyard.v1 import gateway_pb2 as pb
 
-from .conftest import Gateway, nanos, query, stream_all, until
+from tests.helpers import until
+
+from .conftest import Gateway, nanos, query, stream_all, usage_of
 
 CLAUDE, GPT, GEMINI = "claude-sonnet-4-20250514", "gpt-4.1", "gemini-2.5-flash"
 
 
-def ledger_cost(gateway: Gateway, who: str = "anonymous") -> int:
-    now = time.time()
-    return gateway.app.pipeline.ledger.summary(who, now - 60, now + 60).total.cost
+async def spent(gateway: Gateway) -> bool:
+    return await ledger_cost(gateway) > 0
+
+
+async def ledger_cost(gateway: Gateway, who: str = "anonymous") -> int:
+    return (await usage_of(gateway, who, 60)).total.cost
 
 
 async def test_unary(gateway: Gateway):
@@ -34,7 +38,7 @@ async def test_unary(gateway: Gateway):
     assert nanos(response.cost) == 120_000
     assert (response.cost.units, response.cost.nanos) == (0, 120_000)
     assert not response.usage.estimated
-    assert ledger_cost(gateway) == 120_000
+    assert await ledger_cost(gateway) == 120_000
 
 
 async def test_stream(gateway: Gateway):
@@ -44,7 +48,7 @@ async def test_stream(gateway: Gateway):
     # gemini-2.5-flash: 13 * 2,500 + 6 * 10,000 = 32,500 + 60,000
     assert (end.usage.input_tokens, end.usage.output_tokens) == (13, 6)
     assert nanos(end.cost) == 92_500 == nanos(end.attempts[0].cost)
-    assert ledger_cost(gateway) == 92_500
+    assert await ledger_cost(gateway) == 92_500
 
 
 async def test_cancelled_stream_is_billed_for_what_was_received(gateway: Gateway):
@@ -58,13 +62,12 @@ async def test_cancelled_stream_is_billed_for_what_was_received(gateway: Gateway
             break
     call.cancel()
     await gateway.sim.wait_idle()
-    await until(lambda: ledger_cost(gateway) > 0)
+    await until(lambda: spent(gateway))
     # No usage report came: the output is estimated from the text received,
     # "Simulated answer from " = 22 bytes -> ceil(22 / 4) = 6 tokens.
     # gemini-2.5-flash: 17 * 2,500 + 6 * 10,000 = 42,500 + 60,000
-    assert ledger_cost(gateway) == 102_500
-    now = time.time()
-    summary = gateway.app.pipeline.ledger.summary("anonymous", now - 60, now + 60)
+    assert await ledger_cost(gateway) == 102_500
+    summary = await usage_of(gateway, "anonymous", 60)
     totals = summary.models[GEMINI]
     assert (totals.input_tokens, totals.output_tokens, totals.failed_attempts) == (17, 6, 1)
     assert summary.errors == 0  # the caller cancelled: not an error
@@ -91,7 +94,7 @@ async def test_fallback_bills_the_failed_attempt_the_relay_charged(gateway: Gate
     assert [nanos(a.cost) for a in failed] == [510_000] * 3
     # gpt-4.1: 29 * 8,000 + 5 * 32,000 = 232,000 + 160,000
     assert nanos(answered.cost) == 392_000
-    assert nanos(end.cost) == 3 * 510_000 + 392_000 == ledger_cost(gateway)
+    assert nanos(end.cost) == 3 * 510_000 + 392_000 == await ledger_cost(gateway)
     assert gateway.sim.stats.model(CLAUDE).input_tokens == 3 * 29  # what the relay reported
 
 
@@ -113,7 +116,7 @@ async def test_retried_down_the_chain_sums_every_billed_attempt(gateway: Gateway
         *[(GPT, 0)] * 3,
         (GEMINI, 34 * 2_500 + 4 * 10_000),  # 85,000 + 40,000 = 125,000
     ]
-    assert nanos(end.cost) == 3 * 585_000 + 125_000 == ledger_cost(gateway)
+    assert nanos(end.cost) == 3 * 585_000 + 125_000 == await ledger_cost(gateway)
 
 
 async def test_unary_fallback_after_an_unbilled_overload(gateway: Gateway):
@@ -147,7 +150,7 @@ async def test_a_retried_model_bills_each_try_the_relay_charged(gateway: Gateway
     )
     assert nanos(first.cost) == 24 * 15_000 + 1 * 75_000  # 435,000
     assert nanos(second.cost) == 24 * 15_000 + 5 * 75_000  # 735,000
-    assert nanos(messages[-1].end.cost) == 1_170_000 == ledger_cost(gateway)
+    assert nanos(messages[-1].end.cost) == 1_170_000 == await ledger_cost(gateway)
 
 
 async def test_cached_answer_costs_nothing_and_reports_the_saving(gateway: Gateway):
@@ -162,7 +165,7 @@ async def test_cached_answer_costs_nothing_and_reports_the_saving(gateway: Gatew
     assert list(second.attempts) == [] and second.content == first.content
     assert second.model == GEMINI
     assert gateway.sim.stats.requests == 1
-    assert ledger_cost(gateway) == 120_000  # billed once
+    assert await ledger_cost(gateway) == 120_000  # billed once
 
 
 async def test_concurrent_identical_calls_are_billed_once(gateway: Gateway):
@@ -176,7 +179,7 @@ async def test_concurrent_identical_calls_are_billed_once(gateway: Gateway):
     assert sorted(nanos(r.cost) for r in responses) == [0, 0, 0, 0, 65_000]
     assert [r.cached for r in responses].count(True) == 4
     assert {nanos(r.saved_cost) for r in responses if r.cached} == {65_000}
-    assert ledger_cost(gateway) == 65_000
+    assert await ledger_cost(gateway) == 65_000
 
 
 async def test_an_identical_stream_follows_the_first_live_and_pays_nothing(gateway: Gateway):
@@ -203,10 +206,10 @@ async def test_an_identical_stream_follows_the_first_live_and_pays_nothing(gatew
     # "Simulated answer from " = 22 bytes -> ceil(22 / 4) = 6 tokens delivered
     assert "after 6 tokens were delivered" in (raised.value.details() or "")
     await gateway.sim.wait_idle()
-    await until(lambda: ledger_cost(gateway) > 0)
+    await until(lambda: spent(gateway))
     # Only the first stream is billed, for what it received (no usage report came):
     # gemini-2.5-flash: 15 * 2,500 + 6 * 10,000 = 37,500 + 60,000
-    assert ledger_cost(gateway) == 97_500
+    assert await ledger_cost(gateway) == 97_500
     assert gateway.sim.stats.requests == 1
 
 
@@ -218,7 +221,7 @@ async def test_bypass_and_refresh_pay_again(gateway: Gateway, mode):
     again = await gateway.stub.Query(pb.QueryRequest(query=spec))
     # 10 * 2,500 + 2 * 10,000 = 45,000, paid twice
     assert not again.cached and nanos(again.cost) == 45_000
-    assert ledger_cost(gateway) == 90_000 and gateway.sim.stats.requests == 2
+    assert await ledger_cost(gateway) == 90_000 and gateway.sim.stats.requests == 2
 
 
 async def test_warm_temperature_is_never_cached(gateway: Gateway):

@@ -9,6 +9,7 @@ gpt-4.1 8,000 / 32,000; claude-sonnet-4 15,000 / 75,000; deepseek 420 / 420.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 import time
@@ -19,8 +20,9 @@ from switchyard.v1 import gateway_pb2 as pb
 
 from server.domain import Message, Request, Role
 from server.simulator import SimulatorSettings
+from tests.helpers import until
 
-from .conftest import RELAY_KEY, Gateway, details, nanos, query
+from .conftest import RELAY_KEY, Gateway, details, nanos, query, usage_of
 
 FAST_RETRIES = {
     "SWITCHYARD_RETRY_BASE_DELAY": "0.001",
@@ -59,19 +61,22 @@ def relay_reported_cost(gateway: Gateway) -> int:
     return sum(priced(m, stats.model(m).input_tokens, stats.model(m).output_tokens) for m in PRICES)
 
 
-def summary(gateway: Gateway, caller: str = "anonymous"):
+async def summary(gateway: Gateway, caller: str = "anonymous"):
     """The ledger's figures for `caller` over the last hour."""
-    now = time.time()
-    return gateway.app.pipeline.ledger.summary(caller, now - 3600, now + 60)
+    return await usage_of(gateway, caller)
 
 
-def billed(gateway: Gateway, caller: str = "anonymous"):
+async def billed(gateway: Gateway, caller: str = "anonymous"):
     """The ledger's totals per model for `caller`."""
-    return summary(gateway, caller).models
+    return (await summary(gateway, caller)).models
 
 
-def ledger_cost(gateway: Gateway, caller: str = "anonymous") -> int:
-    return summary(gateway, caller).total.cost
+async def has_billed(gateway: Gateway) -> bool:
+    return bool(await billed(gateway))
+
+
+async def ledger_cost(gateway: Gateway, caller: str = "anonymous") -> int:
+    return (await summary(gateway, caller)).total.cost
 
 
 def outcomes(attempts) -> list[tuple[str, int, int]]:
@@ -109,20 +114,24 @@ async def assert_no_leaks(gateway: Gateway, tasks_before: set[asyncio.Task]) -> 
         assert (cap.in_use, cap.waiters) == (0, 0), cap.name
     assert limits.relay.waiters == 0
     current = asyncio.current_task()
-    for _ in range(100):  # handler tasks end just after their status is sent
-        stray = [
+
+    def stray() -> list[asyncio.Task]:
+        return [
             t
             for t in asyncio.all_tasks() - tasks_before
             if t is not current and not t.done() and not _standing_task(t)
         ]
-        if not stray:
-            break
-        await asyncio.sleep(0.01)
-    assert not stray, stray
+
+    # handler tasks end just after their status is sent
+    with contextlib.suppress(TimeoutError):
+        await until(lambda: not stray(), within=1.0)
+    assert not stray(), stray()
     # With a pool of 2 connections, two relay requests at once only succeed if none
     # leaked. (Straight through the relay client: the limiter may be spent by the test.)
     relay, model = gateway.app.relay, gateway.app.pipeline.router.catalog.models["gpt-4.1"]
-    probe = Request(messages=(Message(Role.USER, "check [[sim tokens=1]] [[sim latency_ms=1]]"),))
+    probe = Request(
+        messages=(Message.of(Role.USER, "check [[sim tokens=1]] [[sim latency_ms=1]]"),)
+    )
     await asyncio.gather(*(relay.complete(model, probe, 5, 5.0) for _ in range(2)))
 
 
@@ -171,7 +180,7 @@ async def test_429_with_retry_after_then_success(gateway: Gateway, hint, at_leas
         ("gemini-2.5-flash", SUCCESS, 200),
     ]
     assert time.monotonic() - started >= at_least  # the hint was waited out
-    assert nanos(response.cost) == relay_reported_cost(gateway) == ledger_cost(gateway)
+    assert nanos(response.cost) == relay_reported_cost(gateway) == await ledger_cost(gateway)
 
 
 async def test_429_storm_on_the_primary_falls_back(gateway: Gateway):
@@ -185,7 +194,9 @@ async def test_429_storm_on_the_primary_falls_back(gateway: Gateway):
     ]
     gpt = gateway.sim.stats.model("gpt-4.1")
     assert gpt.output_tokens == 4
-    assert nanos(response.cost) == priced("gpt-4.1", gpt.input_tokens, 4) == ledger_cost(gateway)
+    assert (
+        nanos(response.cost) == priced("gpt-4.1", gpt.input_tokens, 4) == await ledger_cost(gateway)
+    )
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 529])
@@ -207,7 +218,7 @@ async def test_401_is_final_without_retry_or_fallback(gateway: Gateway):
     )
     assert error.code() is grpc.StatusCode.UNAUTHENTICATED
     assert gateway.sim.stats.requests == 1
-    assert ledger_cost(gateway) == 0
+    assert await ledger_cost(gateway) == 0
 
 
 async def test_spend_limit_is_final_failed_precondition(gateway: Gateway):
@@ -275,7 +286,7 @@ async def test_a_stream_broken_after_text_ends_with_an_error_and_bills_what_arri
     assert f"after {delivered} tokens were delivered" in details(error)
     # Billed: the estimated input ("hello ..." + 4 per message) and the text that arrived.
     input_tokens = estimate(prompt) + 4
-    totals = billed(gateway)["gemini-2.5-flash"]
+    totals = (await billed(gateway))["gemini-2.5-flash"]
     assert (totals.input_tokens, totals.output_tokens) == (input_tokens, delivered)
     assert totals.cost == priced("gemini-2.5-flash", input_tokens, delivered)
     assert gateway.sim.stats.model("gpt-4.1").requests == 0  # no fallback after the first token
@@ -289,7 +300,7 @@ async def test_a_stream_without_done_is_an_error_not_a_clean_finish(gateway: Gat
     assert "without its final event" in details(error)
     assert not any(m.HasField("end") for m in received)
     # the usage chunk did arrive before the cut: that exact usage is billed
-    assert ledger_cost(gateway) == relay_reported_cost(gateway) > 0
+    assert await ledger_cost(gateway) == relay_reported_cost(gateway) > 0
 
 
 async def test_a_stream_without_usage_is_estimated_and_flagged(gateway: Gateway):
@@ -358,13 +369,9 @@ async def test_caller_cancel_mid_stream_closes_the_relay_request_at_once(start_g
     assert time.monotonic() - cancelled_at < 0.1  # the relay request is closed within 100 ms
     sent = stats.model("gemini-2.5-flash").tokens_sent
     assert sent < 200  # reading stopped: the relay did not get to send the whole answer
-    totals = billed(gateway)
-    for _ in range(100):  # the handler finishes its bookkeeping as it unwinds
-        if totals:
-            break
-        await asyncio.sleep(0.01)
-        totals = billed(gateway)
-    cancelled = totals["gemini-2.5-flash"]
+    # the handler finishes its bookkeeping as it unwinds
+    await until(lambda: has_billed(gateway))
+    cancelled = (await billed(gateway))["gemini-2.5-flash"]
     assert cancelled.failed_attempts == 1 and 0 < cancelled.output_tokens <= estimate(
         " ".join(["wordwordword"] * sent)
     )
@@ -505,8 +512,8 @@ async def test_200_concurrent_calls_with_random_faults_each_end_once_and_costs_a
     assert set(endings) <= {"ok", "UNAUTHENTICATED", "INVALID_ARGUMENT", "UNAVAILABLE"}
     assert endings.count("ok") > 100
     await gateway.sim.wait_idle()
-    assert ledger_cost(gateway) == relay_reported_cost(gateway)
-    assert summary(gateway).requests == 200
+    assert await ledger_cost(gateway) == relay_reported_cost(gateway)
+    assert (await summary(gateway)).requests == 200
 
 
 async def test_server_shutdown_mid_stream_gives_every_slot_back(start_gateway):
@@ -525,5 +532,5 @@ async def test_server_shutdown_mid_stream_gives_every_slot_back(start_gateway):
             pass
     await gateway.sim.wait_idle(timeout=1.0)
     assert (caps.model_cap.in_use, caps.provider_cap.in_use) == (0, 0)
-    cut = billed(gateway)["gemini-2.5-flash"]
+    cut = (await billed(gateway))["gemini-2.5-flash"]
     assert cut.failed_attempts == 1 and cut.output_tokens > 0  # what arrived is still billed

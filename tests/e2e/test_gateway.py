@@ -1,13 +1,11 @@
 """Route, Query and StreamQuery through the real server and simulator."""
 
-import time
-
 import grpc
 from switchyard.v1 import gateway_pb2 as pb
 
 from server.simulator import SimulatorSettings
 
-from .conftest import RELAY_KEY, Gateway, nanos, query, stream_all
+from .conftest import RELAY_KEY, Gateway, nanos, query, stream_all, usage_of
 
 # 47 bytes -> 12 tokens + 4 for the message = 16 input tokens; the directive fixes 8 output tokens.
 SIMPLE = "What is the capital of France? [[sim tokens=8]]"
@@ -137,16 +135,9 @@ async def test_caller_id_from_metadata_reaches_the_ledger(gateway: Gateway):
         pb.QueryRequest(query=query(SIMPLE)), metadata=(("x-switchyard-caller", "billing-svc"),)
     )
     await gateway.stub.Query(pb.QueryRequest(query=query(SIMPLE)))
-    ledger = gateway.app.pipeline.ledger
-    now = time.time()
-    assert (
-        ledger.summary("billing-svc", now - 60, now + 60).models["gemini-2.5-flash"].cost
-        == SIMPLE_COST
-    )
-    assert (
-        ledger.summary("anonymous", now - 60, now + 60).models["gemini-2.5-flash"].cost
-        == SIMPLE_COST
-    )
+    for who in ("billing-svc", "anonymous"):
+        summary = await usage_of(gateway, who, 60)
+        assert summary.models["gemini-2.5-flash"].cost == SIMPLE_COST
 
 
 async def test_deadline_shorter_than_the_relay_is_deadline_exceeded(start_gateway):
@@ -187,8 +178,7 @@ async def test_the_cache_never_crosses_callers(gateway: Gateway):
         )
     # one relay call per caller; each caller's repeat was its own hit
     assert gateway.sim.stats.requests == 2
-    now = time.time()
     for who in ("alpha", "beta"):
-        summary = gateway.app.pipeline.ledger.summary(who, now - 60, now + 60)
+        summary = await usage_of(gateway, who, 60)
         assert (summary.cache_hits, summary.cache_misses) == (1, 1)
         assert summary.total.cost == SIMPLE_COST

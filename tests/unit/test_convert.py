@@ -19,7 +19,7 @@ def test_prompt_becomes_the_last_user_message():
             task=pb.TASK_FAST,
         )
     )
-    assert [(m.role, m.content) for m in request.messages] == [
+    assert [(m.role, m.text) for m in request.messages] == [
         (Role.SYSTEM, "be brief"),
         (Role.USER, "and now?"),
     ]

@@ -5,16 +5,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from server.catalog import default_catalog
-from server.domain import Usage
+from server.domain import Message, Price, Request, Role, Usage, nanos_per_token
+from server.pipeline.router import Router
 from server.pricing import (
-    Price,
     cost_nanos,
     display_usd,
     format_usd,
-    nanos_per_token,
+    largest_cost,
     to_decimal,
     usd_to_nanos,
 )
+from server.settings import RoutingSettings
 
 
 def test_catalog_prices_become_whole_nanos_per_token():
@@ -88,3 +89,17 @@ def test_display_and_parse_dollars():
     assert usd_to_nanos(Decimal("5.00")) == 5_000_000_000
     with pytest.raises(ValueError, match="finer than a nano-dollar"):
         usd_to_nanos(Decimal("0.0000000001"))
+
+
+def test_largest_cost_is_the_priciest_model_of_the_chain():
+    router = Router(default_catalog(), RoutingSettings())
+    request = Request(messages=(Message.of(Role.USER, "hi"),), task=None, max_tokens=100)
+    route = router.decide(request)  # simple: gemini-2.5-flash, falling back to gpt-4.1
+    assert [m.name for m in route.chain] == ["gemini-2.5-flash", "gpt-4.1"]
+    # "hi" = 1 + 4 = 5 input tokens; gemini: 5*2,500 + 100*10,000 = 1,012,500
+    # gpt-4.1: 5*8,000 + 100*32,000 = 3,240,000 -> the reservation
+    assert largest_cost(route) == 3_240_000
+    alone = router.decide(Request(messages=request.messages, max_tokens=100, fallback=False))
+    assert largest_cost(alone) == 1_012_500
+    # Route's range on the chosen model: uncached input only, then all of max_tokens
+    assert (route.cost_min, route.cost_max) == (5 * 2_500, 1_012_500)

@@ -90,7 +90,7 @@ def test_comparison_is_exact():
 def test_the_example_workload_runs_and_is_varied(capsys):
     rows = report.load_workload(EXAMPLE)
     assert len(rows) >= 30
-    assert any(not row.request.messages[-1].content.isascii() for row in rows)  # Korean
+    assert any(not row.request.messages[-1].text.isascii() for row in rows)  # Korean
     assert {row.request.task for row in rows} >= {None, *Task}
     parser = argparse.ArgumentParser()
     report.add_arguments(parser)

@@ -11,6 +11,7 @@ from server.domain import (
     Call,
     Completion,
     FinishReason,
+    Identity,
     Message,
     ModelCall,
     Outcome,
@@ -18,6 +19,7 @@ from server.domain import (
     Role,
     StreamEvent,
     StreamStart,
+    TextDelta,
     Usage,
 )
 from server.errors import RelayError
@@ -28,9 +30,11 @@ CATALOG = default_catalog()
 ROUTER = Router(CATALOG, RoutingSettings())
 
 
-def routed_call(text: str = "hi", deadline: float | None = None, **kwargs) -> Call:
-    request = Request(messages=(Message(Role.USER, text),), **kwargs)
-    call = Call(request, "rid", "tester", time.monotonic(), deadline)
+def routed_call(
+    text: str = "hi", deadline: float | None = None, tenant: str = "tester", **kwargs
+) -> Call:
+    request = Request(messages=(Message.of(Role.USER, text),), **kwargs)
+    call = Call(request, "rid", Identity(tenant), time.monotonic(), deadline)
     call.route = ROUTER.decide(request)
     return call
 
@@ -78,7 +82,7 @@ class ScriptedModels:
             for index, chunk in enumerate(answer):
                 if index == limit and error is not None:
                     raise error
-                yield chunk
+                yield TextDelta(chunk)
             usage = Usage(1, len(answer))
             self._record(item, Outcome.SUCCESS, usage)
             yield Completion(item.model, "", usage, FinishReason.STOP)

@@ -3,35 +3,37 @@ from typing import cast
 
 import pytest
 
-from server.domain import Attempt, CacheUse, Call, Outcome, Usage
+from server.domain import Attempt, CacheUse, Call, Identity, Outcome, Usage
 from server.errors import RelayUnavailableError
-from server.ledger import InMemoryLedger
 from server.pipeline.accounting import AccountingStage
 from server.pipeline.base import Handler
 from server.pipeline.fallback import FallbackStage
+from server.state.ledger import CallRecord
+from server.state.memory import MemoryLedger
+from tests.helpers import EPOCH, FakeClock
 
 from .fakes import CATALOG, ScriptedModels, routed_call
 
-NOW = 1_800_000_000.0  # a fixed wall-clock instant
+NOW = EPOCH  # FakeClock's wall-clock instant
 
 
-def summary(ledger, caller="tester"):
-    return ledger.summary(caller, NOW - 3600, NOW + 60)
+async def summary(ledger, tenant="tester"):
+    return await ledger.summary(tenant, NOW - 3600, NOW + 60)
 
 
 async def test_calls_are_entered_once_on_success_failure_and_early_close():
-    ledger = InMemoryLedger()
+    ledger = MemoryLedger()
     models = ScriptedModels(
         {"gpt-4.1": ["a", "b"], "gemini-2.5-flash": RelayUnavailableError("down", 503)}
     )
-    stage = AccountingStage(FallbackStage(models), ledger, clock=lambda: NOW)
+    stage = AccountingStage(FallbackStage(models), ledger, clock=FakeClock())
     await stage.query(routed_call(model="gpt-4.1"))
     with pytest.raises(RelayUnavailableError):
         await stage.query(routed_call(model="gemini-2.5-flash", fallback=False))
     stream = stage.stream(routed_call(model="gpt-4.1"))
     await anext(stream)
     await stream.aclose()
-    totals = summary(ledger)
+    totals = await summary(ledger)
     assert totals.requests == 3
     assert totals.errors == 1  # the early close is not an error
     assert totals.models["gemini-2.5-flash"].failed_attempts == 1
@@ -39,8 +41,9 @@ async def test_calls_are_entered_once_on_success_failure_and_early_close():
 
 
 async def test_a_cancelled_call_is_entered_with_what_it_was_billed_and_is_no_error():
-    ledger = InMemoryLedger()
+    ledger = MemoryLedger()
     gate = asyncio.Event()
+    billed = asyncio.Event()
 
     class Slow:
         async def query(self, call):
@@ -53,29 +56,52 @@ async def test_a_cancelled_call_is_entered_with_what_it_was_billed_and_is_no_err
                     cost=56_000,
                 )
             )
+            billed.set()
             await gate.wait()
 
-    stage = AccountingStage(cast(Handler[Call], Slow()), ledger, clock=lambda: NOW)
+    stage = AccountingStage(cast(Handler[Call], Slow()), ledger, clock=FakeClock())
     task = asyncio.create_task(stage.query(routed_call(model="gpt-4.1")))
-    await asyncio.sleep(0)
+    await billed.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    totals = summary(ledger)
+    totals = await summary(ledger)
     assert (totals.requests, totals.errors) == (1, 0)
     assert totals.models["gpt-4.1"].cost == 7 * 8_000  # 7 input tokens at $8/M
 
 
 async def test_cache_use_and_savings_reach_the_ledger():
-    ledger = InMemoryLedger()
+    ledger = MemoryLedger()
 
     class Cached:
         async def query(self, call):
             call.cache = CacheUse.HIT
             call.saved_cost = 120_000
 
-    stage = AccountingStage(cast(Handler[Call], Cached()), ledger, clock=lambda: NOW)
+    stage = AccountingStage(cast(Handler[Call], Cached()), ledger, clock=FakeClock())
     await stage.query(routed_call())
-    totals = summary(ledger)
+    totals = await summary(ledger)
     assert (totals.cache_hits, totals.cache_misses, totals.saved_cost) == (1, 0, 120_000)
     assert totals.models == {}  # nothing was sent, nothing billed
+
+
+async def test_the_record_carries_the_request_id_and_the_whole_identity():
+    records: list[CallRecord] = []
+
+    class Recorder(MemoryLedger):
+        def record(self, entry: CallRecord) -> None:
+            records.append(entry)
+
+    clock = FakeClock()
+    stage = AccountingStage(FallbackStage(ScriptedModels({"gpt-4.1": ["a"]})), Recorder(), clock)
+    call = routed_call(model="gpt-4.1")
+    call.identity = Identity("billing", key_id="k1", user="alice")
+    await stage.query(call)
+    [record] = records
+    assert (record.request_id, record.tenant, record.key_id, record.user) == (
+        "rid",
+        "billing",
+        "k1",
+        "alice",
+    )
+    assert record.at == clock.wall() and record.attempts == tuple(call.attempts)

@@ -3,7 +3,7 @@ import asyncio
 import httpx
 import pytest
 
-from server.domain import Completion, ModelCall, Outcome, StreamStart, Usage
+from server.domain import Completion, ModelCall, Outcome, StreamStart, TextDelta, Usage
 from server.errors import RelayUnavailableError, StreamInterruptedError
 from server.pipeline.attempt import RelayAttempt
 from server.relay.client import RelayClient
@@ -63,7 +63,7 @@ async def test_stream_marks_its_start_and_records_before_the_end_is_passed_on():
             assert len(target.call.attempts) == 1  # already recorded
         events.append(event)
     assert isinstance(events[0], StreamStart)
-    assert events[1:3] == ["Hello ", "world"]
+    assert events[1:3] == [TextDelta("Hello "), TextDelta("world")]
     assert target.call.first_token_at is not None
     assert target.call.attempts[0].cost == 9 * 8_000 + 2 * 32_000
 
@@ -98,8 +98,8 @@ async def test_cancel_mid_stream_records_a_cancelled_attempt_with_partial_usage(
     target = item()
     stream = stage.stream(target)
     assert isinstance(await anext(stream), StreamStart)
-    assert await anext(stream) == "Hello "
-    assert await anext(stream) == "world"
+    assert await anext(stream) == TextDelta("Hello ")
+    assert await anext(stream) == TextDelta("world")
     await stream.aclose()  # what the servicer does when the caller goes away
     [attempt] = target.call.attempts
     assert attempt.outcome is Outcome.CANCELLED

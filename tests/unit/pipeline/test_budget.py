@@ -4,13 +4,15 @@ from typing import cast
 
 import pytest
 
-from server.budgets import BudgetBook, largest_cost
 from server.domain import Call
 from server.errors import BudgetExceededError, RelayUnavailableError
 from server.pipeline.base import Handler
 from server.pipeline.budget import BudgetStage
 from server.pipeline.fallback import FallbackStage
+from server.pricing import largest_cost
 from server.settings import BudgetLimits, BudgetSettings
+from server.state.memory import MemoryBudgetStore
+from tests.helpers import FakeClock
 
 from .fakes import ScriptedModels, routed_call
 
@@ -18,7 +20,11 @@ USD = 1_000_000_000
 
 
 def book(day):
-    return BudgetBook(BudgetSettings(BudgetLimits(day=day)), clock=lambda: 1_800_000_000.0)
+    return MemoryBudgetStore(BudgetSettings(BudgetLimits(day=day)), FakeClock())
+
+
+async def spent(budgets) -> int:
+    return (await budgets.status("tester"))[0].spent
 
 
 async def test_reserved_while_running_then_settled_to_the_actual_cost():
@@ -27,7 +33,7 @@ async def test_reserved_while_running_then_settled_to_the_actual_cost():
 
     class Peek:
         async def query(self, call):
-            seen.append(budgets.status("tester")[0].spent)
+            seen.append(await spent(budgets))
             return await FallbackStage(ScriptedModels({"gpt-4.1": ["ab"]})).query(call)
 
     call = routed_call(model="gpt-4.1", max_tokens=10)
@@ -37,7 +43,7 @@ async def test_reserved_while_running_then_settled_to_the_actual_cost():
     assert call.route is not None
     assert seen == [largest_cost(call.route)] == [825_000]
     # ScriptedModels bills 1 nano per output token: the settled spend is the actual cost
-    assert budgets.status("tester")[0].spent == call.cost == 1
+    assert await spent(budgets) == call.cost == 1
 
 
 async def test_refused_before_anything_is_sent():
@@ -60,6 +66,6 @@ async def test_failures_and_closed_streams_release_the_hold():
         await stage.query(routed_call(model="claude-sonnet-4-20250514", fallback=False))
     stream = stage.stream(routed_call(model="gpt-4.1"))
     await anext(stream)
-    assert budgets.status("tester")[0].spent > 0  # held while the stream runs
+    assert await spent(budgets) > 0  # held while the stream runs
     await stream.aclose()
-    assert budgets.status("tester")[0].spent == 0  # nothing was billed by the fakes
+    assert await spent(budgets) == 0  # nothing was billed by the fakes

@@ -10,8 +10,10 @@ from server.domain import (
     CacheUse,
     Completion,
     FinishReason,
+    Identity,
     Outcome,
     StreamStart,
+    TextDelta,
     Usage,
 )
 from server.errors import (
@@ -22,8 +24,9 @@ from server.errors import (
     StreamInterruptedError,
 )
 from server.pipeline.cache import CacheStage
-from server.response_cache import ResponseCache
 from server.settings import CacheSettings
+from server.state.memory import MemoryResponseStore
+from tests.helpers import FakeClock, until
 
 from .fakes import CATALOG, routed_call
 
@@ -65,19 +68,25 @@ class Relay:
             raise error
         yield StreamStart(GEMINI)
         for part in ("Paris ", "is the ", "capital."):
-            yield part
+            yield TextDelta(part)
         self._bill(call)
         yield Completion(GEMINI, "", Usage(16, 8), self.finish)
 
 
 def stage_for(relay, **settings):
-    return CacheStage(relay, ResponseCache(CacheSettings(**settings)))
+    clock = FakeClock()
+    return CacheStage(relay, MemoryResponseStore(CacheSettings(**settings), clock), clock=clock)
 
 
-def ask(text="capital of France?", caller="svc", **kwargs):
+def ask(text="capital of France?", tenant="svc", **kwargs):
     call = routed_call(text, **kwargs)
-    call.caller = caller
+    call.identity = Identity(tenant)
     return call
+
+
+def joined(stage, count):
+    """A predicate: `count` calls joined a flight of `stage`."""
+    return lambda: stage.joined == count
 
 
 async def collect(stream):
@@ -98,11 +107,11 @@ async def test_a_repeat_is_served_from_the_cache_at_no_cost_with_the_saving():
     assert second.saved_cost == COST and answer.usage == Usage()
 
 
-async def test_callers_never_share_an_entry():
+async def test_tenants_never_share_an_entry():
     relay = Relay()
     stage = stage_for(relay)
-    await stage.query(ask(caller="a"))
-    other = ask(caller="b")
+    await stage.query(ask(tenant="a"))
+    other = ask(tenant="b")
     await stage.query(other)
     assert relay.calls == 2 and not other.cached
 
@@ -114,9 +123,9 @@ async def test_a_stream_hit_replays_start_text_end():
     call = ask()
     replay = await collect(stage.stream(call))
     assert relay.calls == 1
-    assert [type(e) for e in live] == [StreamStart, str, str, str, Completion]
-    assert [type(e) for e in replay] == [StreamStart, str, Completion]
-    assert replay[0].model is GEMINI and replay[1] == "Paris is the capital."
+    assert [type(e) for e in live] == [StreamStart, TextDelta, TextDelta, TextDelta, Completion]
+    assert [type(e) for e in replay] == [StreamStart, TextDelta, Completion]
+    assert replay[0].model is GEMINI and replay[1].text == "Paris is the capital."
     assert replay[2].finish_reason is FinishReason.STOP
     assert call.cached and call.saved_cost == COST and call.first_token_at is not None
 
@@ -165,14 +174,13 @@ async def test_identical_concurrent_calls_make_one_relay_call():
     tasks = [asyncio.create_task(stage.query(call)) for call in calls[:5]]
     streams = [asyncio.create_task(collect(stage.stream(call))) for call in calls[5:]]
     await relay.started.wait()
-    for _ in range(3):
-        await asyncio.sleep(0)  # let every call reach its lookup
+    await until(lambda: stage.joined == 9)  # every other call found the leader's flight
     relay.gate.set()
     answers = await asyncio.gather(*tasks)
     replays = await asyncio.gather(*streams)
     assert relay.calls == 1
     assert {a.content for a in answers} == {"Paris is the capital."}
-    assert all([type(e) for e in r] == [StreamStart, str, Completion] for r in replays)
+    assert all([type(e) for e in r] == [StreamStart, TextDelta, Completion] for r in replays)
     assert sum(call.cost for call in calls) == COST  # billed once
     assert sum(call.cached for call in calls) == 9
     assert {call.saved_cost for call in calls if call.cached} == {COST}
@@ -185,7 +193,7 @@ async def test_a_waiter_takes_over_when_the_leader_is_cancelled():
     await relay.started.wait()
     waiter_call = ask()
     waiter = asyncio.create_task(stage.query(waiter_call))
-    await asyncio.sleep(0)
+    await until(lambda: stage.joined == 1)  # joined the leader's flight
     leader.cancel()
     with pytest.raises(asyncio.CancelledError):
         await leader
@@ -203,7 +211,7 @@ async def test_a_cancelled_waiter_leaves_the_others_waiting():
     quitter = asyncio.create_task(stage.query(ask()))
     stayer_call = ask()
     stayer = asyncio.create_task(stage.query(stayer_call))
-    await asyncio.sleep(0)
+    await until(lambda: stage.joined == 2)  # joined the leader's flight
     quitter.cancel()
     relay.gate.set()
     await leader
@@ -217,7 +225,7 @@ async def test_waiters_share_an_error_about_the_request():
     leader = asyncio.create_task(stage.query(ask()))
     await relay.started.wait()
     waiter = asyncio.create_task(stage.query(ask()))
-    await asyncio.sleep(0)
+    await until(lambda: stage.joined == 1)  # joined the leader's flight
     relay.gate.set()
     for task in (leader, waiter):
         with pytest.raises(RelayUnavailableError):
@@ -239,7 +247,7 @@ async def test_waiters_retry_after_a_failure_of_the_leaders_own(private):
     await relay.started.wait()
     waiter_call = ask()
     waiter = asyncio.create_task(stage.query(waiter_call))
-    await asyncio.sleep(0)
+    await until(lambda: stage.joined == 1)  # joined the leader's flight
     relay.gate.set()
     with pytest.raises(type(private)):
         await leader
@@ -255,7 +263,7 @@ async def test_a_stream_leader_closed_early_lets_a_waiter_lead():
     await relay.started.wait()
     waiter_call = ask()
     waiter = asyncio.create_task(stage.query(waiter_call))
-    await asyncio.sleep(0)
+    await until(lambda: stage.joined == 1)  # joined the leader's flight
     relay.gate.set()
     assert isinstance(await first, StreamStart)
     await stream.aclose()  # the caller went away before the end
@@ -273,7 +281,7 @@ async def test_a_spent_budget_is_shared_but_a_rate_limit_is_not():
         leader = asyncio.create_task(stage.query(ask()))
         await relay.started.wait()
         waiter = asyncio.create_task(stage.query(ask()))
-        await asyncio.sleep(0)
+        await until(joined(stage, 1))
         relay.gate.set()
         with pytest.raises(type(error)):
             await leader
@@ -300,7 +308,7 @@ class PacedRelay(Relay):
         for index, part in enumerate(("Paris ", "is the ", "capital.")):
             if self.error_after is not None and index == self.error_after[0]:
                 raise self.error_after[1]
-            yield part
+            yield TextDelta(part)
             await self.steps.get()
         self._bill(call)
         yield Completion(GEMINI, "", Usage(16, 8), self.finish)
@@ -314,24 +322,24 @@ async def test_a_stream_follows_an_identical_stream_live_and_pays_nothing():
     relay = PacedRelay()
     stage = stage_for(relay)
     leader = stage.stream(ask())
-    assert await next_events(leader, 2) == [StreamStart(GEMINI), "Paris "]
+    assert await next_events(leader, 2) == [StreamStart(GEMINI), TextDelta("Paris ")]
     follower_call = ask()
     follower = stage.stream(follower_call)
     # Joined late: it catches up with what the leader already had, before the leader goes on.
-    assert await next_events(follower, 2) == [StreamStart(GEMINI), "Paris "]
+    assert await next_events(follower, 2) == [StreamStart(GEMINI), TextDelta("Paris ")]
     assert follower_call.first_token_at is not None
-    waiting = asyncio.create_task(anext(follower))
-    await asyncio.sleep(0)
-    assert not waiting.done()  # nothing new yet: it waits for the leader's next text
+    waiting = asyncio.create_task(anext(follower))  # nothing new yet: it waits for the leader
     relay.steps.put_nowait(None)
-    assert await next_events(leader, 1) == ["is the "]
-    assert await waiting == "is the "  # live, while the leader's answer is still unfinished
+    assert await next_events(leader, 1) == [TextDelta("is the ")]
+    assert await waiting == TextDelta(
+        "is the "
+    )  # live, while the leader's answer is still unfinished
     relay.steps.put_nowait(None)
     relay.steps.put_nowait(None)
     rest = await collect(leader)
     followed = await collect(follower)
-    assert rest[0] == "capital." and isinstance(rest[-1], Completion)
-    assert followed[0] == "capital." and isinstance(followed[-1], Completion)
+    assert rest[0] == TextDelta("capital.") and isinstance(rest[-1], Completion)
+    assert followed[0] == TextDelta("capital.") and isinstance(followed[-1], Completion)
     assert relay.calls == 1
     assert follower_call.cached and follower_call.cost == 0 and follower_call.attempts == []
     assert follower_call.saved_cost == COST
@@ -344,7 +352,7 @@ async def test_a_follower_that_passed_text_on_fails_when_the_leader_quits():
     await next_events(leader, 2)
     follower_call = ask()
     follower = stage.stream(follower_call)
-    assert await next_events(follower, 2) == [StreamStart(GEMINI), "Paris "]
+    assert await next_events(follower, 2) == [StreamStart(GEMINI), TextDelta("Paris ")]
     await leader.aclose()  # the leader's caller went away part-way
     with pytest.raises(StreamInterruptedError) as raised:
         await anext(follower)
@@ -361,13 +369,13 @@ async def test_a_follower_that_passed_nothing_on_leads_when_the_leader_quits():
     await relay.started.wait()
     follower_call = ask()
     follower = asyncio.create_task(collect(stage.stream(follower_call)))
-    await asyncio.sleep(0)
+    await until(lambda: stage.joined == 1)  # joined the leader's flight
     first.cancel()  # the leader's caller went away before any text
     with pytest.raises(asyncio.CancelledError):
         await first
     relay.gate.set()
     events = await follower
-    assert [type(e) for e in events] == [StreamStart, str, str, str, Completion]
+    assert [type(e) for e in events] == [StreamStart, TextDelta, TextDelta, TextDelta, Completion]
     assert relay.calls == 2 and follower_call.cost == COST and not follower_call.cached
 
 
@@ -378,7 +386,7 @@ async def test_a_follower_shares_the_leaders_own_interruption_as_its_own():
     leader = stage.stream(ask())
     await next_events(leader, 2)
     follower = stage.stream(ask())
-    assert await next_events(follower, 2) == [StreamStart(GEMINI), "Paris "]
+    assert await next_events(follower, 2) == [StreamStart(GEMINI), TextDelta("Paris ")]
     relay.steps.put_nowait(None)
     with pytest.raises(StreamInterruptedError):
         await anext(leader)
@@ -393,7 +401,7 @@ async def test_a_follower_gets_an_error_about_the_request_as_the_leader_does():
     leader = asyncio.create_task(collect(stage.stream(ask())))
     await relay.started.wait()
     follower = asyncio.create_task(collect(stage.stream(ask())))
-    await asyncio.sleep(0)
+    await until(lambda: stage.joined == 1)  # joined the leader's flight
     relay.gate.set()
     for task in (leader, follower):
         with pytest.raises(RelayUnavailableError):
@@ -409,7 +417,7 @@ async def test_a_cancelled_follower_leaves_the_leader_and_other_followers_alone(
     quitter = asyncio.create_task(collect(stage.stream(ask())))
     stayer_call = ask()
     stayer = asyncio.create_task(collect(stage.stream(stayer_call)))
-    await asyncio.sleep(0)
+    await until(lambda: stage.joined == 2)  # joined the leader's flight
     quitter.cancel()
     with pytest.raises(asyncio.CancelledError):
         await quitter
@@ -417,5 +425,8 @@ async def test_a_cancelled_follower_leaves_the_leader_and_other_followers_alone(
         relay.steps.put_nowait(None)
     await collect(leader)
     events = await stayer
-    assert events[:4] == [StreamStart(GEMINI), "Paris ", "is the ", "capital."]
+    assert events[:4] == [
+        StreamStart(GEMINI),
+        *(TextDelta(t) for t in ("Paris ", "is the ", "capital.")),
+    ]
     assert relay.calls == 1 and stayer_call.cached

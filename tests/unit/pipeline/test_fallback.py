@@ -1,7 +1,7 @@
 import grpc
 import pytest
 
-from server.domain import Completion, Outcome, StreamStart
+from server.domain import Completion, Outcome, StreamStart, TextDelta
 from server.errors import (
     AllModelsFailedError,
     ContextLengthError,
@@ -69,7 +69,7 @@ async def test_stream_falls_back_before_the_first_token():
     models = ScriptedModels({CLAUDE: overloaded(), GPT: ["a", "b"]})
     events = [event async for event in FallbackStage(models).stream(routed_call(model=CLAUDE))]
     assert isinstance(events[0], StreamStart) and events[0].model.name == GPT
-    assert events[1:3] == ["a", "b"]
+    assert events[1:3] == [TextDelta("a"), TextDelta("b")]
     assert isinstance(events[3], Completion)
 
 
@@ -82,7 +82,7 @@ async def test_stream_does_not_fall_back_after_the_first_token():
     with pytest.raises(RelayUnavailableError):
         async for event in FallbackStage(models).stream(routed_call(model=CLAUDE)):
             received.append(event)
-    assert received[1:] == ["a", "b"]
+    assert received[1:] == [TextDelta("a"), TextDelta("b")]
     assert models.tried == [CLAUDE]
 
 
@@ -90,6 +90,6 @@ async def test_closing_the_stream_early_closes_the_model_stream():
     models = ScriptedModels({CLAUDE: ["a", "b", "c"]})
     stream = FallbackStage(models).stream(routed_call(model=CLAUDE))
     assert isinstance(await anext(stream), StreamStart)
-    assert await anext(stream) == "a"
+    assert await anext(stream) == TextDelta("a")
     await stream.aclose()
     assert models.closed == [CLAUDE]

@@ -1,13 +1,14 @@
 import asyncio
 import random
-import time
 
 import pytest
 
-from server.domain import Completion, ModelCall, StreamStart
+from server.clock import SYSTEM_CLOCK
+from server.domain import Completion, ModelCall, StreamStart, TextDelta
 from server.errors import RelayAuthError, RelayUnavailableError
 from server.pipeline.retry import RetryBudget, RetryStage
 from server.settings import RetrySettings
+from tests.helpers import FakeClock
 
 from .fakes import CATALOG, ScriptedModels, routed_call
 
@@ -21,31 +22,32 @@ class FlakyModel(ScriptedModels):
         super().__init__({"gpt-4.1": ["ok"]})
         self.failures = failures
         self.error = error
-        self.times: list[float] = []
+        self.tries = 0
         self.tried_once = asyncio.Event()
 
     async def query(self, item, /):
-        self.times.append(time.monotonic())
+        self.tries += 1
         self.tried_once.set()
-        if len(self.times) <= self.failures:
+        if self.tries <= self.failures:
             raise self.error
         return await super().query(item)
 
     async def stream(self, item, /):
-        self.times.append(time.monotonic())
-        if len(self.times) <= self.failures:
+        self.tries += 1
+        if self.tries <= self.failures:
             raise self.error
         async for event in super().stream(item):
             yield event
 
 
-def stage(model, budget: RetryBudget | None = None, **settings) -> RetryStage:
+def stage(model, budget: RetryBudget | None = None, clock=None, **settings) -> RetryStage:
     defaults = {"base_delay": 0.001, "max_delay": 0.002}
     return RetryStage(
         model,
         RetrySettings(**{**defaults, **settings}),
         budget or RetryBudget(0.2, 100, 10),
         random.Random(7),
+        clock or FakeClock(),
     )
 
 
@@ -61,41 +63,52 @@ async def test_retryable_failures_are_retried_until_an_answer():
     model = FlakyModel(2, overloaded())
     completion = await stage(model).query(item())
     assert completion.content == "ok"
-    assert len(model.times) == 3
+    assert model.tries == 3
 
 
 async def test_gives_up_after_max_attempts():
     model = FlakyModel(5, overloaded())
     with pytest.raises(RelayUnavailableError):
         await stage(model, max_attempts=3).query(item())
-    assert len(model.times) == 3
+    assert model.tries == 3
 
 
 async def test_final_errors_are_not_retried():
     model = FlakyModel(5, RelayAuthError("bad key", 401))
     with pytest.raises(RelayAuthError):
         await stage(model).query(item())
-    assert len(model.times) == 1
+    assert model.tries == 1
 
 
 async def test_retry_after_is_honoured():
+    clock = FakeClock()
     model = FlakyModel(1, overloaded(retry_after=0.15))
-    await stage(model).query(item())
-    assert model.times[1] - model.times[0] >= 0.15
+    await stage(model, clock=clock).query(item())
+    assert model.tries == 2 and clock.slept == [0.15]
+
+
+async def test_backoff_without_a_hint_is_drawn_under_the_cap():
+    clock = FakeClock()
+    model = FlakyModel(2, overloaded())
+    await stage(model, clock=clock, base_delay=0.1, max_delay=0.3).query(item())
+    assert len(clock.slept) == 2
+    assert 0 <= clock.slept[0] <= 0.1 and 0 <= clock.slept[1] <= 0.2
 
 
 async def test_a_retry_after_longer_than_allowed_moves_on_at_once():
     model = FlakyModel(1, overloaded(retry_after=60))
     with pytest.raises(RelayUnavailableError):
         await stage(model, max_retry_after=10).query(item())
-    assert len(model.times) == 1
+    assert model.tries == 1
 
 
 async def test_no_retry_when_the_deadline_cannot_cover_it():
+    clock = FakeClock()
     model = FlakyModel(1, overloaded(retry_after=0.5))
     with pytest.raises(RelayUnavailableError):
-        await stage(model).query(item(deadline=time.monotonic() + 0.3))
-    assert len(model.times) == 1
+        await stage(model, clock=clock).query(item(deadline=clock.monotonic() + 0.3))
+    assert clock.slept == []
+    assert model.tries == 1
 
 
 def test_backoff_is_full_jitter_under_an_exponential_cap():
@@ -136,14 +149,14 @@ async def test_spent_budget_stops_retries():
     model = FlakyModel(1, overloaded())
     with pytest.raises(RelayUnavailableError):
         await stage(model, budget).query(item())
-    assert len(model.times) == 1
+    assert model.tries == 1
 
 
 async def test_streams_retry_before_the_first_token():
     model = FlakyModel(2, overloaded())
     events = [event async for event in stage(model).stream(item())]
     assert isinstance(events[0], StreamStart) and isinstance(events[-1], Completion)
-    assert len(model.times) == 3
+    assert model.tries == 3
 
 
 async def test_streams_do_not_retry_after_the_first_token():
@@ -152,13 +165,13 @@ async def test_streams_do_not_retry_after_the_first_token():
     with pytest.raises(RelayUnavailableError):
         async for event in stage(model).stream(item()):
             received.append(event)
-    assert received[1:] == ["a"]
+    assert received[1:] == [TextDelta("a")]
     assert model.tried == ["gpt-4.1"]
 
 
 async def test_backoff_sleep_is_cancellable():
     model = FlakyModel(1, overloaded(retry_after=5))
-    task = asyncio.create_task(stage(model).query(item()))
+    task = asyncio.create_task(stage(model, clock=SYSTEM_CLOCK).query(item()))
     await model.tried_once.wait()  # now the stage sleeps out the 5 s Retry-After
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -10,7 +10,7 @@ ROUTER = Router(default_catalog(), RoutingSettings())
 
 
 def ask(text: str, **kwargs) -> Request:
-    return Request(messages=(Message(Role.USER, text),), **kwargs)
+    return Request(messages=(Message.of(Role.USER, text),), **kwargs)
 
 
 def words(n: int) -> str:

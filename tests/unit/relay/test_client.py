@@ -2,7 +2,7 @@ import httpx
 import pytest
 
 from server.catalog import default_catalog
-from server.domain import Completion, FinishReason, Message, Request, Role, Usage
+from server.domain import Completion, FinishReason, Message, Request, Role, TextDelta, Usage
 from server.errors import (
     RelayAuthError,
     RelayConnectError,
@@ -18,7 +18,7 @@ from .mock_relay import OPENAI_CHUNKS, MockRelay, streamed
 CATALOG = default_catalog()
 GPT = CATALOG.models["gpt-4.1"]
 CLAUDE = CATALOG.models["claude-sonnet-4-20250514"]
-REQUEST = Request(messages=(Message(Role.USER, "hello there"),))
+REQUEST = Request(messages=(Message.of(Role.USER, "hello there"),))
 KEY = "sk-test-key-123"
 
 
@@ -116,7 +116,7 @@ async def test_stream_yields_text_then_completion_with_reported_usage():
     relay = MockRelay(lambda r: httpx.Response(200, content=streamed(OPENAI_CHUNKS)))
     stream = client(relay).stream(GPT, REQUEST, 64, 5.0)
     events = [event async for event in stream]
-    assert events[:2] == ["Hello ", "world"]
+    assert events[:2] == [TextDelta("Hello "), TextDelta("world")]
     assert events[2] == Completion(GPT, "", Usage(9, 2), FinishReason.STOP)
     assert relay.body()["stream_options"] == {"include_usage": True}
 
@@ -128,7 +128,7 @@ async def test_stream_without_done_is_an_error_but_usage_is_estimated():
     with pytest.raises(RelayProtocolError, match="without its final event"):
         async for event in stream:
             received.append(event)
-    assert received == ["Hello ", "world"]
+    assert received == [TextDelta("Hello "), TextDelta("world")]
     # "Hello world" = 11 bytes -> 3 tokens, flagged as an estimate
     assert stream.usage == Usage(7, 3, estimated=True)
 
@@ -229,4 +229,4 @@ async def test_text_before_an_error_event_is_delivered_then_the_error_raised():
     with pytest.raises(RelayUnavailableError):
         async for event in client(relay).stream(GPT, REQUEST, 64, 5.0):
             received.append(event)
-    assert received == ["Hello "]
+    assert received == [TextDelta("Hello ")]

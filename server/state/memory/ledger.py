@@ -1,36 +1,24 @@
-"""The ledger: what each caller spent, per model, over any recent time window.
+"""The ledger in this process's memory, in time buckets; lost on restart.
 
-Every finished call is entered once (by the accounting stage) as a
-`CallRecord`: its attempts with their usage and exact cost, whether it
-ended in an error, and what the response cache did for it. The ledger keeps
-running totals in time buckets, so `summary` answers "caller X over the last
-24 hours" without keeping every call:
+It keeps running totals rather than every call, so `summary` costs the
+same however many calls a tenant made:
 
 * minute buckets for the last 25 hours, so the default GetUsage window (the
   last 24 hours) is exact to the minute;
 * older minutes are folded into hour buckets, kept for 35 days, so a window
   reaching further back is exact to the hour.
 
-Money is integer nano-dollars throughout; nothing is ever rounded.
-
-Stages and the servicer see only the `Ledger` protocol, so a shared store
-(one that several gateway instances write to) can replace `InMemoryLedger`
-without touching them::
-
-    ledger = InMemoryLedger()
-    ledger.record(CallRecord("billing-svc", time.time(), tuple(call.attempts)))
-    day = ledger.summary("billing-svc", time.time() - 86_400, time.time())
+See ``server/state/ledger.py`` for the contract.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Protocol
 
-from server.domain import Attempt, CacheUse, Outcome
+from server.domain import CacheUse, Outcome
+from server.state.ledger import CallRecord, ModelTotals, UsageSummary
 
 MINUTE = 60
 HOUR = 3600
@@ -39,29 +27,8 @@ RETENTION = 35 * 24 * HOUR  # hour buckets are kept this long
 
 
 @dataclass(slots=True)
-class ModelTotals:
-    """Running totals of one model's attempts."""
-
-    attempts: int = 0
-    failed_attempts: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_input_tokens: int = 0
-    cost: int = 0  # nano-dollars
-
-    def add(self, other: ModelTotals) -> None:
-        """Add `other` into these totals."""
-        self.attempts += other.attempts
-        self.failed_attempts += other.failed_attempts
-        self.input_tokens += other.input_tokens
-        self.output_tokens += other.output_tokens
-        self.cached_input_tokens += other.cached_input_tokens
-        self.cost += other.cost
-
-
-@dataclass(slots=True)
 class Tally:
-    """Everything entered for one caller in one time bucket."""
+    """Everything entered for one tenant in one time bucket."""
 
     requests: int = 0
     errors: int = 0
@@ -84,55 +51,8 @@ class Tally:
             mine.add(totals)
 
 
-@dataclass(frozen=True, slots=True)
-class CallRecord:
-    """One finished call, as the ledger enters it."""
-
-    caller: str
-    at: float  # wall-clock seconds (time.time()) when the call ended
-    attempts: tuple[Attempt, ...]
-    failed: bool = False  # the call ended with an error status
-    cache: CacheUse = CacheUse.NONE
-    saved_cost: int = 0  # nano-dollars, on a cache hit
-
-
-@dataclass(frozen=True, slots=True)
-class UsageSummary:
-    """A caller's totals over a window; `start`/`end` are the bucket-aligned bounds used."""
-
-    caller: str
-    start: float
-    end: float
-    requests: int = 0
-    errors: int = 0
-    cache_hits: int = 0
-    cache_misses: int = 0
-    saved_cost: int = 0
-    models: Mapping[str, ModelTotals] = field(default_factory=lambda: MappingProxyType({}))
-
-    @property
-    def total(self) -> ModelTotals:
-        """Every model's totals added up."""
-        total = ModelTotals()
-        for totals in self.models.values():
-            total.add(totals)
-        return total
-
-
-class Ledger(Protocol):
-    """Where finished calls are entered and summed up."""
-
-    def record(self, entry: CallRecord) -> None:
-        """Enter one finished call."""
-        ...
-
-    def summary(self, caller: str, start: float, end: float) -> UsageSummary:
-        """The caller's totals for calls that ended in [start, end) (wall-clock seconds)."""
-        ...
-
-
 class _Book:
-    """One caller's buckets: minute index -> Tally, then hour index -> Tally."""
+    """One tenant's buckets: minute index -> Tally, then hour index -> Tally."""
 
     __slots__ = ("hours", "last_minute", "minutes")
 
@@ -142,7 +62,7 @@ class _Book:
         self.last_minute = -1
 
 
-class InMemoryLedger:
+class MemoryLedger:
     """A ledger in this process's memory; lost on restart."""
 
     __slots__ = ("_books",)
@@ -151,10 +71,10 @@ class InMemoryLedger:
         self._books: dict[str, _Book] = {}
 
     def record(self, entry: CallRecord) -> None:
-        """Add the call into its caller's bucket for the minute it ended in."""
-        book = self._books.get(entry.caller)
+        """Add the call into its tenant's bucket for the minute it ended in."""
+        book = self._books.get(entry.tenant)
         if book is None:
-            book = self._books[entry.caller] = _Book()
+            book = self._books[entry.tenant] = _Book()
         minute = int(entry.at // MINUTE)
         tally = book.minutes.get(minute)
         if tally is None:
@@ -184,8 +104,8 @@ class InMemoryLedger:
             totals.cached_input_tokens += usage.cached_input_tokens
             totals.cost += attempt.cost
 
-    def summary(self, caller: str, start: float, end: float) -> UsageSummary:
-        """Sum the caller's buckets that begin in [start, end), aligned to bucket edges.
+    async def summary(self, tenant: str, start: float, end: float) -> UsageSummary:
+        """Sum the tenant's buckets that begin in [start, end), aligned to bucket edges.
 
         The window actually summed is returned in `start`/`end`: the start is
         rounded down to the minute (to the hour where only hour buckets are
@@ -194,9 +114,9 @@ class InMemoryLedger:
         first_minute = math.floor(start / MINUTE) * MINUTE
         first_hour = math.floor(start / HOUR) * HOUR
         aligned_end = math.ceil(end / MINUTE) * MINUTE
-        book = self._books.get(caller)
+        book = self._books.get(tenant)
         if book is None:
-            return UsageSummary(caller, first_minute, aligned_end)
+            return UsageSummary(tenant, first_minute, aligned_end)
         total = Tally()
         reaches_back = False
         for hour, tally in book.hours.items():
@@ -208,7 +128,7 @@ class InMemoryLedger:
             if first_minute <= minute * MINUTE < end:
                 total.add(tally)
         return UsageSummary(
-            caller,
+            tenant,
             first_hour if reaches_back else first_minute,
             aligned_end,
             total.requests,
@@ -218,6 +138,9 @@ class InMemoryLedger:
             total.saved_cost,
             MappingProxyType(dict(sorted(total.models.items()))),
         )
+
+    async def aclose(self) -> None:
+        """Nothing is queued: every record was applied when it came."""
 
 
 def _fold(book: _Book, now_minute: int) -> None:

@@ -1,0 +1,223 @@
+"""The RPC boundary: how every call of GatewayService enters and leaves.
+
+Route, Query, StreamQuery and GetUsage each run inside one `RpcScope`::
+
+    async with self._boundary.enter("Query", context) as rpc:
+        call = rpc.open_call(convert.request_from_proto(request.query))
+        ...
+
+Entering opens the RPC's SERVER span (continuing the caller's W3C trace),
+gives it a request id, refuses new calls while the instance drains, and
+resolves who is calling into an `Identity` (``server/identity.py``), once,
+before any handler code runs. Leaving ends the span with the RPC's status
+and maps whatever ended the call to that status:
+
+* a `SwitchyardError` leaves with its own status and message, plus
+  google.rpc details (RetryInfo, QuotaFailure, the call's attempts) and the
+  request id in the `x-switchyard-request-id` trailer;
+* any other exception is a bug: INTERNAL, whose message carries only the
+  request id; its type goes to the log at ERROR, its traceback (which may
+  hold request data) only at DEBUG;
+* a cancel (the caller went away) or a closed stream ends the span as
+  CANCELLED and propagates untouched.
+
+Nothing else in the server catches exceptions to turn them into statuses.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, NoReturn
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+from opentelemetry.trace import INVALID_SPAN, Span
+
+from server import convert
+from server import telemetry as semconv
+from server.clock import SYSTEM_CLOCK, Clock
+from server.domain import Attempt, Call, Identity, Request
+from server.errors import CapacityError, RelayError, ShuttingDownError, SwitchyardError
+from server.identity import IdentityResolver
+from server.telemetry import Telemetry
+
+log = logging.getLogger("switchyard")
+
+REQUEST_ID_HEADER = "x-switchyard-request-id"
+_MAX_DETAIL_ATTEMPTS = 16
+_CALLER_ERRORS = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class RpcBoundary:
+    """Where every RPC enters and leaves; `draining` refuses new ones during shutdown."""
+
+    __slots__ = ("_clock", "_resolver", "_telemetry", "draining")
+
+    def __init__(
+        self,
+        resolver: IdentityResolver,
+        telemetry: Telemetry | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self._resolver = resolver
+        self._telemetry = telemetry or Telemetry.disabled()
+        self._clock = clock
+        self.draining = False  # set when shutdown begins: new calls are refused
+
+    def enter(self, method: str, context: Context) -> RpcScope:
+        """The scope of one RPC: use it as `async with`."""
+        return RpcScope(self, method, context)
+
+
+class RpcScope:
+    """One RPC between entering and leaving the boundary."""
+
+    __slots__ = ("_boundary", "_context", "_identity", "call", "method", "request_id", "span")
+
+    def __init__(self, boundary: RpcBoundary, method: str, context: Context) -> None:
+        self._boundary = boundary
+        self._context = context
+        self.method = method
+        self.request_id = ""
+        self._identity: Identity | None = None  # resolved on entering
+        self.call: Call | None = None
+        self.span: Span = INVALID_SPAN
+
+    @property
+    def identity(self) -> Identity:
+        """Who is calling (resolved when the scope was entered)."""
+        assert self._identity is not None, "use the identity inside the scope"
+        return self._identity
+
+    async def __aenter__(self) -> RpcScope:
+        boundary = self._boundary
+        context = self._context
+        self.span = boundary._telemetry.server_span(self.method, context.invocation_metadata())
+        self.request_id = secrets.token_hex(8)
+        try:
+            if boundary.draining:
+                raise ShuttingDownError(
+                    "this Switchyard instance is shutting down; retry, and the call will go"
+                    " to another instance"
+                )
+            self._identity = await boundary._resolver.resolve(context)
+        except BaseException as exc:
+            await self._leave(exc)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self._leave(exc)
+
+    def open_call(self, request: Request) -> Call:
+        """The Call that carries `request` through the pipeline, under this RPC's span."""
+        now = self._boundary._clock.monotonic()
+        remaining = self._context.time_remaining()
+        self.call = Call(
+            request=request,
+            request_id=self.request_id,
+            identity=self.identity,
+            started=now,
+            deadline=None if remaining is None else now + remaining,
+            span=self.span,
+        )
+        return self.call
+
+    async def _leave(self, exc: BaseException | None) -> None:
+        """End the span with the RPC's status; abort with the status `exc` maps to."""
+        if exc is None:
+            self._finish(grpc.StatusCode.OK, None)
+        elif isinstance(exc, SwitchyardError):
+            self._finish(exc.code, exc)
+            await _abort(self._context, exc, self.request_id, self.call)
+        elif isinstance(exc, grpc.aio.AbortError):
+            self._finish(self._context.code() or grpc.StatusCode.UNKNOWN, exc)
+        elif isinstance(exc, Exception):  # a bug: keep its details in our log only
+            self._finish(grpc.StatusCode.INTERNAL, exc)
+            await _internal(self._context, exc, self.request_id)
+        else:  # CancelledError, GeneratorExit: the caller went away
+            self._finish(grpc.StatusCode.CANCELLED, exc)
+
+    def _finish(self, code: grpc.StatusCode, failure: BaseException | None) -> None:
+        telemetry = self._boundary._telemetry
+        if self.call is not None:
+            telemetry.finish_call(self.call, code, failure)
+            return
+        span = self.span
+        if span.is_recording():
+            span.set_attribute(semconv.SWITCHYARD_REQUEST_ID, self.request_id)
+        telemetry.finish_rpc(span, code, failure)
+
+
+async def _abort(
+    context: Context, error: SwitchyardError, request_id: str, call: Call | None
+) -> NoReturn:
+    """End the RPC with the error's status, message, retry hints and attempts."""
+    if error.code in _CALLER_ERRORS:
+        log.info("call %s refused: %s", request_id, error.code.name)
+    else:
+        why = error.reason if isinstance(error, RelayError) else type(error).__name__
+        log.warning("call %s failed: %s (%s)", request_id, error.code.name, why)
+    metadata: list[tuple[str, str | bytes]] = [(REQUEST_ID_HEADER, request_id)]
+    details = _details(error, call.attempts if call is not None else ())
+    if details:
+        status = status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
+        metadata.append(("grpc-status-details-bin", status.SerializeToString()))
+    await context.abort(error.code, error.message, tuple(metadata))
+    raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+
+def _details(error: SwitchyardError, attempts: Sequence[Attempt]) -> list[any_pb2.Any]:
+    """google.rpc details: RetryInfo, QuotaFailure for our limits, and the attempts.
+
+    RetryInfo goes when a retry delay is known; a switchyard.v1.Attempt for each
+    try made (the last few of a long chain, well inside gRPC's metadata limit).
+    """
+    details = []
+    if error.retry_after is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(error.retry_after * 1e9))
+        packed = any_pb2.Any()
+        packed.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+        details.append(packed)
+    if isinstance(error, CapacityError):
+        packed = any_pb2.Any()
+        packed.Pack(
+            error_details_pb2.QuotaFailure(
+                violations=[
+                    error_details_pb2.QuotaFailure.Violation(
+                        subject="switchyard", description=error.message
+                    )
+                ]
+            )
+        )
+        details.append(packed)
+    for attempt in attempts[-_MAX_DETAIL_ATTEMPTS:]:
+        packed = any_pb2.Any()
+        packed.Pack(convert.attempt_to_proto(attempt))
+        details.append(packed)
+    return details
+
+
+async def _internal(context: Context, exc: Exception, request_id: str) -> NoReturn:
+    # The traceback can hold request data, so it is logged only at DEBUG.
+    log.error("call %s hit an internal error: %s", request_id, type(exc).__name__)
+    log.debug("call %s internal error details", request_id, exc_info=exc)
+    await context.abort(
+        grpc.StatusCode.INTERNAL,
+        f"internal error in Switchyard (request id {request_id}); the operator can find it"
+        " in the gateway's log",
+        ((REQUEST_ID_HEADER, request_id),),
+    )
+    raise AssertionError("unreachable: abort raises")  # pragma: no cover

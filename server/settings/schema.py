@@ -1,0 +1,177 @@
+"""The settings schema: frozen dataclasses, one per section, with their defaults.
+
+Nothing here reads a source or validates: ``sources.py`` turns the
+environment and the TOML file into these, ``catalog.py`` merges the
+[models.*] tables onto the built-in catalog, ``validation.py`` checks the
+whole once at start-up.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from types import MappingProxyType
+
+from server.catalog import Catalog, default_catalog
+
+DEFAULT_KEYWORDS = (
+    "분석", "비교", "평가", "논리", "추론", "코드", "알고리즘",
+    "analyze", "analyse", "compare", "evaluate", "logic", "reasoning", "code", "algorithm",
+)  # fmt: skip
+
+
+class ConfigError(Exception):
+    """Bad configuration; `key` names the offending setting."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """The gRPC listener and process behaviour."""
+
+    listen: str = "127.0.0.1:50051"
+    shutdown_grace: float = 10.0  # seconds in-flight calls get after SIGTERM
+    log_level: str = "INFO"
+
+
+@dataclass(frozen=True, slots=True)
+class RelaySettings:
+    """Where the relay is and how long to wait for it.
+
+    `url` None means: start the embedded relay simulator.
+    """
+
+    url: str | None = None
+    api_key: str = field(default="", repr=False)
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0  # longest silence allowed between two chunks
+    timeout: float = 300.0  # longest attempt when the caller sets no deadline
+    max_connections: int = 256
+
+
+DEFAULT_PROVIDER_CONCURRENCY = MappingProxyType({"anthropic": 10, "openai": 20, "google": 30})
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSettings:
+    """Switchyard's own budgets and concurrency caps."""
+
+    relay_rpm: int = 500  # relay requests per minute, all models together
+    relay_burst: int = 50  # of which this many may come at once
+    max_waiters: int = 1000  # tries allowed to queue for each limit; more are refused
+    max_wait: float = 10.0  # longest queueing for capacity, even for calls without a deadline
+    provider_concurrency: Mapping[str, int] = field(
+        default_factory=lambda: DEFAULT_PROVIDER_CONCURRENCY
+    )
+    other_provider_concurrency: int = 5  # for providers not named above
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySettings:
+    """Retries of one model before the fallback stage moves on."""
+
+    max_attempts: int = 3  # tries per model, the first included
+    base_delay: float = 0.1  # backoff: full jitter over base * 2^n ...
+    max_delay: float = 2.0  # ... capped here
+    max_retry_after: float = 10.0  # a longer Retry-After sends the call to the next model
+    budget_ratio: float = 0.2  # retries may add at most this share of recent tries ...
+    budget_min_per_second: float = 5.0  # ... but this many a second are always allowed
+    budget_window: float = 10.0  # seconds of history the retry budget looks at
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSettings:
+    """Per-model circuit breakers."""
+
+    failures: int = 5  # consecutive failed tries that open a model's circuit
+    cooldown: float = 30.0  # seconds an open circuit skips the model before one probe
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingSettings:
+    """How AUTO routing judges complexity and sizes max_tokens."""
+
+    keywords: tuple[str, ...] = DEFAULT_KEYWORDS
+    complex_words: int = 200  # more words than this: complex
+    complex_keywords: int = 3  # or at least this many keyword hits
+    medium_words: int = 50
+    medium_keywords: int = 1
+    long_prompt_words: int = 500  # longer prompts get 1.5x the default max_tokens
+    max_tokens_cap: int = 16_000
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    """The exact-match response cache (see ``server/state/responses.py``)."""
+
+    enabled: bool = True
+    ttl: float = 3600.0  # seconds an answer is served after it was produced
+    max_entries: int = 10_000
+    max_bytes: int = 64 * 1024 * 1024  # answers, keys and bookkeeping, estimated
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetLimits:
+    """One caller's spend budgets in nano-dollars; None means no budget for that period."""
+
+    day: int | None = None
+    month: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetSettings:
+    """Per-tenant spend budgets (UTC days and months), exact to the nano-dollar.
+
+    `callers` maps a tenant (today: the caller's self-declared name) to its
+    own limits; every other tenant gets `default`. `downgrade_at` (a fraction
+    of a budget, e.g. 0.8) turns on budget-aware routing: AUTO calls of a
+    tenant whose spend reached that fraction of a budget go to a cheaper model
+    that serves the task.
+    """
+
+    default: BudgetLimits = BudgetLimits()
+    callers: Mapping[str, BudgetLimits] = field(default_factory=lambda: types.MappingProxyType({}))
+    downgrade_at: Decimal | None = None
+
+    def limits(self, tenant: str) -> BudgetLimits:
+        """The budgets that apply to `tenant`."""
+        return self.callers.get(tenant, self.default)
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorOptions:
+    """The embedded relay simulator, used when no relay URL is configured."""
+
+    latency_scale: float = 1.0
+    tokens_per_second: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetrySettings:
+    """Switchyard's own telemetry options; exporters follow the OTEL_* variables."""
+
+    console: bool = False  # print every span to stdout, for local debugging
+    prometheus_port: int = 0  # serve /metrics on 127.0.0.1:<port> for Prometheus; 0: off
+    capture_content: bool = False  # record prompts and completions on model-call spans
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything Switchyard needs to start."""
+
+    server: ServerSettings = ServerSettings()
+    relay: RelaySettings = RelaySettings()
+    limits: LimitSettings = LimitSettings()
+    retry: RetrySettings = RetrySettings()
+    breaker: BreakerSettings = BreakerSettings()
+    routing: RoutingSettings = RoutingSettings()
+    catalog: Catalog = field(default_factory=default_catalog)
+    simulator: SimulatorOptions = SimulatorOptions()
+    telemetry: TelemetrySettings = TelemetrySettings()
+    cache: CacheSettings = CacheSettings()
+    budgets: BudgetSettings = BudgetSettings()

@@ -1,0 +1,86 @@
+"""Checks across the whole of the settings, run once at start-up.
+
+Each check names the setting to change (the environment variable where one
+exists) and what it expects, so bad configuration stops start-up with a
+message instead of surfacing as a failing request hours later.
+"""
+
+from __future__ import annotations
+
+from server.settings.schema import ConfigError, Settings
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def validate(settings: Settings) -> None:
+    """Raise ConfigError for the first value that cannot work."""
+    parse_listen(settings.server.listen)
+    if settings.server.log_level.upper() not in LOG_LEVELS:
+        raise ConfigError("SWITCHYARD_LOG_LEVEL", f"expected one of {', '.join(LOG_LEVELS)}")
+    url = settings.relay.url
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise ConfigError(
+            "SWITCHYARD_RELAY_URL", f"expected an http:// or https:// URL, got {url!r}"
+        )
+    if url is not None and not settings.relay.api_key:
+        raise ConfigError("SWITCHYARD_RELAY_API_KEY", "required when SWITCHYARD_RELAY_URL is set")
+    positive = {
+        "SWITCHYARD_SHUTDOWN_GRACE": settings.server.shutdown_grace,
+        "SWITCHYARD_RELAY_CONNECT_TIMEOUT": settings.relay.connect_timeout,
+        "SWITCHYARD_RELAY_READ_TIMEOUT": settings.relay.read_timeout,
+        "SWITCHYARD_RELAY_TIMEOUT": settings.relay.timeout,
+        "SWITCHYARD_RELAY_MAX_CONNECTIONS": settings.relay.max_connections,
+        "SWITCHYARD_RELAY_RPM": settings.limits.relay_rpm,
+        "SWITCHYARD_RELAY_BURST": settings.limits.relay_burst,
+        "SWITCHYARD_MAX_WAITERS": settings.limits.max_waiters,
+        "SWITCHYARD_MAX_WAIT": settings.limits.max_wait,
+        "SWITCHYARD_SIM_TOKENS_PER_SECOND": settings.simulator.tokens_per_second,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(key, f"must be greater than 0, got {value}")
+    retry, breaker = settings.retry, settings.breaker
+    positive_retry = {
+        "SWITCHYARD_RETRY_MAX_ATTEMPTS": retry.max_attempts,
+        "SWITCHYARD_RETRY_MAX_DELAY": retry.max_delay,
+        "SWITCHYARD_BREAKER_FAILURES": breaker.failures,
+        "SWITCHYARD_BREAKER_COOLDOWN": breaker.cooldown,
+        "SWITCHYARD_OTHER_PROVIDER_CONCURRENCY": settings.limits.other_provider_concurrency,
+    }
+    for key, value in positive_retry.items():
+        if value <= 0:
+            raise ConfigError(key, f"must be greater than 0, got {value}")
+    if not 0 <= retry.budget_ratio <= 1:
+        raise ConfigError("SWITCHYARD_RETRY_BUDGET_RATIO", "must be from 0 to 1")
+    if retry.base_delay < 0 or retry.max_retry_after < 0 or retry.budget_min_per_second < 0:
+        raise ConfigError("SWITCHYARD_CONFIG retry", "delays and rates must be 0 or more")
+    if not 0 <= settings.telemetry.prometheus_port <= 65535:
+        raise ConfigError("SWITCHYARD_PROMETHEUS_PORT", "expected a port from 1 to 65535, or 0")
+    if settings.simulator.latency_scale < 0:
+        raise ConfigError("SWITCHYARD_SIM_LATENCY_SCALE", "must be 0 or more")
+    cache = settings.cache
+    if cache.ttl <= 0:
+        raise ConfigError("SWITCHYARD_CACHE_TTL", f"must be greater than 0, got {cache.ttl}")
+    for key, value in (
+        ("SWITCHYARD_CACHE_MAX_ENTRIES", cache.max_entries),
+        ("SWITCHYARD_CACHE_MAX_BYTES", cache.max_bytes),
+    ):
+        if value < 1:
+            raise ConfigError(key, f"must be at least 1, got {value}")
+    routing = settings.routing
+    if not routing.keywords:
+        raise ConfigError("SWITCHYARD_CONFIG routing.keywords", "must name at least one keyword")
+    if routing.medium_words > routing.complex_words:
+        raise ConfigError(
+            "SWITCHYARD_CONFIG routing.medium_words", "must not exceed routing.complex_words"
+        )
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """Split 'host:port' (or '[v6]:port'); raise ConfigError when malformed."""
+    host, sep, port_text = listen.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ConfigError(
+            "SWITCHYARD_LISTEN", f"expected host:port such as 127.0.0.1:50051, got {listen!r}"
+        )
+    return host.strip("[]"), int(port_text)

@@ -1,0 +1,109 @@
+"""Rate gates and concurrency gates: the capacity every relay try must take first.
+
+The limiter stage (``server/pipeline/limiter.py``) decides WHICH gates a try
+needs (its model's and its provider's concurrency, the global relay budget,
+its model's request and token budgets); a `GateFactory` from the state
+backend makes each gate, so the same stage runs on memory or a shared store.
+
+* A `RateGate` is a budget of units a minute with bursts: `acquire` takes an
+  amount, waiting in line (FIFO) only as long as the caller's deadline allows
+  and refusing at once when it could not get it in time; `refund` gives back
+  what was taken and went unused (the unused part of a token reservation).
+* A `ConcurrencyGate` allows `limit` holders at once. `acquire` returns a
+  `Lease`: when it was taken and, for a store shared by several processes,
+  when it expires, so a slot held by a process that died comes back. In
+  memory a lease never expires. `release` is idempotent: a lease gives its
+  slot back once.
+
+Refusals are CapacityErrors (RESOURCE_EXHAUSTED with a retry-after hint): the
+class of error is the gate's creator's choice (a model's own limits fall
+back, the global relay budget does not).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from server.errors import CapacityError
+
+
+class Lease:
+    """One concurrency slot held; a shared store may reclaim it after `expires_at`."""
+
+    __slots__ = ("expires_at", "released", "taken_at")
+
+    def __init__(self, taken_at: float, expires_at: float | None = None) -> None:
+        self.taken_at = taken_at  # monotonic seconds
+        self.expires_at = expires_at  # None: never (the holder is this process)
+        self.released = False
+
+
+class RateGate(Protocol):
+    """A budget of `per_minute` units a minute."""
+
+    name: str
+    per_minute: float
+    unit: str
+
+    @property
+    def waiters(self) -> int:
+        """Tries queued for capacity right now (in this process)."""
+        ...
+
+    async def acquire(self, amount: float, deadline: float | None) -> float:
+        """Take `amount`, waiting in line while `deadline` allows; return the seconds waited.
+
+        Raises a CapacityError at once when the wait would outlast the deadline
+        (a monotonic instant) or the longest allowed wait, when the queue is
+        full, or when `amount` can never fit.
+        """
+        ...
+
+    async def refund(self, amount: float) -> None:
+        """Give back `amount` of an earlier acquire that went unused."""
+        ...
+
+
+class ConcurrencyGate(Protocol):
+    """At most `limit` holders at once."""
+
+    name: str
+    limit: int
+
+    @property
+    def in_use(self) -> int:
+        """Slots held now, as far as this process knows (read by metrics: no I/O)."""
+        ...
+
+    @property
+    def waiters(self) -> int:
+        """Tries queued for a slot right now (in this process)."""
+        ...
+
+    async def acquire(self, deadline: float | None) -> Lease:
+        """Take a slot, waiting in line while `deadline` allows, or raise a CapacityError."""
+        ...
+
+    async def release(self, lease: Lease) -> None:
+        """Give the lease's slot back (once; later calls do nothing)."""
+        ...
+
+
+class GateFactory(Protocol):
+    """Makes the gates of one state backend."""
+
+    def rate(
+        self,
+        name: str,
+        per_minute: float,
+        burst: float,
+        *,
+        unit: str = "requests",
+        error: type[CapacityError],
+    ) -> RateGate:
+        """A rate gate: `per_minute` units a minute, at most `burst` at once."""
+        ...
+
+    def concurrency(self, name: str, limit: int) -> ConcurrencyGate:
+        """A concurrency gate of `limit` slots."""
+        ...

@@ -1,0 +1,253 @@
+"""Rate and concurrency gates in this process's memory (contract: ``server/state/gates.py``).
+
+Rate gates are aiolimiter leaky buckets. A bucket alone would queue without
+bound, let a waiter sleep past its caller's deadline, and (its waiters are a
+min-heap by amount) let small requests overtake large ones forever. So each
+`MemoryRateGate` puts a bounded FIFO in front of its bucket and predicts the
+wait before queueing: a try that cannot get capacity within its caller's
+deadline (or `max_wait`), or finds the queue full, is refused at once with
+RESOURCE_EXHAUSTED and a retry-after hint instead of failing later with a
+timeout.
+
+Concurrency gates hand a freed slot straight to the first live waiter, so
+slots go in arrival order and a waiter that gives up passes its slot on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+
+from aiolimiter import AsyncLimiter
+
+from server.clock import SYSTEM_CLOCK, Clock
+from server.errors import CapacityError, ModelBusyError, RateLimitedError
+from server.state.gates import Lease
+
+BUSY_RETRY_AFTER = 1.0  # a slot's wait cannot be predicted; this hint is honest enough
+
+
+class Bucket(AsyncLimiter):
+    """aiolimiter's bucket, able to say how long until an amount fits.
+
+    Reads and lowers the bucket's level, which aiolimiter keeps private; the
+    pinned aiolimiter version and tests/unit/state/test_gates.py guard it.
+    """
+
+    __slots__ = ()
+
+    def wait_time(self, amount: float) -> float:
+        """Seconds until `amount` more fits in the bucket (0 if it fits now)."""
+        self._leak()
+        excess = self._level + amount - self.max_rate
+        return max(excess, 0.0) / self._rate_per_sec
+
+    def refund(self, amount: float) -> None:
+        """Give back `amount` taken earlier but not used."""
+        self._leak()
+        self._level = max(self._level - amount, 0.0)
+        self._wake_next()
+
+
+class MemoryRateGate:
+    """A budget of `per_minute` units a minute with bursts of `burst`."""
+
+    __slots__ = (
+        "_bucket",
+        "_clock",
+        "_error",
+        "_lock",
+        "_max_wait",
+        "_max_waiters",
+        "_queued",
+        "_waiters",
+        "name",
+        "per_minute",
+        "unit",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        per_minute: float,
+        burst: float,
+        max_waiters: int,
+        *,
+        max_wait: float = float("inf"),
+        unit: str = "requests",
+        error: type[CapacityError] = RateLimitedError,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.name = name
+        self.per_minute = per_minute
+        self.unit = unit
+        self._error = error
+        self._max_wait = max_wait
+        self._clock = clock
+        # Capacity `burst`, draining at per_minute/60 a second.
+        self._bucket = Bucket(burst, burst * 60.0 / per_minute)
+        self._lock = asyncio.Lock()  # FIFO: one waiter at a time drives the bucket
+        self._max_waiters = max_waiters
+        self._waiters = 0
+        self._queued = 0.0
+
+    @property
+    def waiters(self) -> int:
+        """Tries queued for capacity right now."""
+        return self._waiters
+
+    async def acquire(self, amount: float, deadline: float | None) -> float:
+        """Take `amount`, waiting in line while the deadline allows (see RateGate)."""
+        if amount > self._bucket.max_rate:
+            raise self._error(
+                f"{self.name} allows at most {self._bucket.max_rate:g} {self.unit} at once"
+                f" and this call needs {amount:g}; ask for fewer tokens",
+                60.0,
+            )
+        wait = self._bucket.wait_time(self._queued + amount)
+        if wait > 0:
+            if self._waiters >= self._max_waiters:
+                raise self._refusal(wait, "too many calls are already waiting")
+            if deadline is not None and wait > deadline - self._clock.monotonic():
+                raise self._refusal(wait, "the wait would outlast the call's deadline")
+            if wait > self._max_wait:
+                raise self._refusal(wait, f"the wait would exceed {self._max_wait:g} s")
+        started = self._clock.monotonic()
+        self._waiters += 1
+        self._queued += amount
+        try:
+            async with self._lock:
+                await self._bucket.acquire(amount)
+        finally:
+            self._waiters -= 1
+            self._queued -= amount
+        return self._clock.monotonic() - started if wait > 0 else 0.0
+
+    async def refund(self, amount: float) -> None:
+        """Give back `amount` of an earlier acquire that went unused."""
+        if amount > 0:
+            self._bucket.refund(amount)
+
+    def _refusal(self, wait: float, why: str) -> CapacityError:
+        retry_after = math.ceil(wait * 10) / 10  # whole tenths read better than 0.4173 s
+        return self._error(
+            f"{self.name} ({self.per_minute:g} {self.unit}/min) is spent"
+            f" and {why}; retry in {retry_after:g} s",
+            retry_after,
+        )
+
+
+class MemoryConcurrencyGate:
+    """At most `limit` tries at once; waiters queue FIFO, bounded, deadline-aware."""
+
+    __slots__ = ("_clock", "_in_use", "_max_wait", "_max_waiters", "_waiters", "limit", "name")
+
+    def __init__(
+        self,
+        name: str,
+        limit: int,
+        max_waiters: int,
+        max_wait: float,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.name = name
+        self.limit = limit
+        self._in_use = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._max_waiters = max_waiters
+        self._max_wait = max_wait
+        self._clock = clock
+
+    @property
+    def in_use(self) -> int:
+        """Slots held now."""
+        return self._in_use
+
+    @property
+    def waiters(self) -> int:
+        """Tries queued for a slot right now."""
+        return len(self._waiters)
+
+    async def acquire(self, deadline: float | None) -> Lease:
+        """Take a slot, waiting in line while the deadline allows."""
+        if self._in_use < self.limit and not self._waiters:
+            self._in_use += 1
+            return Lease(self._clock.monotonic())
+        timeout = self._max_wait
+        if deadline is not None:
+            timeout = min(timeout, deadline - self._clock.monotonic())
+        if len(self._waiters) >= self._max_waiters or timeout <= 0:
+            raise self._busy()
+        slot: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(slot)
+        try:
+            async with asyncio.timeout(timeout):
+                await slot
+        except BaseException as exc:
+            if slot.done() and not slot.cancelled():
+                self._hand_on()  # a slot was handed over as we gave up: pass it on
+            else:
+                slot.cancel()
+                self._waiters.remove(slot)  # leave the line, so it stays bounded truly
+            if isinstance(exc, TimeoutError):
+                raise self._busy() from None
+            raise
+        return Lease(self._clock.monotonic())
+
+    async def release(self, lease: Lease) -> None:
+        """Give the lease's slot back: to the first live waiter, else to the pool."""
+        if lease.released:
+            return
+        lease.released = True
+        self._hand_on()
+
+    def _hand_on(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot moves to it; in_use is unchanged
+                return
+        self._in_use -= 1
+
+    def _busy(self) -> ModelBusyError:
+        return ModelBusyError(
+            f"{self.name} has {self.limit} calls in flight, its limit; retry shortly",
+            BUSY_RETRY_AFTER,
+        )
+
+
+class MemoryGates:
+    """Makes memory gates that share one queue bound, one longest wait and one clock."""
+
+    __slots__ = ("_clock", "_max_wait", "_max_waiters")
+
+    def __init__(self, max_waiters: int, max_wait: float, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._max_waiters = max_waiters
+        self._max_wait = max_wait
+        self._clock = clock
+
+    def rate(
+        self,
+        name: str,
+        per_minute: float,
+        burst: float,
+        *,
+        unit: str = "requests",
+        error: type[CapacityError],
+    ) -> MemoryRateGate:
+        """A memory rate gate."""
+        return MemoryRateGate(
+            name,
+            per_minute,
+            burst,
+            self._max_waiters,
+            max_wait=self._max_wait,
+            unit=unit,
+            error=error,
+            clock=self._clock,
+        )
+
+    def concurrency(self, name: str, limit: int) -> MemoryConcurrencyGate:
+        """A memory concurrency gate."""
+        return MemoryConcurrencyGate(name, limit, self._max_waiters, self._max_wait, self._clock)

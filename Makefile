@@ -25,8 +25,8 @@ GO_ENV := GO111MODULE=off GOFLAGS= GOPATH=$(CURDIR)/.build/gopath:$(GO_SYSTEM_PA
 GO_EXAMPLE := .build/bin/switchyard-go-example
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint fmt proto clean node-deps go-deps node-example go-example \
-	breaking release-contract
+.PHONY: help install run test lint fmt proto clean node-deps go-deps pg-deps node-example \
+	go-example breaking release-contract
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -43,7 +43,7 @@ install: $(STAMP) ## create .venv and install Switchyard with its dev tools
 run: $(STAMP) ## serve Switchyard on 127.0.0.1:50051 against the embedded relay simulator
 	$(BIN)/switchyard serve
 
-test: lint node-deps go-deps ## lint, type-check and run the whole test suite (Node and Go examples included)
+test: lint node-deps go-deps pg-deps ## lint, type-check and run the whole test suite (Node and Go examples included)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff, mypy (strict) and buf lint
@@ -94,6 +94,17 @@ go-deps: ## install Go, its gRPC libraries and protoc plugins from Debian (as ro
 	@[ "$$(protoc-gen-go-grpc --version)" = "$(PROTOC_GEN_GO_GRPC_VERSION)" ] \
 		|| { echo "gen/go needs $(PROTOC_GEN_GO_GRPC_VERSION), found $$(protoc-gen-go-grpc --version)"; exit 1; }
 
+pg-deps: ## install PostgreSQL's server binaries from Debian (the tests start their own clusters)
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { \
+		command -v apt-get >/dev/null || { echo "pg-deps needs Debian's apt-get for postgresql"; exit 1; }; \
+		if [ "$$(id -u)" = 0 ]; then sudo=; \
+		elif command -v sudo >/dev/null; then sudo=sudo; \
+		else echo "pg-deps must install postgresql as root"; exit 1; fi; \
+		echo "installing postgresql"; \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq \
+			--no-install-recommends postgresql >/dev/null; \
+	}
+
 node-example: node-deps ## build the Node example client (clients/node) into clients/node/dist
 	node_modules/.bin/tsc -p clients/node
 
@@ -112,6 +123,7 @@ release-contract: $(STAMP) ## record proto/ as the released contract: run only w
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info node_modules .build clients/node/dist
+	@echo "kept .switchyard/ (make run's ledger and journal); remove it to forget its spend"
 
 # ---- benchmark harness (issue 3) ------------------------------------------------------
 # `make bench` measures the relay, the floors, Switchyard (and PEERS=litellm) in one run;

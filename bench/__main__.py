@@ -29,6 +29,7 @@ from typing import Any
 from bench import report
 from bench.floor import CLIENTS
 from bench.harness import Plan, Runner, measure_target, soak
+from bench.ledger import measure as measure_ledger
 from bench.targets import (
     MODEL,
     ROOT,
@@ -41,6 +42,7 @@ from bench.targets import (
     start_switchyard,
     stop,
 )
+from tests.postgres import TempPostgres
 
 RESULTS = ROOT / "bench" / "results"
 IDLE_CONFIG = ROOT / "bench" / "switchyard-idle.toml"
@@ -124,6 +126,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     only = set(args.only.split(",")) if args.only else None
     soak_figures: dict[str, Any] | None = None
+    ledger_figures: dict[str, Any] | None = None
     try:
         if only is None or "relay" in only:
             relay = Target("relay", "http", relay_url, relay_process, logs / "relay.log")
@@ -152,6 +155,38 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             if not args.no_idle and rows["switchyard"].get("available"):
                 await _switchyard_idle(runner, rows["switchyard"], relay_url, logs, args)
+        if only is None or "switchyard(memory)" in only:
+            # The reference for the ledger's cost: the same gateway, its ledger in memory.
+            await _measure(
+                runner,
+                rows,
+                "switchyard(memory)",
+                start_switchyard(
+                    relay_url,
+                    logs,
+                    {"SWITCHYARD_DATABASE_URL": "memory", **args.switchyard_env},
+                    name="switchyard(memory)",
+                ),
+                idle=False,
+                sustain=False,
+            )
+        if only is None or "switchyard(postgres)" in only:
+            with TempPostgres() as postgres:
+                await _measure(
+                    runner,
+                    rows,
+                    "switchyard(postgres)",
+                    start_switchyard(
+                        relay_url,
+                        logs,
+                        {"SWITCHYARD_DATABASE_URL": postgres.url, **args.switchyard_env},
+                        name="switchyard(postgres)",
+                    ),
+                    idle=False,
+                    sustain=False,
+                )
+        if only is None or "ledger" in only:
+            ledger_figures = await measure_ledger(args.smoke, runner.say)
         if only is None or "switchyard(otlp)" in only:
             sink, sink_port = await start_otlp_sink(logs)
             try:
@@ -193,6 +228,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "plan": asdict(plan),
         "rows": rows,
         "soak": soak_figures,
+        "ledger": ledger_figures,
         "_logs": str(logs),  # printed, never written: a path of this machine only
     }
 

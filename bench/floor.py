@@ -168,6 +168,12 @@ class FloorServicer(gateway_pb2_grpc.GatewayServiceServicer):
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the floor keeps no usage")
         raise AssertionError("abort raises")
 
+    async def ExportUsage(
+        self, request: gateway_pb2.ExportUsageRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[gateway_pb2.ExportUsageResponse]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the floor keeps no ledger")
+        yield gateway_pb2.ExportUsageResponse()  # pragma: no cover (abort raises)
+
     async def Query(
         self, request: gateway_pb2.QueryRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> gateway_pb2.QueryResponse:

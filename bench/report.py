@@ -21,9 +21,13 @@ ORDER = (
     "floor(httpx-aiohttp)",
     "floor(httpx)",
     "switchyard",
+    "switchyard(memory)",
+    "switchyard(postgres)",
     "switchyard(otlp)",
     PEER,
 )
+MEMORY = "switchyard(memory)"
+POSTGRES = "switchyard(postgres)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +179,39 @@ def checks(results: dict[str, Any]) -> list[Check]:
             Check("unary CPU/req with OTLP export on", "report only", f"{a / b:.2f}×", None)
         )
 
+    memory = rows.get(MEMORY) if rows.get(MEMORY, {}).get("available") else None
+    postgres = rows.get(POSTGRES) if rows.get(POSTGRES, {}).get("available") else None
+    for name, goal, row, limit in (
+        ("unary CPU/req, SQLite ledger vs in memory", "≤ 1.05×", subject, 1.05),
+        ("unary CPU/req, PostgreSQL ledger vs in memory", "≤ 1.10×", postgres, 1.10),
+    ):
+        a, b = _get(row, "unary_cpu_ms"), _get(memory, "unary_cpu_ms")
+        if a is None or not b:
+            found.append(Check(name, goal, "not measured", None))
+        else:
+            found.append(Check(name, goal, f"{a / b:.3f}×", a / b <= limit))
+    ledger = results.get("ledger") or {}
+    rate = _get(ledger, "insert", "calls_per_s")
+    found.append(
+        Check(
+            "ledger inserts into PostgreSQL, one gateway",
+            "≥ 5,000 calls/s",
+            "not measured" if rate is None else f"{rate:,.0f} calls/s",
+            None if rate is None else rate >= 5000,
+        )
+    )
+    p99 = _get(ledger, "get_usage", "p99_ms")
+    rows_in = _get(ledger, "get_usage", "rows")
+    found.append(
+        Check(
+            "GetUsage p99, one tenant's 24 h"
+            + ("" if rows_in is None else f", {rows_in:,.0f} calls in PostgreSQL"),
+            "< 50 ms",
+            "not measured" if p99 is None else f"{p99:.1f} ms",
+            None if p99 is None else p99 < 50 and (rows_in or 0) >= 1_000_000,
+        )
+    )
+
     idle = (subject or {}).get("idle", {})
     biggest = max(idle, key=int) if idle else None
     if biggest is None:
@@ -253,6 +290,12 @@ def checks_text(results: dict[str, Any]) -> str:
     width = max(len(c.name) for c in checks(results))
     for check in checks(results):
         lines.append(f"  {check.mark} {check.name:<{width}}  {check.goal:<16} {check.value}")
+    drivers = (results.get("ledger") or {}).get("drivers_cpu_us_per_row")
+    if drivers:
+        lines.append(
+            "Ledger drivers, CPU µs per row in batches of 500 (the lowest of each kind is used):"
+        )
+        lines.extend(f"  {name:<22} {value:6.2f}" for name, value in drivers.items())
     return "\n".join(lines)
 
 

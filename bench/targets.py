@@ -14,6 +14,7 @@ import secrets
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -173,9 +174,19 @@ async def start_switchyard(
         "SWITCHYARD_RELAY_API_KEY": API_KEY,
         "SWITCHYARD_RELAY_RPM": "100000000",
         "SWITCHYARD_RELAY_BURST": "100000",
+        # a data directory of its own each start: the default SQLite ledger and its journal
+        "SWITCHYARD_DATA_DIR": tempfile.mkdtemp(prefix=f"{_slug(name)}-", dir=logs),
         **(extra_env or {}),
     }
-    description = "defaults, limiter raised"
+    url = (extra_env or {}).get("SWITCHYARD_DATABASE_URL", "")
+    ledger = (
+        "ledger in memory"
+        if url == "memory"
+        else "PostgreSQL ledger (a server of the benchmark's own)"
+        if url.startswith("postgres")
+        else "SQLite ledger (the default)"
+    )
+    description = f"defaults, limiter raised, {ledger}"
     if otlp_port is not None:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{otlp_port}"
         env["OTEL_EXPORTER_OTLP_INSECURE"] = "true"
@@ -184,7 +195,9 @@ async def start_switchyard(
     process = await _spawn([sys.executable, "-m", "server"], log, env=env)
     assert process.stdout is not None
     _background(_drain(process.stdout, log))
-    changed = " ".join(f"{k}={v}" for k, v in (extra_env or {}).items())
+    changed = " ".join(
+        f"{k}={v}" for k, v in (extra_env or {}).items() if k != "SWITCHYARD_DATABASE_URL"
+    )
     if changed:
         description += f"; also {changed}"
     target = Target(name, "grpc", f"127.0.0.1:{port}", process, log, description)
@@ -199,6 +212,10 @@ async def start_otlp_sink(logs: Path) -> tuple[asyncio.subprocess.Process, int]:
     assert process.stdout is not None
     line = await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT)
     return process, int(line)
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name)
 
 
 def litellm_version() -> str | None:

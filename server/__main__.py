@@ -14,6 +14,7 @@ import sys
 
 from server.app import SERVICE_NAME, create_server
 from server.settings import ConfigError, Settings, load_settings, parse_listen
+from server.settings.validation import database_target
 
 log = logging.getLogger("switchyard")
 
@@ -31,6 +32,8 @@ def main() -> None:
     )
     # httpx logs every relay request at INFO; one line per call is noise, and work.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Alembic announces each of its plugins at INFO; Switchyard logs the migration itself.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         asyncio.run(serve(settings))
     except ConfigError as error:
@@ -55,6 +58,7 @@ async def serve(settings: Settings) -> None:
     print(
         f"Switchyard is serving {SERVICE_NAME} on {address}\n"
         f"relay: {relay}\n"
+        f"ledger: {database_target(settings).shown}\n"
         "try it (buf is installed in .venv/bin):\n"
         f"  buf curl --protocol grpc --http2-prior-knowledge"
         f" http://{address}/{SERVICE_NAME}/StreamQuery"

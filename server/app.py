@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import os
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -30,6 +31,7 @@ from server.pipeline import Pipeline, build_pipeline
 from server.relay.client import RelayClient
 from server.servicer import GatewayServicer
 from server.settings import ConfigError, Settings, parse_listen
+from server.settings.validation import database_target
 from server.telemetry import Telemetry
 from server.telemetry import setup as setup_telemetry
 
@@ -68,9 +70,12 @@ class App:
         then write out what the stores queue, close the relay pool and flush the
         spans and metrics still queued."""
         self.boundary.draining = True
+        started = time.monotonic()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
-        await self.pipeline.aclose()
+        # The ledger gets what is left of the grace (at least a second) to write its queue;
+        # what it cannot write stays in its journal for the next start.
+        await self.pipeline.aclose(max(grace - (time.monotonic() - started), 1.0))
         await self.relay.aclose()
         if self.simulator is not None:
             await self.simulator.stop()
@@ -103,6 +108,13 @@ async def create_server(settings: Settings, environ: Mapping[str, str] | None = 
 
     relay = RelayClient(relay_url, relay_settings)
     pipeline = build_pipeline(settings, relay, telemetry)
+    try:
+        await pipeline.start()
+    except BaseException:
+        await relay.aclose()
+        if simulator is not None:
+            await simulator.stop()
+        raise
     server = grpc.aio.server(options=_SERVER_OPTIONS)
     boundary = RpcBoundary(resolver_for(settings), telemetry)
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
@@ -129,5 +141,12 @@ async def create_server(settings: Settings, environ: Mapping[str, str] | None = 
     await server.start()
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
     await health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-    log.info("serving %s on %s:%d, relay %s", SERVICE_NAME, host, port, relay_url)
+    log.info(
+        "serving %s on %s:%d, relay %s, ledger %s",
+        SERVICE_NAME,
+        host,
+        port,
+        relay_url,
+        database_target(settings).shown,
+    )
     return App(server, port, boundary, pipeline, relay_url, health, relay, simulator, telemetry)

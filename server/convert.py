@@ -6,10 +6,12 @@ each refusal names the field and says how to fix it. Nothing here does I/O.
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import orjson
 from google.protobuf import timestamp_pb2
 from google.type import money_pb2
 from switchyard.v1 import gateway_pb2 as pb
@@ -39,6 +41,7 @@ from server.domain import (
 from server.errors import InvalidRequestError
 from server.pipeline import Preview, UsageReport
 from server.state.ledger import ModelTotals
+from server.state.rows import CallRow
 
 MAX_STOP_SEQUENCES = 4
 MAX_LABELS = 16
@@ -306,10 +309,8 @@ def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
 
 def usage_window(request: pb.GetUsageRequest, now: float) -> tuple[float, float]:
     """The [start, end) window a GetUsage request asks for; 24 hours up to now by default."""
-    end = request.end.ToMicroseconds() / 1_000_000 if request.HasField("end") else now
-    start = (
-        request.start.ToMicroseconds() / 1_000_000 if request.HasField("start") else end - 86_400
-    )
+    end = _seconds(request.end, "end") if request.HasField("end") else now
+    start = _seconds(request.start, "start") if request.HasField("start") else end - 86_400
     if start >= end:
         raise InvalidRequestError("start must be before end; leave both unset for the last 24 h")
     return start, end
@@ -370,3 +371,112 @@ def usage_response(report: UsageReport) -> pb.GetUsageResponse:
 
 def _ms(seconds: float) -> int:
     return max(math.floor(seconds * 1000 + 0.5), 0)
+
+
+MAX_PAGE_SIZE = 5000
+DEFAULT_PAGE_SIZE = 500
+
+
+def export_window(
+    request: pb.ExportUsageRequest, now: float
+) -> tuple[float, float, int, tuple[int, str]]:
+    """ExportUsage's window [start, end), page size and resume position, validated."""
+    if not request.HasField("start"):
+        raise InvalidRequestError(
+            "start is required: the export's window begins there (end defaults to now)"
+        )
+    start = _seconds(request.start, "start")
+    end = _seconds(request.end, "end") if request.HasField("end") else now
+    if start >= end:
+        raise InvalidRequestError("start must be before end")
+    size = request.page_size or DEFAULT_PAGE_SIZE
+    if size > MAX_PAGE_SIZE:
+        raise InvalidRequestError(
+            f"page_size is {size}; at most {MAX_PAGE_SIZE} calls fit one message"
+        )
+    after = (-1, "")
+    if request.page_token:
+        after = page_position(request.page_token)
+    return start, end, size, after
+
+
+def _seconds(stamp: timestamp_pb2.Timestamp, field: str) -> float:
+    try:
+        return stamp.ToMicroseconds() / 1_000_000
+    except ValueError:
+        raise InvalidRequestError(
+            f"{field} is not a valid timestamp; use one between 0001 and 9999"
+        ) from None
+
+
+def page_token(ended_at_us: int, request_id: str) -> str:
+    """The opaque resume token after the call (ended_at_us, request_id)."""
+    return base64.urlsafe_b64encode(f"1:{ended_at_us}:{request_id}".encode()).decode()
+
+
+def page_position(token: str) -> tuple[int, str]:
+    """The position a token resumes after; INVALID_ARGUMENT for a token not issued here."""
+    try:
+        version, at, request_id = base64.urlsafe_b64decode(token.encode()).decode().split(":", 2)
+        if version != "1" or not request_id:
+            raise ValueError
+        return int(at), request_id
+    except (ValueError, UnicodeError):
+        raise InvalidRequestError(
+            "page_token is not one this gateway issued; send the next_page_token of the last"
+            " message received, or leave it empty to start at `start`"
+        ) from None
+
+
+def call_record(row: CallRow) -> pb.CallRecord:
+    """One ledger row as the contract's CallRecord."""
+    return pb.CallRecord(
+        request_id=row.request_id,
+        ended_at=_stamp_us(row.ended_at_us),
+        caller=row.tenant,
+        key_id=row.key_id or "",
+        end_user=row.end_user or "",
+        route_model=row.route_model,
+        route_reason=row.route_reason,
+        model=row.model,
+        status=row.status,
+        usage=pb.Usage(
+            input_tokens=row.input_tokens,
+            output_tokens=row.output_tokens,
+            cached_input_tokens=row.cached_input_tokens,
+            estimated=row.estimated,
+        ),
+        cost=money(row.cost),
+        latency_ms=_ms(row.latency_us / 1_000_000),
+        time_to_first_token_ms=0 if row.ttft_us is None else _ms(row.ttft_us / 1_000_000),
+        cached=row.cache == "hit",
+        saved_cost=money(row.saved_cost) if row.saved_cost else None,
+        labels=orjson.loads(row.labels) if row.labels != "{}" else {},
+        attempts=[
+            pb.Attempt(
+                model=a.model,
+                provider=a.provider,
+                outcome=_OUTCOME_NAMES.get(a.outcome, pb.ATTEMPT_OUTCOME_UNSPECIFIED),
+                http_status=a.http_status,
+                error=a.error,
+                latency_ms=_ms(a.latency_us / 1_000_000),
+                usage=pb.Usage(
+                    input_tokens=a.input_tokens,
+                    output_tokens=a.output_tokens,
+                    cached_input_tokens=a.cached_input_tokens,
+                    estimated=a.estimated,
+                ),
+                cost=money(a.cost),
+            )
+            for a in row.attempts
+        ],
+    )
+
+
+def _stamp_us(microseconds: int) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromMicroseconds(microseconds)
+    return stamp
+
+
+_OUTCOME_NAMES = {outcome.value: number for outcome, number in _OUTCOME_TO_PB.items()}

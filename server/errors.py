@@ -11,6 +11,10 @@ The hierarchy::
     │   └── BudgetExceededError        the caller's spend budget cannot cover the call
     ├── CircuitOpenError               UNAVAILABLE: the model is cooling down  (falls back)
     ├── ShuttingDownError              UNAVAILABLE: this instance is draining; retry elsewhere
+    ├── LedgerUnavailableError         UNAVAILABLE: the ledger cannot be read now (usage, export)
+    │   └── SpendNotRecordedError      UNAVAILABLE: the call's spend could not be journalled
+    ├── BudgetUnknownError             UNAVAILABLE: the tenant's spend is not read back yet
+    ├── ExportUnavailableError         FAILED_PRECONDITION: this ledger keeps no calls to export
     ├── DeadlineExceededError          DEADLINE_EXCEEDED: the caller's deadline passed first
     ├── RelayError                     one attempt on the relay failed (see `classify`)
     │   ├── RelayAuthError             UNAUTHENTICATED: the relay refused the key        (final)
@@ -132,6 +136,40 @@ class ShuttingDownError(SwitchyardError):
 
     code = grpc.StatusCode.UNAVAILABLE
     retryable = True
+
+
+class LedgerUnavailableError(SwitchyardError):
+    """The ledger's database cannot answer now; calls go on being served and recorded."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    retryable = True
+
+
+class SpendNotRecordedError(LedgerUnavailableError):
+    """The call's spend could not be written to the journal, so the call fails instead."""
+
+
+class ExportUnavailableError(SwitchyardError):
+    """The ledger keeps totals only (the in-memory one): there are no calls to export."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class BudgetUnknownError(SwitchyardError):
+    """The tenant has a budget but its spend has not been read back from the ledger yet."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    retryable = True
+
+    def __init__(self, tenant: str) -> None:
+        super().__init__(
+            f"caller {tenant!r} has a spend budget and its spend is not yet read back from"
+            " the ledger (the database is unreachable or starting); retry shortly"
+        )
+
+    @property
+    def retry_after(self) -> float | None:
+        return 1.0
 
 
 class DeadlineExceededError(SwitchyardError):

@@ -72,3 +72,21 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             start, end = convert.usage_window(request, self._clock.wall())
             report = await self._pipeline.usage(rpc.identity, start, end)
             return convert.usage_response(report)
+
+    async def ExportUsage(
+        self, request: pb.ExportUsageRequest, context: Context
+    ) -> AsyncIterator[pb.ExportUsageResponse]:
+        """The calling tenant's calls of a window, oldest first, a page a message."""
+        async with self._boundary.enter("ExportUsage", context) as rpc:
+            start, end, size, after = convert.export_window(request, self._clock.wall())
+            while True:
+                rows = await self._pipeline.export(rpc.identity, start, end, after, size)
+                if not rows:
+                    return
+                after = (rows[-1].ended_at_us, rows[-1].request_id)
+                yield pb.ExportUsageResponse(
+                    calls=[convert.call_record(row) for row in rows],
+                    next_page_token=convert.page_token(*after),
+                )
+                if len(rows) < size:
+                    return

@@ -61,6 +61,7 @@ from server.state import Stores, open_stores
 from server.state.budgets import BudgetStatus
 from server.state.ledger import UsageSummary
 from server.state.responses import ResponseStore, cache_key, cacheable
+from server.state.rows import CallRow
 from server.telemetry import Telemetry
 
 
@@ -132,9 +133,19 @@ class Pipeline:
             self.limits.provider_load(),
         )
 
-    async def aclose(self) -> None:
-        """Write out what the stores still queue (call after the server stopped)."""
-        await self.stores.aclose()
+    async def export(
+        self, identity: Identity, start: float, end: float, after: tuple[int, str], limit: int
+    ) -> list[CallRow]:
+        """A page of the tenant's calls that ended in [start, end), after `after`."""
+        return await self.stores.ledger.export(identity.tenant, start, end, after, limit)
+
+    async def start(self) -> None:
+        """Open the stores (the ledger replays its journal; budgets read spend back)."""
+        await self.stores.start()
+
+    async def aclose(self, within: float = 10.0) -> None:
+        """Write out what the stores still queue, within `within` s (after the server stopped)."""
+        await self.stores.aclose(within)
 
 
 def build_pipeline(
@@ -203,6 +214,13 @@ def _observe(
             (in_use, {semconv.GEN_AI_PROVIDER_NAME: provider})
             for provider, (in_use, _) in limits.provider_load().items()
         ],
+    )
+    ledger = stores.ledger
+    telemetry.observe(
+        "switchyard.ledger.pending",
+        "{call}",
+        "Calls journalled and not yet written to the ledger's database (how far behind it is)",
+        lambda: [(ledger.lag, {})],
     )
     responses = stores.responses
     if responses is not None:

@@ -24,6 +24,8 @@ A TOML file may hold these tables (all optional)::
     [budgets."<caller>"]  day, month (USD; replaces the defaults for that caller)
     [simulator]  latency_scale, tokens_per_second
     [telemetry]  console, prometheus_port, capture_content (exporters: the OTEL_* variables)
+    [ledger]     database_url (no password in a file), data_dir, retention_days,
+                 flush_interval, batch_size, budgets_until_seeded
 
 The relay key is read only from the environment, never from the file.
 
@@ -47,6 +49,7 @@ from server.settings.schema import (
     BudgetSettings,
     CacheSettings,
     ConfigError,
+    LedgerSettings,
     LimitSettings,
     RelaySettings,
     RetrySettings,
@@ -83,6 +86,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         telemetry=sections["telemetry"],
         cache=sections["cache"],
         budgets=build_budgets(sources.budgets),
+        ledger=sections["ledger"],
     )
     validate(settings)
     return settings
@@ -98,6 +102,7 @@ __all__ = [
     "BudgetSettings",
     "CacheSettings",
     "ConfigError",
+    "LedgerSettings",
     "LimitSettings",
     "RelaySettings",
     "RetrySettings",

@@ -161,6 +161,24 @@ class TelemetrySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LedgerSettings:
+    """The durable ledger (see ``server/state/sql/``) and where it keeps its files.
+
+    `database_url` empty means SQLite in `data_dir`; "memory" keeps today's
+    in-memory ledger. Every settled call is appended to a journal in
+    `data_dir` and written to the database every `flush_interval` seconds or
+    `batch_size` calls, whichever comes first.
+    """
+
+    database_url: str = field(default="", repr=False)  # may hold a password: never printed
+    data_dir: str = ".switchyard"
+    retention_days: int = 90  # older calls are folded into hourly totals, then deleted
+    flush_interval: float = 1.0
+    batch_size: int = 500
+    budgets_until_seeded: str = "refuse"  # or "admit": before spend is read back from the ledger
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything Switchyard needs to start."""
 
@@ -175,3 +193,4 @@ class Settings:
     telemetry: TelemetrySettings = TelemetrySettings()
     cache: CacheSettings = CacheSettings()
     budgets: BudgetSettings = BudgetSettings()
+    ledger: LedgerSettings = LedgerSettings()

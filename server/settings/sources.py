@@ -15,6 +15,7 @@ import dataclasses
 import tomllib
 import types
 import typing
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -29,6 +30,7 @@ from server.settings.schema import (
     BudgetSettings,
     CacheSettings,
     ConfigError,
+    LedgerSettings,
     LimitSettings,
     RelaySettings,
     RetrySettings,
@@ -74,6 +76,12 @@ ENV_KEYS: dict[str, tuple[str, str]] = {
     "CACHE_TTL": ("cache", "ttl"),
     "CACHE_MAX_ENTRIES": ("cache", "max_entries"),
     "CACHE_MAX_BYTES": ("cache", "max_bytes"),
+    "DATABASE_URL": ("ledger", "database_url"),
+    "DATA_DIR": ("ledger", "data_dir"),
+    "LEDGER_RETENTION_DAYS": ("ledger", "retention_days"),
+    "LEDGER_FLUSH_INTERVAL": ("ledger", "flush_interval"),
+    "LEDGER_BATCH_SIZE": ("ledger", "batch_size"),
+    "BUDGETS_UNTIL_SEEDED": ("ledger", "budgets_until_seeded"),
 }
 SECTIONS: dict[str, type[Any]] = {
     "server": ServerSettings,
@@ -85,6 +93,7 @@ SECTIONS: dict[str, type[Any]] = {
     "simulator": SimulatorOptions,
     "telemetry": TelemetrySettings,
     "cache": CacheSettings,
+    "ledger": LedgerSettings,
 }
 _BUDGET_PERIODS = ("day", "month")
 
@@ -120,6 +129,12 @@ def read_sources(environ: Mapping[str, str]) -> Sources:
             "SWITCHYARD_CONFIG relay.api_key",
             "keys do not belong in files; set SWITCHYARD_RELAY_API_KEY instead",
         )
+    file_url = file_tables.get("ledger", {}).get("database_url")
+    if isinstance(file_url, str) and _has_password(file_url):
+        raise ConfigError(
+            "SWITCHYARD_CONFIG ledger.database_url",
+            "passwords do not belong in files; set SWITCHYARD_DATABASE_URL instead",
+        )
 
     overrides: dict[str, dict[str, tuple[str, object]]] = {name: {} for name in SECTIONS}
     routing_file = dict(file_tables.get("routing", {}))
@@ -144,6 +159,13 @@ def read_sources(environ: Mapping[str, str]) -> Sources:
         task_table,
         file_tables.get("budgets", {}),
     )
+
+
+def _has_password(url: str) -> bool:
+    try:
+        return urllib.parse.urlsplit(url).password is not None
+    except ValueError:
+        return False
 
 
 def _read_toml(path: str) -> dict[str, Any]:

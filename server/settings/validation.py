@@ -7,6 +7,9 @@ message instead of surfacing as a failing request hours later.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from server.settings.database import DatabaseTarget, parse_database_url
 from server.settings.schema import ConfigError, Settings
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -67,6 +70,19 @@ def validate(settings: Settings) -> None:
     ):
         if value < 1:
             raise ConfigError(key, f"must be at least 1, got {value}")
+    database_target(settings)
+    ledger = settings.ledger
+    if ledger.retention_days < 1:
+        raise ConfigError("SWITCHYARD_LEDGER_RETENTION_DAYS", "must be at least 1 (days)")
+    if ledger.flush_interval <= 0 or ledger.batch_size < 1:
+        raise ConfigError(
+            "SWITCHYARD_LEDGER_FLUSH_INTERVAL",
+            "the flush interval must be above 0 s and SWITCHYARD_LEDGER_BATCH_SIZE at least 1",
+        )
+    if ledger.budgets_until_seeded not in ("refuse", "admit"):
+        raise ConfigError("SWITCHYARD_BUDGETS_UNTIL_SEEDED", "expected refuse or admit")
+    if not ledger.data_dir.strip():
+        raise ConfigError("SWITCHYARD_DATA_DIR", "must name a directory")
     routing = settings.routing
     if not routing.keywords:
         raise ConfigError("SWITCHYARD_CONFIG routing.keywords", "must name at least one keyword")
@@ -84,3 +100,12 @@ def parse_listen(listen: str) -> tuple[str, int]:
             "SWITCHYARD_LISTEN", f"expected host:port such as 127.0.0.1:50051, got {listen!r}"
         )
     return host.strip("[]"), int(port_text)
+
+
+def database_target(settings: Settings) -> DatabaseTarget:
+    """Where the ledger lives; ConfigError (without any password) when the URL is malformed."""
+    ledger = settings.ledger
+    try:
+        return parse_database_url(ledger.database_url, Path(ledger.data_dir))
+    except ValueError as error:
+        raise ConfigError("SWITCHYARD_DATABASE_URL", str(error)) from None

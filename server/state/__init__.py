@@ -1,7 +1,7 @@
 """The gateway's state, behind one small async protocol per kind of store.
 
     budgets.py    BudgetStore      reserve / settle / admission / pressure / status
-    ledger.py     Ledger           record (never waits) / summary / aclose
+    ledger.py     Ledger           record (never waits) / summary / spend / export / aclose
     gates.py      GateFactory      RateGate (acquire / refund), ConcurrencyGate (leases)
     breakers.py   BreakerRegistry  admit / succeeded / failed / neutral / status
     responses.py  ResponseStore    get / peek / put, and the cache key
@@ -10,20 +10,26 @@ Each protocol module also holds what every backend shares (records, refusal
 messages, the key). A backend is a package beside them (`memory/` today)
 with one class per protocol; `open_stores` is the one switch that picks a
 backend per store from the settings, so adding one is a package here plus a
-line below. Stages see only the protocols: a stage never knows which backend
-it has, and a store never imports a stage.
+line below. `sql/` is the ledger's durable backend (SQLite or PostgreSQL).
+Stages see only the protocols: a stage never knows which backend it has, and
+a store never imports a stage.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from pathlib import Path
 
 from server.clock import SYSTEM_CLOCK, Clock
 from server.domain import ModelSpec
+from server.errors import LedgerUnavailableError
 from server.settings import Settings
+from server.settings.validation import database_target
 from server.state.breakers import BreakerRegistry
-from server.state.budgets import BudgetStore
+from server.state.budgets import BudgetStore, period_starts
 from server.state.gates import GateFactory
 from server.state.ledger import Ledger
 from server.state.memory import (
@@ -35,31 +41,107 @@ from server.state.memory import (
 )
 from server.state.responses import ResponseStore
 
+log = logging.getLogger("switchyard")
+_SEED_RETRY = 1.0  # seconds between tries to read spend back while the ledger cannot answer
 
-@dataclass(frozen=True, slots=True)
+
 class Stores:
     """The stores one gateway runs on; `responses` is None when the cache is off."""
 
-    budgets: BudgetStore
-    ledger: Ledger
-    gates: GateFactory
-    breakers: BreakerRegistry
-    responses: ResponseStore | None
+    __slots__ = ("_clock", "_seeding", "breakers", "budgets", "gates", "ledger", "responses")
 
-    async def aclose(self) -> None:
+    def __init__(
+        self,
+        budgets: BudgetStore,
+        ledger: Ledger,
+        gates: GateFactory,
+        breakers: BreakerRegistry,
+        responses: ResponseStore | None,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.budgets = budgets
+        self.ledger = ledger
+        self.gates = gates
+        self.breakers = breakers
+        self.responses = responses
+        self._clock = clock
+        self._seeding: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Open the ledger, then read each tenant's spend back into the budgets.
+
+        When the ledger cannot answer yet, seeding goes on in the background;
+        meanwhile the budget store refuses (or admits, if told to) tenants
+        with a budget.
+        """
+        await self.ledger.start()
+        if self.budgets.seeded:
+            return
+        if not await self._seed_once():
+            self._seeding = asyncio.get_running_loop().create_task(
+                self._seed_until_done(), name="budget-seed"
+            )
+
+    async def _seed_once(self) -> bool:
+        now = self._clock.wall()
+        day, month = period_starts(now)
+        try:
+            spend = await self.ledger.spend(day, month)
+        except LedgerUnavailableError:
+            return False
+        await self.budgets.seed(spend, now)
+        log.info("budgets: spend of %d tenants read back from the ledger", len(spend))
+        return True
+
+    async def _seed_until_done(self) -> None:
+        log.warning("budgets: the ledger does not answer; tenants with a budget wait for it")
+        while not await self._seed_once():
+            await self._clock.sleep(_SEED_RETRY)
+
+    async def aclose(self, within: float = 10.0) -> None:
         """Write out what the stores still hold in queues (the ledger's records)."""
-        await self.ledger.aclose()
+        if self._seeding is not None:
+            self._seeding.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._seeding
+        await self.ledger.aclose(within)
+
+
+def open_ledger(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Ledger:
+    """The ledger `settings` ask for: SQLite by default, PostgreSQL, or memory."""
+    target = database_target(settings)
+    if target.kind == "memory":
+        return MemoryLedger()
+    from server.state.sql.database import PostgresDatabase, SqliteDatabase  # noqa: PLC0415
+    from server.state.sql.ledger import SqlLedger  # noqa: PLC0415 (only for a SQL ledger)
+
+    data_dir = Path(settings.ledger.data_dir)
+    if target.kind == "sqlite":
+        assert target.path is not None
+        return SqlLedger(
+            SqliteDatabase(target.path), data_dir, settings.ledger, clock, sqlite_file=target.path
+        )
+    return SqlLedger(PostgresDatabase(target.dsn, target.shown), data_dir, settings.ledger, clock)
 
 
 def open_stores(
     settings: Settings, models: Iterable[ModelSpec], clock: Clock = SYSTEM_CLOCK
 ) -> Stores:
-    """The stores `settings` ask for (every store is in memory today)."""
+    """The stores `settings` ask for: the ledger per SWITCHYARD_DATABASE_URL, the rest in memory."""
     limits = settings.limits
+    ledger = open_ledger(settings, clock)
+    durable = not isinstance(ledger, MemoryLedger)
     return Stores(
-        budgets=MemoryBudgetStore(settings.budgets, clock),
-        ledger=MemoryLedger(),
+        budgets=MemoryBudgetStore(
+            settings.budgets,
+            clock,
+            seeded=not durable,
+            admit_unseeded=settings.ledger.budgets_until_seeded == "admit",
+        ),
+        ledger=ledger,
         gates=MemoryGates(limits.max_waiters, limits.max_wait, clock),
         breakers=MemoryBreakers(models, settings.breaker, clock),
         responses=MemoryResponseStore(settings.cache, clock) if settings.cache.enabled else None,
+        clock=clock,
     )

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import calendar
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -75,11 +76,27 @@ class BudgetStatus:
 
 
 class BudgetStore(Protocol):
-    """Where budgets are checked, held and settled."""
+    """Where budgets are checked, held and settled.
+
+    Spend survives a restart through the ledger: until `seed` has given the
+    store each tenant's spend of the current day and month, a tenant with a
+    budget is refused with BudgetUnknownError (UNAVAILABLE), unless the store
+    was told to admit meanwhile.
+    """
 
     @property
     def enabled(self) -> bool:
         """Does any tenant have a budget? (If not, the budget stage is left out.)"""
+        ...
+
+    @property
+    def seeded(self) -> bool:
+        """Has the spend been read back from the ledger (or is there none to read)?"""
+        ...
+
+    async def seed(self, spend: Mapping[str, tuple[int, int]], at: float) -> None:
+        """Set every tenant's settled spend of the day and month that contain `at` to
+        `spend[tenant]` = (day, month), 0 for tenants not in it; holds in flight stay."""
         ...
 
     async def reserve(self, tenant: str, amount: int) -> Reservation | None:
@@ -150,3 +167,11 @@ def spent_until_reset(
 
 def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def period_starts(now: float) -> tuple[float, float]:
+    """The starts of the UTC day and month that contain `now`."""
+    moment = time.gmtime(now)
+    day = float(int(now // DAY) * DAY)
+    month = float(calendar.timegm((moment.tm_year, moment.tm_mon, 1, 0, 0, 0)))
+    return day, month

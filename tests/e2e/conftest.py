@@ -7,9 +7,11 @@ import asyncio
 import os
 import re
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import pytest
@@ -27,12 +29,13 @@ BANNER = re.compile(r"serving switchyard\.v1\.GatewayService on 127\.0\.0\.1:(\d
 
 
 async def start_gateway_process(
-    relay_url: str, env: dict[str, str] | None = None
+    relay_url: str, env: dict[str, str] | None = None, **spawn: Any
 ) -> tuple[asyncio.subprocess.Process, int]:
     """`python -m server` as its own process, as users start it; returns it and its port.
 
     The environment is this one without any SWITCHYARD_* or OTEL_* variable, plus
-    the relay, its key, a free port and `env`.
+    the relay, its key, a free port, a data directory of its own (unless `env`
+    names one) and `env`. `spawn` goes to create_subprocess_exec (stderr=...).
     """
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("SWITCHYARD_", "OTEL_"))}
     process = await asyncio.create_subprocess_exec(
@@ -44,9 +47,11 @@ async def start_gateway_process(
             "SWITCHYARD_LISTEN": "127.0.0.1:0",
             "SWITCHYARD_RELAY_URL": relay_url,
             "SWITCHYARD_RELAY_API_KEY": RELAY_KEY,
+            "SWITCHYARD_DATA_DIR": tempfile.mkdtemp(prefix="switchyard-e2e-"),
             **(env or {}),
         },
         stdout=asyncio.subprocess.PIPE,
+        **spawn,
     )
     assert process.stdout is not None
     line = await asyncio.wait_for(process.stdout.readline(), 30)
@@ -73,8 +78,12 @@ StartGateway = Callable[..., Awaitable[Gateway]]
 
 
 @pytest.fixture
-async def start_gateway() -> AsyncIterator[StartGateway]:
-    """Start gateways with extra SWITCHYARD_* settings; all are stopped after the test."""
+async def start_gateway(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[StartGateway]:
+    """Start gateways with extra SWITCHYARD_* settings; all are stopped after the test.
+
+    Each runs on the default ledger (SQLite) in a data directory of its own,
+    unless `env` says otherwise.
+    """
     running: list[Gateway] = []
 
     async def start(
@@ -89,6 +98,7 @@ async def start_gateway() -> AsyncIterator[StartGateway]:
                 "SWITCHYARD_LISTEN": "127.0.0.1:0",
                 "SWITCHYARD_RELAY_URL": relay_url or url,
                 "SWITCHYARD_RELAY_API_KEY": RELAY_KEY,
+                "SWITCHYARD_DATA_DIR": str(tmp_path_factory.mktemp("data")),
                 **(env or {}),
             }
         )

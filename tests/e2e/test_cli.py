@@ -1,6 +1,9 @@
 """The `switchyard` console script, as a person runs it, against the real gateway."""
 
 import asyncio
+import csv
+import io
+import json
 import os
 import pty
 import re
@@ -122,10 +125,11 @@ def _read_until_closed(fd: int) -> str:
     return b"".join(chunks).decode()
 
 
-async def test_serve_runs_the_gateway_like_python_m_server():
+async def test_serve_runs_the_gateway_like_python_m_server(tmp_path):
     env = {
         **ENV,
         "SWITCHYARD_LISTEN": "127.0.0.1:0",
+        "SWITCHYARD_DATA_DIR": str(tmp_path),
         "SWITCHYARD_SIM_LATENCY_SCALE": "0",
         "SWITCHYARD_CALLER": "ops",  # the CLI's own variables do not stop the gateway
     }
@@ -162,3 +166,41 @@ async def test_report_runs_on_the_example_workload(tmp_path):
     assert "dry run: no model was called" in out
     assert "against sending everything to claude-sonnet-4-20250514" in out
     assert chart.read_bytes().startswith(b"\x89PNG\r\n")
+
+
+async def test_usage_export_writes_every_call_as_csv_and_jsonl(gateway: Gateway):
+    for n in range(3):
+        await switchyard("query", f"export me {n} [[sim tokens=4]]", "--address", gateway.address,
+                         "--caller", "billing")  # fmt: skip
+    code, out, err = await switchyard(
+        "usage", "export", "--since", "1h", "--format", "csv", "--address", gateway.address,
+        "--caller", "billing", "--page-size", "2",
+    )  # fmt: skip
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == 3 and err == "exported 3 calls\n"
+    assert {row["caller"] for row in rows} == {"billing"} and rows[0]["status"] == "OK"
+    # 4 output tokens and "export me N [[sim tokens=4]]" (27 bytes: 7 + 4 input) on gemini
+    assert {row["cost_usd"] for row in rows} == {"0.0000675"}
+    code, out, _ = await switchyard(
+        "usage", "export", "--since", "2000-01-01", "--address", gateway.address,
+        "--caller", "billing",
+    )  # fmt: skip
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and len(lines) == 3
+    assert lines[0]["attempts"][0]["model"] == "gemini-2.5-flash"
+    code, _, err = await switchyard(
+        "usage", "export", "--since", "yesterday", "--address", gateway.address
+    )
+    assert code == 64 and "is not a time" in err
+
+
+async def test_db_upgrade_migrates_the_configured_database(tmp_path):
+    code, out, err = await switchyard("db", "upgrade", env={"SWITCHYARD_DATA_DIR": str(tmp_path)})
+    assert code == 0, err
+    assert out == f"sqlite:///{tmp_path / 'ledger.db'}: schema at revision 0002\n"
+    code, _, err = await switchyard(
+        "db", "upgrade", env={"SWITCHYARD_DATABASE_URL": "postgresql://u:hunter2@127.0.0.1:1/x"}
+    )
+    assert code == 2 and "cannot migrate postgresql://u:***@127.0.0.1:1/x" in err
+    assert "hunter2" not in err

@@ -4,6 +4,8 @@ import pytest
 
 from server.domain import Task
 from server.settings import ConfigError, load_settings, parse_listen
+from server.settings.database import redact
+from server.settings.validation import database_target
 
 
 def write(tmp_path, text):
@@ -245,3 +247,71 @@ def test_bad_cache_environment_names_the_variable():
     with pytest.raises(ConfigError) as caught:
         load_settings({"SWITCHYARD_CACHE_MAX_ENTRIES": "0"})
     assert caught.value.key == "SWITCHYARD_CACHE_MAX_ENTRIES"
+
+
+@pytest.mark.parametrize(
+    ("url", "kind", "where"),
+    [
+        ("", "sqlite", "data/ledger.db"),
+        ("memory", "memory", None),
+        ("sqlite:///spend.db", "sqlite", "spend.db"),
+        ("sqlite:////var/lib/switchyard/ledger.db", "sqlite", "/var/lib/switchyard/ledger.db"),
+        ("postgresql://svc@db.internal:5432/ledger", "postgresql", None),
+        ("postgres://svc:pw@db.internal/ledger?sslmode=require", "postgresql", None),
+    ],
+)
+def test_database_urls(url, kind, where):
+    settings = load_settings({"SWITCHYARD_DATABASE_URL": url, "SWITCHYARD_DATA_DIR": "data"})
+    target = database_target(settings)
+    assert target.kind == kind
+    if where is not None:
+        assert str(target.path) == where
+    assert "pw" not in target.shown and "pw" not in repr(target) and "pw" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://svc:hunter2@db/ledger",
+        "postgresql://svc:hunter2@db.internal:99999/ledger",
+        "postgresql://svc:hunter2@/ledger",
+        "postgresql://:hunter2@db/ledger",
+        "sqlite://relative.db",
+    ],
+)
+def test_a_malformed_database_url_names_the_variable_and_never_the_password(url):
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"SWITCHYARD_DATABASE_URL": url})
+    assert caught.value.key == "SWITCHYARD_DATABASE_URL"
+    assert "hunter2" not in str(caught.value)
+
+
+def test_a_database_password_does_not_belong_in_a_file(tmp_path):
+    text = '[ledger]\ndatabase_url = "postgresql://svc:hunter2@db/ledger"\n'
+    with pytest.raises(ConfigError, match="set SWITCHYARD_DATABASE_URL instead") as caught:
+        load_settings(write(tmp_path, text))
+    assert "hunter2" not in str(caught.value)
+    ok = load_settings(write(tmp_path, '[ledger]\ndatabase_url = "postgresql://svc@db/ledger"\n'))
+    assert database_target(ok).kind == "postgresql"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SWITCHYARD_LEDGER_RETENTION_DAYS", "0"),
+        ("SWITCHYARD_LEDGER_FLUSH_INTERVAL", "0"),
+        ("SWITCHYARD_BUDGETS_UNTIL_SEEDED", "maybe"),
+        ("SWITCHYARD_DATA_DIR", " "),
+    ],
+)
+def test_bad_ledger_settings_are_refused(name, value):
+    with pytest.raises(ConfigError) as caught:
+        load_settings({name: value})
+    assert caught.value.key == name
+
+
+def test_redact_hides_only_the_password():
+    assert redact("postgresql://svc:pw@db:5432/x?sslmode=require") == (
+        "postgresql://svc:***@db:5432/x?sslmode=require"
+    )
+    assert redact("http://relay.internal/v1") == "http://relay.internal/v1"

@@ -91,6 +91,18 @@ def usage_request(start: datetime | None, end: datetime | None) -> pb.GetUsageRe
     return request
 
 
+def export_request(
+    start: datetime, end: datetime | None, page_size: int, page_token: str
+) -> pb.ExportUsageRequest:
+    """An ExportUsageRequest for [start, end) (end unset: now), resuming after `page_token`."""
+    request = pb.ExportUsageRequest(
+        start=_timestamp(start), page_size=page_size, page_token=page_token
+    )
+    if end is not None:
+        request.end.CopyFrom(_timestamp(end))
+    return request
+
+
 def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
     if moment.tzinfo is None:
         raise ValueError("usage windows take timezone-aware datetimes (for example UTC)")

@@ -24,6 +24,8 @@ from switchyard_client._version import __version__
 from switchyard_client.client import Client
 from switchyard_client.connection import DEFAULT_TARGET, TLS
 from switchyard_client.errors import SwitchyardError, UnimplementedError
+from switchyard_client.export import parse_when
+from switchyard_client.export import write as write_export
 from switchyard_client.formatting import route_text, summary_line, usage_text
 from switchyard_client.progress import Spinner
 from switchyard_client.requests import CacheMode, QueryOptions, Task
@@ -55,6 +57,8 @@ examples:
   switchyard query "Compare quicksort and mergesort" --stream
   switchyard route "Analyze this algorithm"
   switchyard usage --hours 1 --caller search
+  switchyard usage export --since 24h --format csv > calls.csv
+  switchyard db upgrade
   switchyard health
 
 environment:
@@ -178,6 +182,38 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "--hours", type=float, help="the window: the last N hours (default: the gateway's, 24)"
     )
     usage.add_argument("--json", action="store_true", help="print the GetUsageResponse as JSON")
+    usage_commands = usage.add_subparsers(dest="usage_command", metavar="export")
+    export = usage_commands.add_parser(
+        "export",
+        help="write the caller's calls of a window as CSV or JSON Lines (ExportUsage)",
+        description="Write every call of the caller that ended in [--since, --until), oldest"
+        " first, to stdout: one row or line per call, exact money in dollars. An interrupted"
+        " export resumes where it stopped.",
+        epilog=_EXIT_CODES,
+        parents=[connection],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export.set_defaults(handler=_export)
+    export.add_argument(
+        "--since", required=True, metavar="WHEN", help="start: ISO 8601 (UTC by default) or 24h, 7d"
+    )
+    export.add_argument("--until", metavar="WHEN", help="end (exclusive); default now")
+    export.add_argument("--format", choices=("csv", "jsonl"), default="jsonl", help="default jsonl")
+    export.add_argument("--page-size", type=int, default=0, help="calls per message (1 to 5000)")
+
+    db = add("db", _db_help, "the ledger's database (SWITCHYARD_DATABASE_URL)", [])
+    db_commands = db.add_subparsers(dest="db_command", metavar="upgrade")
+    upgrade = db_commands.add_parser(
+        "upgrade",
+        help="apply the ledger's schema migrations now (the gateway also does at start-up)",
+        description="Bring the database named by SWITCHYARD_DATABASE_URL (default: SQLite in"
+        " SWITCHYARD_DATA_DIR) to the newest schema. Safe while replicas start: PostgreSQL"
+        " migrations run one at a time under a lock.",
+        epilog="exit codes:\n  0        the schema is current\n"
+        "  2        bad configuration, or the database cannot be reached\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    upgrade.set_defaults(handler=_db_upgrade)
 
     health = add("health", _health, "check the gateway's health (grpc.health.v1)", [connection])
     health.add_argument(
@@ -344,6 +380,35 @@ def _usage(args: argparse.Namespace, terminal: Terminal) -> int:
     else:
         terminal.out.write(usage_text(usage) + "\n")
     return EXIT_OK
+
+
+def _export(args: argparse.Namespace, terminal: Terminal) -> int:
+    now = datetime.now(UTC)
+    start = parse_when(args.since, now)
+    end = parse_when(args.until, now) if args.until else None
+    with _client(args) as client:
+        calls = client.export(start=start, end=end, page_size=args.page_size, timeout=args.timeout)
+        written = write_export(calls, terminal.out, args.format)
+    terminal.err.write(f"exported {written} calls\n")
+    return EXIT_OK
+
+
+def _db_help(args: argparse.Namespace, terminal: Terminal) -> int:
+    terminal.err.write("switchyard db: name a command: switchyard db upgrade\n")
+    return EXIT_USAGE
+
+
+def _db_upgrade(args: argparse.Namespace, terminal: Terminal) -> int:
+    try:
+        # The server's code, imported only for this command (like `report`).
+        migrate = importlib.import_module("server.state.sql.migrate")
+    except ModuleNotFoundError as error:
+        if not (error.name or "").startswith("server"):
+            raise
+        terminal.err.write("switchyard db is not available in this build\n")
+        return EXIT_REPORT_MISSING
+    code: int = migrate.command_upgrade(terminal.out, terminal.err)
+    return code
 
 
 def _health(args: argparse.Namespace, terminal: Terminal) -> int:

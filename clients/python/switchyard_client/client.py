@@ -14,7 +14,7 @@ subclasses; the channel is safe to share between threads.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Unpack
@@ -23,8 +23,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc
 
-from switchyard_client.base import ClientBase, usage_request
-from switchyard_client.errors import translated
+from switchyard_client.base import ClientBase, export_request, usage_request
+from switchyard_client.errors import DeadlineExceededError, UnavailableError, translated
 from switchyard_client.requests import QueryOptions, query_spec
 from switchyard_client.results import Answer, Route
 from switchyard_client.stream import TextStream
@@ -105,6 +105,41 @@ class Client(ClientBase):
                 timeout=self._timeout(timeout, control=True),
                 metadata=self._metadata(metadata),
             )
+
+    def export(
+        self,
+        *,
+        start: datetime,
+        end: datetime | None = None,
+        page_size: int = 0,
+        timeout: float | None = None,
+        metadata: Mapping[str, str] | None = None,
+        retries: int = 3,
+    ) -> Iterator[pb.CallRecord]:
+        """Every call of this caller that ended in [start, end), oldest first.
+
+        Pages arrive as the gateway reads them; when the stream breaks with a
+        retryable status, the export resumes after the last page received, so
+        no call is lost or repeated (at most `retries` times in a row).
+        """
+        token, failures = "", 0
+        while True:
+            call = self._stub.ExportUsage(
+                export_request(start, end, page_size, token),
+                timeout=self._timeout(timeout),
+                metadata=self._metadata(metadata),
+            )
+            try:
+                with translated():
+                    for page in call:
+                        failures = 0
+                        yield from page.calls
+                        token = page.next_page_token
+                return
+            except (UnavailableError, DeadlineExceededError):
+                failures += 1
+                if failures > retries:
+                    raise
 
     def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """The gateway's health as grpc.health.v1 names it, for example "SERVING"."""

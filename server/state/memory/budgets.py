@@ -8,15 +8,18 @@ Reservations never expire here: a process that dies takes its holds with it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from server.clock import SYSTEM_CLOCK, Clock
 from server.domain import ADMITTED, Admission, BudgetPressure
-from server.errors import BudgetExceededError
+from server.errors import BudgetExceededError, BudgetUnknownError
 from server.settings import BudgetLimits, BudgetSettings
 from server.state.budgets import (
     BudgetStatus,
     Reservation,
     never_fits,
     next_reset,
+    period_starts,
     spent_until_reset,
 )
 
@@ -47,27 +50,73 @@ class _Period:
 
 
 class MemoryBudgetStore:
-    """Every tenant's budgets, in memory; lost on restart."""
+    """Every tenant's budgets, in memory; spend comes back after a restart through `seed`.
 
-    __slots__ = ("_accounts", "_clock", "_enabled", "_settings")
+    `seeded` False (a durable ledger is to be read first) refuses budgeted
+    tenants until `seed`, unless `admit_unseeded`.
+    """
 
-    def __init__(self, settings: BudgetSettings, clock: Clock = SYSTEM_CLOCK) -> None:
+    __slots__ = (
+        "_accounts",
+        "_admit_unseeded",
+        "_clock",
+        "_enabled",
+        "_seed",
+        "_seed_periods",
+        "_settings",
+    )
+
+    def __init__(
+        self,
+        settings: BudgetSettings,
+        clock: Clock = SYSTEM_CLOCK,
+        *,
+        seeded: bool = True,
+        admit_unseeded: bool = False,
+    ) -> None:
         self._settings = settings
         self._clock = clock
         self._accounts: dict[str, tuple[_Period, ...]] = {}
         limits = (settings.default, *settings.callers.values())
         self._enabled = any(lim.day is not None or lim.month is not None for lim in limits)
+        self._admit_unseeded = admit_unseeded
+        self._seed: Mapping[str, tuple[int, int]] | None = {} if seeded else None
+        self._seed_periods = period_starts(clock.wall())
 
     @property
     def enabled(self) -> bool:
         """Does any tenant have a budget?"""
         return self._enabled
 
+    @property
+    def seeded(self) -> bool:
+        """Has the spend been read back (or was there none to read)?"""
+        return self._seed is not None
+
+    async def seed(self, spend: Mapping[str, tuple[int, int]], at: float) -> None:
+        """Take each tenant's day and month spend; no await inside, like `reserve`."""
+        self._seed = dict(spend)
+        self._seed_periods = period_starts(at)
+        for tenant, periods in self._accounts.items():
+            self._apply_seed(tenant, periods)
+
+    def _apply_seed(self, tenant: str, periods: tuple[_Period, ...]) -> None:
+        """Set the tenant's spend in the day and month the seed was read in (0 if absent)."""
+        day, month = (self._seed or {}).get(tenant, (0, 0))
+        day_start, month_start = self._seed_periods
+        now = self._clock.wall()
+        for period in periods:
+            period.roll(now)
+            starts = day_start if period.name == "day" else month_start
+            if period.resets_at == next_reset(period.name, starts):  # still the seed's period
+                period.spent = day if period.name == "day" else month
+
     async def reserve(self, tenant: str, amount: int) -> Reservation | None:
         """Check and hold `amount` with no await in between (see the module docstring)."""
         periods = self._periods(tenant)
         if not periods:
             return None
+        self._check_seeded(tenant)
         refusal = self._refusal(tenant, periods, amount)
         if refusal is not None:
             raise refusal
@@ -86,8 +135,14 @@ class MemoryBudgetStore:
     async def admission(self, tenant: str, amount: int) -> Admission:
         """Would `amount` be admitted now? Holds nothing."""
         periods = self._periods(tenant)
+        if periods and self._seed is None and not self._admit_unseeded:
+            return Admission(False, BudgetUnknownError(tenant).message)
         refusal = self._refusal(tenant, periods, amount) if periods else None
         return ADMITTED if refusal is None else Admission(False, refusal.message)
+
+    def _check_seeded(self, tenant: str) -> None:
+        if self._seed is None and not self._admit_unseeded:
+            raise BudgetUnknownError(tenant)
 
     async def pressure(self, tenant: str) -> BudgetPressure | None:
         """The first budget whose use reached the downgrade fraction, if any."""
@@ -109,6 +164,8 @@ class MemoryBudgetStore:
         periods = self._accounts.get(tenant)
         if periods is None:
             periods = self._accounts[tenant] = self._open(self._settings.limits(tenant))
+            if periods and self._seed:
+                self._apply_seed(tenant, periods)
         if periods:
             now = self._clock.wall()
             for period in periods:

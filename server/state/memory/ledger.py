@@ -14,41 +14,16 @@ See ``server/state/ledger.py`` for the contract.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from types import MappingProxyType
 
 from server.domain import CacheUse, Outcome
-from server.state.ledger import CallRecord, ModelTotals, UsageSummary
+from server.errors import ExportUnavailableError
+from server.state.ledger import CallRecord, ModelTotals, Tally, UsageSummary, summary_of
+from server.state.rows import CallRow
 
 MINUTE = 60
 HOUR = 3600
 FINE_SPAN = 25 * HOUR  # minute buckets are kept this long
 RETENTION = 35 * 24 * HOUR  # hour buckets are kept this long
-
-
-@dataclass(slots=True)
-class Tally:
-    """Everything entered for one tenant in one time bucket."""
-
-    requests: int = 0
-    errors: int = 0
-    cache_hits: int = 0
-    cache_misses: int = 0
-    saved_cost: int = 0  # nano-dollars
-    models: dict[str, ModelTotals] = field(default_factory=dict)
-
-    def add(self, other: Tally) -> None:
-        """Add `other` into this tally."""
-        self.requests += other.requests
-        self.errors += other.errors
-        self.cache_hits += other.cache_hits
-        self.cache_misses += other.cache_misses
-        self.saved_cost += other.saved_cost
-        for model, totals in other.models.items():
-            mine = self.models.get(model)
-            if mine is None:
-                mine = self.models[model] = ModelTotals()
-            mine.add(totals)
 
 
 class _Book:
@@ -127,19 +102,30 @@ class MemoryLedger:
         for minute, tally in book.minutes.items():
             if first_minute <= minute * MINUTE < end:
                 total.add(tally)
-        return UsageSummary(
-            tenant,
-            first_hour if reaches_back else first_minute,
-            aligned_end,
-            total.requests,
-            total.errors,
-            total.cache_hits,
-            total.cache_misses,
-            total.saved_cost,
-            MappingProxyType(dict(sorted(total.models.items()))),
+        return summary_of(tenant, first_hour if reaches_back else first_minute, aligned_end, total)
+
+    @property
+    def lag(self) -> int:
+        """Nothing waits for a database here."""
+        return 0
+
+    async def start(self) -> None:
+        """Nothing to open."""
+
+    async def spend(self, day_start: float, month_start: float) -> dict[str, tuple[int, int]]:
+        """Nothing survives a restart here: the budgets' own spend is all there is."""
+        return {}
+
+    async def export(
+        self, tenant: str, start: float, end: float, after: tuple[int, str], limit: int
+    ) -> list[CallRow]:
+        """This ledger keeps totals, not calls: nothing to export."""
+        raise ExportUnavailableError(
+            "this gateway keeps its ledger in memory (SWITCHYARD_DATABASE_URL=memory), which"
+            " keeps totals, not calls; export needs the SQLite or PostgreSQL ledger"
         )
 
-    async def aclose(self) -> None:
+    async def aclose(self, within: float = 10.0) -> None:
         """Nothing is queued: every record was applied when it came."""
 
 

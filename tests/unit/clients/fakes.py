@@ -78,6 +78,17 @@ class FakeGateway(gateway_pb2_grpc.GatewayServiceServicer):
     def GetUsage(self, request, context):
         return self._serve("GetUsage", request, context)
 
+    def ExportUsage(self, request, context) -> Iterator[pb.ExportUsageResponse]:
+        """Pages from `answers["ExportUsage"]`, resumed after `page_token` (the index of
+        the page it came with); `break_after` pages, then UNAVAILABLE, once."""
+        pages = self._serve("ExportUsage", request, context)
+        first = int(request.page_token) + 1 if request.page_token else 0
+        for index in range(first, len(pages)):  # type: ignore[arg-type]
+            if index == self.answers.get("ExportUsage.break_at"):
+                del self.answers["ExportUsage.break_at"]
+                context.abort(grpc.StatusCode.UNAVAILABLE, "the gateway went away")
+            yield pb.ExportUsageResponse(calls=pages[index], next_page_token=str(index))  # type: ignore[index]
+
 
 @dataclass
 class RunningFake:

@@ -3,8 +3,17 @@ from typing import cast
 
 import pytest
 
-from server.domain import Attempt, CacheUse, Call, Identity, Outcome, Usage
-from server.errors import RelayUnavailableError
+from server.domain import (
+    Attempt,
+    CacheUse,
+    Call,
+    Completion,
+    FinishReason,
+    Identity,
+    Outcome,
+    Usage,
+)
+from server.errors import RelayUnavailableError, SpendNotRecordedError
 from server.pipeline.accounting import AccountingStage
 from server.pipeline.base import Handler
 from server.pipeline.fallback import FallbackStage
@@ -77,6 +86,8 @@ async def test_cache_use_and_savings_reach_the_ledger():
         async def query(self, call):
             call.cache = CacheUse.HIT
             call.saved_cost = 120_000
+            model = CATALOG.models["gpt-4.1"]
+            return Completion(model, "cached", Usage(), FinishReason.STOP)
 
     stage = AccountingStage(cast(Handler[Call], Cached()), ledger, clock=FakeClock())
     await stage.query(routed_call())
@@ -105,3 +116,55 @@ async def test_the_record_carries_the_request_id_and_the_whole_identity():
         "alice",
     )
     assert record.at == clock.wall() and record.attempts == tuple(call.attempts)
+    assert (record.status, record.model, record.route_model) == ("OK", "gpt-4.1", "gpt-4.1")
+    assert record.route_reason == "gpt-4.1 was requested by name" and record.first_token is None
+
+
+async def test_a_stream_is_recorded_before_its_final_message_leaves():
+    records: list[CallRecord] = []
+
+    class Recorder(MemoryLedger):
+        def record(self, entry: CallRecord) -> None:
+            records.append(entry)
+
+    stage = AccountingStage(FallbackStage(ScriptedModels({"gpt-4.1": ["a"]})), Recorder())
+    events = stage.stream(routed_call(model="gpt-4.1"))
+    async for event in events:
+        if isinstance(event, Completion):
+            assert [r.status for r in records] == ["OK"]  # already entered
+    assert len(records) == 1
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (RelayUnavailableError("down", 503), "UNAVAILABLE"),
+        (KeyError("bug"), "INTERNAL"),
+    ],
+)
+async def test_the_status_a_call_ends_with_is_recorded(error, status):
+    records: list[CallRecord] = []
+
+    class Recorder(MemoryLedger):
+        def record(self, entry: CallRecord) -> None:
+            records.append(entry)
+
+    class Failing:
+        async def query(self, call):
+            raise error
+
+    stage = AccountingStage(cast(Handler[Call], Failing()), Recorder())
+    with pytest.raises(type(error)):
+        await stage.query(routed_call())
+    assert [r.status for r in records] == [status] and records[0].failed
+
+
+async def test_a_call_whose_spend_cannot_be_recorded_fails_unavailable():
+    class Full(MemoryLedger):
+        def record(self, entry: CallRecord) -> None:
+            raise SpendNotRecordedError("the journal cannot be written; spend cannot be recorded")
+
+    stage = AccountingStage(FallbackStage(ScriptedModels({"gpt-4.1": ["a"]})), Full())
+    with pytest.raises(SpendNotRecordedError) as caught:
+        await stage.query(routed_call(model="gpt-4.1"))
+    assert caught.value.code.name == "UNAVAILABLE"

@@ -29,10 +29,18 @@ from server.pipeline.limiter import LimiterStage
 from server.pipeline.retry import RetryStage
 from server.pipeline.router import RouterStage
 from server.relay.client import RelayClient
-from server.settings import BudgetLimits, BudgetSettings, CacheSettings, RelaySettings, Settings
+from server.settings import (
+    BudgetLimits,
+    BudgetSettings,
+    CacheSettings,
+    LedgerSettings,
+    RelaySettings,
+    Settings,
+)
 from server.state.ledger import CallRecord
 from server.state.memory import MemoryResponseStore
 from server.state.responses import CachedAnswer, cache_key
+from server.state.sql.ledger import SqlLedger
 from tests.helpers import FakeClock
 
 from ..relay.mock_relay import MockRelay
@@ -41,6 +49,11 @@ from .fakes import CATALOG
 USD = 1_000_000_000
 HI = Request(messages=(Message.of(Role.USER, "hi"),))
 GEMINI = CATALOG.models["gemini-2.5-flash"]
+
+
+def memory(**sections) -> Settings:
+    """Settings with the in-memory ledger (nothing is written to disk)."""
+    return Settings(ledger=LedgerSettings(database_url="memory"), **sections)
 
 
 def relay() -> RelayClient:
@@ -58,7 +71,7 @@ def stages(pipeline) -> list[type]:
 
 
 def test_the_default_pipeline_is_the_declared_one_without_a_budget_stage():
-    pipeline = build_pipeline(Settings(), relay(), clock=FakeClock())
+    pipeline = build_pipeline(memory(), relay(), clock=FakeClock())
     assert stages(pipeline) == [
         AccountingStage,
         RouterStage,
@@ -73,7 +86,7 @@ def test_the_default_pipeline_is_the_declared_one_without_a_budget_stage():
 
 
 def test_budgets_add_their_stage_and_a_disabled_cache_removes_its_own():
-    settings = Settings(
+    settings = memory(
         budgets=BudgetSettings(BudgetLimits(day=USD)), cache=CacheSettings(enabled=False)
     )
     pipeline = build_pipeline(settings, relay(), clock=FakeClock())
@@ -82,7 +95,7 @@ def test_budgets_add_their_stage_and_a_disabled_cache_removes_its_own():
 
 
 async def test_preview_routes_admits_and_reports_the_breakers_of_the_chain():
-    pipeline = build_pipeline(Settings(), relay(), clock=FakeClock())
+    pipeline = build_pipeline(memory(), relay(), clock=FakeClock())
     for _ in range(5):  # the default breaker opens after 5 failures in a row
         await pipeline.stores.breakers.failed("gpt-4.1")
     preview = await pipeline.preview(HI, Identity("svc"))
@@ -93,7 +106,7 @@ async def test_preview_routes_admits_and_reports_the_breakers_of_the_chain():
 
 
 async def test_preview_refuses_as_the_budget_would_unless_the_cache_would_answer():
-    settings = Settings(budgets=BudgetSettings(BudgetLimits(day=1000)))  # $0.000001
+    settings = memory(budgets=BudgetSettings(BudgetLimits(day=1000)))  # $0.000001
     pipeline = build_pipeline(settings, relay(), clock=FakeClock())
     refused = await pipeline.preview(HI, Identity("svc"))
     assert not refused.admission.admitted and "daily budget" in refused.admission.reason
@@ -108,7 +121,7 @@ async def test_preview_refuses_as_the_budget_would_unless_the_cache_would_answer
 
 async def test_budget_aware_preview_reads_the_tenants_pressure():
     budgets = BudgetSettings(BudgetLimits(day=USD), downgrade_at=Decimal("0.5"))
-    pipeline = build_pipeline(Settings(budgets=budgets), relay(), clock=FakeClock())
+    pipeline = build_pipeline(memory(budgets=budgets), relay(), clock=FakeClock())
     ask = Request(messages=(Message.of(Role.USER, "Please compare these two options"),))
     assert (await pipeline.preview(ask, Identity("svc"))).route.model.name == "gpt-4.1"
     await pipeline.stores.budgets.reserve("svc", USD // 2)  # half the day's budget in flight
@@ -119,7 +132,7 @@ async def test_budget_aware_preview_reads_the_tenants_pressure():
 
 async def test_usage_reports_the_tenants_ledger_budgets_and_the_providers_load():
     clock = FakeClock()
-    settings = Settings(budgets=BudgetSettings(BudgetLimits(day=USD)))
+    settings = memory(budgets=BudgetSettings(BudgetLimits(day=USD)))
     pipeline = build_pipeline(settings, relay(), clock=clock)
     paid = Attempt(GEMINI, Outcome.SUCCESS, 0.1, 200, "", Usage(10, 2), 45_000)
     pipeline.stores.ledger.record(CallRecord("r1", "svc", clock.wall(), (paid,)))
@@ -132,3 +145,12 @@ async def test_usage_reports_the_tenants_ledger_budgets_and_the_providers_load()
     assert report.provider_load["google"] == (0, 30)
     other = await pipeline.usage(Identity("other"), clock.wall() - 60, clock.wall() + 60)
     assert other.summary.requests == 0
+
+
+def test_the_default_ledger_is_sqlite_in_the_data_directory(tmp_path):
+    settings = Settings(ledger=LedgerSettings(data_dir=str(tmp_path)))
+    pipeline = build_pipeline(settings, relay(), clock=FakeClock())
+    ledger = pipeline.stores.ledger
+    assert isinstance(ledger, SqlLedger)
+    assert ledger.database == f"sqlite:///{tmp_path / 'ledger.db'}"
+    assert not pipeline.stores.budgets.seeded  # until the ledger's spend is read back

@@ -7,13 +7,14 @@ entry in BACKENDS, and must pass every test the memory backend passes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 
 import pytest
 
 from server.clock import Clock
 from server.domain import ModelSpec
-from server.settings import BreakerSettings, BudgetSettings, CacheSettings
+from server.settings import BreakerSettings, BudgetSettings, CacheSettings, LedgerSettings
 from server.state.breakers import BreakerRegistry
 from server.state.budgets import BudgetStore
 from server.state.gates import GateFactory
@@ -26,6 +27,9 @@ from server.state.memory import (
     MemoryResponseStore,
 )
 from server.state.responses import ResponseStore
+from server.state.sql.database import PostgresDatabase, SqliteDatabase
+from server.state.sql.ledger import SqlLedger
+from tests.helpers import FakeClock
 
 
 class MemoryBackend:
@@ -33,8 +37,15 @@ class MemoryBackend:
 
     name = "memory"
 
-    def budgets(self, settings: BudgetSettings, clock: Clock) -> BudgetStore:
-        return MemoryBudgetStore(settings, clock)
+    def budgets(
+        self,
+        settings: BudgetSettings,
+        clock: Clock,
+        *,
+        seeded: bool = True,
+        admit_unseeded: bool = False,
+    ) -> BudgetStore:
+        return MemoryBudgetStore(settings, clock, seeded=seeded, admit_unseeded=admit_unseeded)
 
     def ledger(self) -> Ledger:
         return MemoryLedger()
@@ -58,3 +69,31 @@ BACKENDS = [MemoryBackend()]
 def backend(request: pytest.FixtureRequest) -> MemoryBackend:
     """Each backend in turn."""
     return request.param
+
+
+LEDGERS = ["memory", "sqlite", "postgresql"]
+
+
+@pytest.fixture(params=LEDGERS)
+async def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Ledger]:
+    """Each ledger backend in turn, started, flushing only when told (a long interval)."""
+    opened = await open_test_ledger(request.param, tmp_path, request)
+    yield opened
+    await opened.aclose(5.0)
+
+
+async def open_test_ledger(
+    kind: str, data_dir: Path, request: pytest.FixtureRequest, clock: Clock | None = None
+) -> Ledger:
+    """A started ledger of `kind` with its files in `data_dir`."""
+    settings = LedgerSettings(data_dir=str(data_dir), flush_interval=3600)
+    if kind == "memory":
+        opened: Ledger = MemoryLedger()
+    elif kind == "sqlite":
+        path = data_dir / "ledger.db"
+        opened = SqlLedger(SqliteDatabase(path), data_dir, settings, clock or FakeClock(), path)
+    else:
+        url = request.getfixturevalue("postgres_url")
+        opened = SqlLedger(PostgresDatabase(url, url), data_dir, settings, clock or FakeClock())
+    await opened.start()
+    return opened

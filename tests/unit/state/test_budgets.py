@@ -6,12 +6,13 @@ from decimal import Decimal
 
 import pytest
 
-from server.errors import BudgetExceededError
+from server.errors import BudgetExceededError, BudgetUnknownError
 from server.settings import BudgetLimits, BudgetSettings
 from tests.helpers import FakeClock
 
 USD = 1_000_000_000
 NOON = float(calendar.timegm((2026, 11, 24, 12, 0, 0)))  # 2026-11-24 12:00 UTC
+DAY_SECONDS = 86_400
 
 
 @pytest.fixture
@@ -141,3 +142,46 @@ async def test_pressure_from_the_downgrade_fraction_in_flight_included(book):
     pressure = await budgets.pressure("svc")
     assert pressure is not None
     assert (pressure.period, pressure.spent, pressure.limit) == ("day", 8 * USD, 10 * USD)
+
+
+async def test_until_spend_is_read_back_budgeted_tenants_are_refused_unavailable(backend):
+    clock = FakeClock(wall=NOON)
+    settings = BudgetSettings(BudgetLimits(day=USD), {"free": BudgetLimits()})
+    budgets = backend.budgets(settings, clock, seeded=False)
+    assert not budgets.seeded
+    with pytest.raises(BudgetUnknownError) as caught:
+        await budgets.reserve("svc", 1)
+    assert caught.value.code.name == "UNAVAILABLE" and "not yet read back" in caught.value.message
+    assert not (await budgets.admission("svc", 1)).admitted
+    assert await budgets.reserve("free", 1) is None  # a tenant without a budget is served
+    await budgets.seed({"svc": (900_000_000, 900_000_000)}, clock.wall())
+    assert budgets.seeded
+    assert await spent(budgets) == 900_000_000  # the spend before the restart is back
+    with pytest.raises(BudgetExceededError):
+        await budgets.reserve("svc", 100_000_001)
+    assert await budgets.reserve("svc", 100_000_000) is not None
+
+
+async def test_a_setting_may_admit_before_the_seed_and_the_seed_then_replaces_the_spend(backend):
+    clock = FakeClock(wall=NOON)
+    budgets = backend.budgets(
+        BudgetSettings(BudgetLimits(day=USD)), clock, seeded=False, admit_unseeded=True
+    )
+    held = await budgets.reserve("svc", 300_000_000)
+    await budgets.settle(held, 200_000_000)  # journalled, so the seed below includes it
+    in_flight = await budgets.reserve("svc", 100_000_000)
+    await budgets.seed({"svc": (700_000_000, 700_000_000)}, clock.wall())
+    assert await spent(budgets) == 800_000_000  # seeded spend plus the hold still in flight
+    await budgets.settle(in_flight, 50_000_000)
+    assert await spent(budgets) == 750_000_000
+
+
+async def test_a_seed_from_yesterday_does_not_count_today(backend):
+    clock = FakeClock(wall=NOON)
+    budgets = backend.budgets(
+        BudgetSettings(BudgetLimits(day=USD, month=10 * USD)), clock, seeded=False
+    )
+    await budgets.seed({"svc": (400_000_000, 2 * USD)}, clock.wall())
+    clock.advance(DAY_SECONDS)  # the next day, the same month
+    day, month = await budgets.status("svc")
+    assert (day.spent, month.spent) == (0, 2 * USD)

@@ -1,8 +1,12 @@
-"""The ledger contract: totals per tenant and model, exact money, cache use."""
+"""The ledger contract, on every backend: totals per tenant and model, exact money, cache use,
+the same before and after a durable ledger wrote its queue."""
+
+import itertools
 
 from server.catalog import default_catalog
 from server.domain import Attempt, CacheUse, Outcome, Usage
 from server.state.ledger import CallRecord
+from server.state.sql.ledger import SqlLedger
 
 CATALOG = default_catalog()
 GPT = CATALOG.models["gpt-4.1"]
@@ -22,16 +26,26 @@ def paid(model, inp, out, cached=0, outcome=Outcome.SUCCESS):
     return Attempt(model, outcome, 0.1, 200, "", usage, cost)
 
 
-def ledger_of(backend):
-    return backend.ledger()
+async def summary(ledger, tenant, start, end):
+    """The summary as readers see it before the ledger wrote its queue and after: the same."""
+    before = await ledger.summary(tenant, start, end)
+    if isinstance(ledger, SqlLedger):
+        await ledger.flush()
+        assert ledger.lag == 0
+        after = await ledger.summary(tenant, start, end)
+        assert after == before
+    return before
+
+
+_ids = itertools.count(1)
 
 
 def record(tenant, at, attempts, **fields):
-    return CallRecord(f"r{at}", tenant, at, attempts, **fields)
+    """A finished call with a request id of its own."""
+    return CallRecord(f"r{next(_ids):06d}", tenant, at, attempts, **fields)
 
 
-async def test_totals_per_model_with_failed_and_skipped_attempts(backend):
-    ledger = ledger_of(backend)
+async def test_totals_per_model_with_failed_and_skipped_attempts(ledger):
     ledger.record(
         record(
             "billing",
@@ -45,7 +59,7 @@ async def test_totals_per_model_with_failed_and_skipped_attempts(backend):
             ),
         )
     )
-    day = await ledger.summary("billing", T0, T0 + 60)
+    day = await summary(ledger, "billing", T0, T0 + 60)
     assert (day.requests, day.errors) == (1, 0)
     claude = day.models[CLAUDE.name]
     assert (claude.attempts, claude.failed_attempts, claude.cost) == (1, 1, 60_000)
@@ -56,19 +70,17 @@ async def test_totals_per_model_with_failed_and_skipped_attempts(backend):
     assert list(day.models) == sorted(day.models)
 
 
-async def test_callers_never_see_each_other(backend):
-    ledger = ledger_of(backend)
+async def test_callers_never_see_each_other(ledger):
     ledger.record(record("a", T0, (paid(GPT, 1, 1),)))
-    assert (await ledger.summary("b", T0 - 60, T0 + 60)).requests == 0
-    assert (await ledger.summary("a", T0 - 60, T0 + 60)).requests == 1
+    assert (await summary(ledger, "b", T0 - 60, T0 + 60)).requests == 0
+    assert (await summary(ledger, "a", T0 - 60, T0 + 60)).requests == 1
 
 
-async def test_cache_hits_misses_and_savings(backend):
-    ledger = ledger_of(backend)
+async def test_cache_hits_misses_and_savings(ledger):
     ledger.record(record("c", T0, (paid(GPT, 5, 5),), cache=CacheUse.MISS))
     ledger.record(record("c", T0, (), cache=CacheUse.HIT, saved_cost=200_000))
     ledger.record(record("c", T0, (), cache=CacheUse.HIT, saved_cost=200_000))
     ledger.record(record("c", T0, (paid(GPT, 5, 5),), cache=CacheUse.REFRESH))
-    totals = await ledger.summary("c", T0, T0 + 60)
+    totals = await summary(ledger, "c", T0, T0 + 60)
     assert (totals.cache_hits, totals.cache_misses, totals.saved_cost) == (2, 1, 400_000)
     assert totals.requests == 4 and totals.models[GPT.name].attempts == 2

@@ -8,7 +8,14 @@ from .test_ledger import GPT, T0, paid, record
 async def test_window_is_aligned_to_minutes_and_excludes_what_is_outside():
     ledger = MemoryLedger()
     for offset in (0, 59, 60, 125, 600):
-        ledger.record(record("c", T0 + offset, (paid(GPT, 1, 0),), failed=offset == 125))
+        ledger.record(
+            record(
+                "c",
+                T0 + offset,
+                (paid(GPT, 1, 0),),
+                status="UNAVAILABLE" if offset == 125 else "OK",
+            )
+        )
     # [T0+61, T0+130): minute buckets starting at T0+60 and T0+120
     window = await ledger.summary("c", T0 + 61, T0 + 130)
     assert (window.requests, window.errors) == (2, 1)

@@ -31,6 +31,11 @@ type GatewayServiceClient interface {
 	// cache savings per model over a time window, with its budget status and
 	// the gateway's current in-flight requests per provider.
 	GetUsage(ctx context.Context, in *GetUsageRequest, opts ...grpc.CallOption) (*GetUsageResponse, error)
+	// ExportUsage streams every call of the calling caller that ended in a
+	// time window, oldest first, in pages: the billing export. Each message
+	// carries a page of calls and a token; a new request with that token
+	// resumes after it, so an interrupted export loses and repeats nothing.
+	ExportUsage(ctx context.Context, in *ExportUsageRequest, opts ...grpc.CallOption) (GatewayService_ExportUsageClient, error)
 }
 
 type gatewayServiceClient struct {
@@ -100,6 +105,38 @@ func (c *gatewayServiceClient) GetUsage(ctx context.Context, in *GetUsageRequest
 	return out, nil
 }
 
+func (c *gatewayServiceClient) ExportUsage(ctx context.Context, in *ExportUsageRequest, opts ...grpc.CallOption) (GatewayService_ExportUsageClient, error) {
+	stream, err := c.cc.NewStream(ctx, &_GatewayService_serviceDesc.Streams[1], "/switchyard.v1.GatewayService/ExportUsage", opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &gatewayServiceExportUsageClient{stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+type GatewayService_ExportUsageClient interface {
+	Recv() (*ExportUsageResponse, error)
+	grpc.ClientStream
+}
+
+type gatewayServiceExportUsageClient struct {
+	grpc.ClientStream
+}
+
+func (x *gatewayServiceExportUsageClient) Recv() (*ExportUsageResponse, error) {
+	m := new(ExportUsageResponse)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
 // GatewayServiceServer is the server API for GatewayService service.
 // All implementations must embed UnimplementedGatewayServiceServer
 // for forward compatibility
@@ -118,6 +155,11 @@ type GatewayServiceServer interface {
 	// cache savings per model over a time window, with its budget status and
 	// the gateway's current in-flight requests per provider.
 	GetUsage(context.Context, *GetUsageRequest) (*GetUsageResponse, error)
+	// ExportUsage streams every call of the calling caller that ended in a
+	// time window, oldest first, in pages: the billing export. Each message
+	// carries a page of calls and a token; a new request with that token
+	// resumes after it, so an interrupted export loses and repeats nothing.
+	ExportUsage(*ExportUsageRequest, GatewayService_ExportUsageServer) error
 	mustEmbedUnimplementedGatewayServiceServer()
 }
 
@@ -136,6 +178,9 @@ func (UnimplementedGatewayServiceServer) StreamQuery(*StreamQueryRequest, Gatewa
 }
 func (UnimplementedGatewayServiceServer) GetUsage(context.Context, *GetUsageRequest) (*GetUsageResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetUsage not implemented")
+}
+func (UnimplementedGatewayServiceServer) ExportUsage(*ExportUsageRequest, GatewayService_ExportUsageServer) error {
+	return status.Errorf(codes.Unimplemented, "method ExportUsage not implemented")
 }
 func (UnimplementedGatewayServiceServer) mustEmbedUnimplementedGatewayServiceServer() {}
 
@@ -225,6 +270,27 @@ func _GatewayService_GetUsage_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _GatewayService_ExportUsage_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ExportUsageRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(GatewayServiceServer).ExportUsage(m, &gatewayServiceExportUsageServer{stream})
+}
+
+type GatewayService_ExportUsageServer interface {
+	Send(*ExportUsageResponse) error
+	grpc.ServerStream
+}
+
+type gatewayServiceExportUsageServer struct {
+	grpc.ServerStream
+}
+
+func (x *gatewayServiceExportUsageServer) Send(m *ExportUsageResponse) error {
+	return x.ServerStream.SendMsg(m)
+}
+
 var _GatewayService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "switchyard.v1.GatewayService",
 	HandlerType: (*GatewayServiceServer)(nil),
@@ -246,6 +312,11 @@ var _GatewayService_serviceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "StreamQuery",
 			Handler:       _GatewayService_StreamQuery_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "ExportUsage",
+			Handler:       _GatewayService_ExportUsage_Handler,
 			ServerStreams: true,
 		},
 	},

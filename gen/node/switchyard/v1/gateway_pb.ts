@@ -21,7 +21,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file switchyard/v1/gateway.proto.
  */
 export const file_switchyard_v1_gateway: GenFile = /*@__PURE__*/
-  fileDesc("Chtzd2l0Y2h5YXJkL3YxL2dhdGV3YXkucHJvdG8SDXN3aXRjaHlhcmQudjEiPQoHTWVzc2FnZRIhCgRyb2xlGAEgASgOMhMuc3dpdGNoeWFyZC52MS5Sb2xlEg8KB2NvbnRlbnQYAiABKAkijgMKCVF1ZXJ5U3BlYxIOCgZwcm9tcHQYASABKAkSKAoIbWVzc2FnZXMYAiADKAsyFi5zd2l0Y2h5YXJkLnYxLk1lc3NhZ2USIQoEdGFzaxgDIAEoDjITLnN3aXRjaHlhcmQudjEuVGFzaxINCgVtb2RlbBgEIAEoCRISCgptYXhfdG9rZW5zGAUgASgNEhgKC3RlbXBlcmF0dXJlGAYgASgBSACIAQESEgoFdG9wX3AYByABKAFIAYgBARIMCgRzdG9wGAggAygJEhgKEGRpc2FibGVfZmFsbGJhY2sYCSABKAgSNAoGbGFiZWxzGAogAygLMiQuc3dpdGNoeWFyZC52MS5RdWVyeVNwZWMuTGFiZWxzRW50cnkSLAoKY2FjaGVfbW9kZRgLIAEoDjIYLnN3aXRjaHlhcmQudjEuQ2FjaGVNb2RlGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCDgoMX3RlbXBlcmF0dXJlQggKBl90b3BfcCJkCgVVc2FnZRIUCgxpbnB1dF90b2tlbnMYASABKA0SFQoNb3V0cHV0X3Rva2VucxgCIAEoDRIbChNjYWNoZWRfaW5wdXRfdG9rZW5zGAMgASgNEhEKCWVzdGltYXRlZBgEIAEoCCJXCgtUb2tlblRvdGFscxIUCgxpbnB1dF90b2tlbnMYASABKAQSFQoNb3V0cHV0X3Rva2VucxgCIAEoBBIbChNjYWNoZWRfaW5wdXRfdG9rZW5zGAMgASgEIl4KCk1vZGVsU3RhdGUSDQoFbW9kZWwYASABKAkSLAoHY2lyY3VpdBgCIAEoDjIbLnN3aXRjaHlhcmQudjEuQ2lyY3VpdFN0YXRlEhMKC3JldHJ5X2luX21zGAMgASgNIi0KCUFkbWlzc2lvbhIQCghhZG1pdHRlZBgBIAEoCBIOCgZyZWFzb24YAiABKAkiUAoMQ29zdEVzdGltYXRlEh8KA21pbhgBIAEoCzISLmdvb2dsZS50eXBlLk1vbmV5Eh8KA21heBgCIAEoCzISLmdvb2dsZS50eXBlLk1vbmV5IpwDCg1Sb3V0ZURlY2lzaW9uEg0KBW1vZGVsGAEgASgJEhAKCHByb3ZpZGVyGAIgASgJEhcKD2ZhbGxiYWNrX21vZGVscxgDIAMoCRIhCgR0YXNrGAQgASgOMhMuc3dpdGNoeWFyZC52MS5UYXNrEi0KCmNvbXBsZXhpdHkYBSABKA4yGS5zd2l0Y2h5YXJkLnYxLkNvbXBsZXhpdHkSKAoFYmFzaXMYBiABKA4yGS5zd2l0Y2h5YXJkLnYxLlJvdXRlQmFzaXMSDgoGcmVhc29uGAcgASgJEh4KFmVzdGltYXRlZF9pbnB1dF90b2tlbnMYCCABKA0SEgoKbWF4X3Rva2VucxgJIAEoDRIzCg5lc3RpbWF0ZWRfY29zdBgKIAEoCzIbLnN3aXRjaHlhcmQudjEuQ29zdEVzdGltYXRlEi8KDG1vZGVsX3N0YXRlcxgLIAMoCzIZLnN3aXRjaHlhcmQudjEuTW9kZWxTdGF0ZRIrCglhZG1pc3Npb24YDCABKAsyGC5zd2l0Y2h5YXJkLnYxLkFkbWlzc2lvbiLZAQoHQXR0ZW1wdBINCgVtb2RlbBgBIAEoCRIQCghwcm92aWRlchgCIAEoCRIuCgdvdXRjb21lGAMgASgOMh0uc3dpdGNoeWFyZC52MS5BdHRlbXB0T3V0Y29tZRITCgtodHRwX3N0YXR1cxgEIAEoDRINCgVlcnJvchgFIAEoCRISCgpsYXRlbmN5X21zGAYgASgNEiMKBXVzYWdlGAcgASgLMhQuc3dpdGNoeWFyZC52MS5Vc2FnZRIgCgRjb3N0GAggASgLMhIuZ29vZ2xlLnR5cGUuTW9uZXkiNwoMUm91dGVSZXF1ZXN0EicKBXF1ZXJ5GAEgASgLMhguc3dpdGNoeWFyZC52MS5RdWVyeVNwZWMiPAoNUm91dGVSZXNwb25zZRIrCgVyb3V0ZRgBIAEoCzIcLnN3aXRjaHlhcmQudjEuUm91dGVEZWNpc2lvbiI3CgxRdWVyeVJlcXVlc3QSJwoFcXVlcnkYASABKAsyGC5zd2l0Y2h5YXJkLnYxLlF1ZXJ5U3BlYyLzAgoNUXVlcnlSZXNwb25zZRIPCgdjb250ZW50GAEgASgJEg0KBW1vZGVsGAIgASgJEhAKCHByb3ZpZGVyGAMgASgJEiMKBXVzYWdlGAQgASgLMhQuc3dpdGNoeWFyZC52MS5Vc2FnZRIgCgRjb3N0GAUgASgLMhIuZ29vZ2xlLnR5cGUuTW9uZXkSMgoNZmluaXNoX3JlYXNvbhgGIAEoDjIbLnN3aXRjaHlhcmQudjEuRmluaXNoUmVhc29uEigKCGF0dGVtcHRzGAcgAygLMhYuc3dpdGNoeWFyZC52MS5BdHRlbXB0Eg4KBmNhY2hlZBgIIAEoCBISCgpsYXRlbmN5X21zGAkgASgNEisKBXJvdXRlGAogASgLMhwuc3dpdGNoeWFyZC52MS5Sb3V0ZURlY2lzaW9uEhIKCnJlcXVlc3RfaWQYCyABKAkSJgoKc2F2ZWRfY29zdBgMIAEoCzISLmdvb2dsZS50eXBlLk1vbmV5Ij0KElN0cmVhbVF1ZXJ5UmVxdWVzdBInCgVxdWVyeRgBIAEoCzIYLnN3aXRjaHlhcmQudjEuUXVlcnlTcGVjIm8KC1N0cmVhbVN0YXJ0Eg0KBW1vZGVsGAEgASgJEhAKCHByb3ZpZGVyGAIgASgJEisKBXJvdXRlGAMgASgLMhwuc3dpdGNoeWFyZC52MS5Sb3V0ZURlY2lzaW9uEhIKCnJlcXVlc3RfaWQYBCABKAkiGQoJVGV4dERlbHRhEgwKBHRleHQYASABKAkinAIKCVN0cmVhbUVuZBIjCgV1c2FnZRgBIAEoCzIULnN3aXRjaHlhcmQudjEuVXNhZ2USIAoEY29zdBgCIAEoCzISLmdvb2dsZS50eXBlLk1vbmV5EjIKDWZpbmlzaF9yZWFzb24YAyABKA4yGy5zd2l0Y2h5YXJkLnYxLkZpbmlzaFJlYXNvbhIoCghhdHRlbXB0cxgEIAMoCzIWLnN3aXRjaHlhcmQudjEuQXR0ZW1wdBIOCgZjYWNoZWQYBSABKAgSEgoKbGF0ZW5jeV9tcxgGIAEoDRIeChZ0aW1lX3RvX2ZpcnN0X3Rva2VuX21zGAcgASgNEiYKCnNhdmVkX2Nvc3QYCCABKAsyEi5nb29nbGUudHlwZS5Nb25leSKfAQoTU3RyZWFtUXVlcnlSZXNwb25zZRIrCgVzdGFydBgBIAEoCzIaLnN3aXRjaHlhcmQudjEuU3RyZWFtU3RhcnRIABIpCgVkZWx0YRgCIAEoCzIYLnN3aXRjaHlhcmQudjEuVGV4dERlbHRhSAASJwoDZW5kGAMgASgLMhguc3dpdGNoeWFyZC52MS5TdHJlYW1FbmRIAEIHCgVldmVudCJlCg9HZXRVc2FnZVJlcXVlc3QSKQoFc3RhcnQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKA2VuZBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAilAEKCk1vZGVsVXNhZ2USDQoFbW9kZWwYASABKAkSEAoIYXR0ZW1wdHMYAiABKAQSFwoPZmFpbGVkX2F0dGVtcHRzGAMgASgEEioKBnRva2VucxgEIAEoCzIaLnN3aXRjaHlhcmQudjEuVG9rZW5Ub3RhbHMSIAoEY29zdBgFIAEoCzISLmdvb2dsZS50eXBlLk1vbmV5ImQKCkNhY2hlVXNhZ2USDAoEaGl0cxgBIAEoBBIOCgZtaXNzZXMYAiABKAQSEAoIaGl0X3JhdGUYAyABKAESJgoKc2F2ZWRfY29zdBgEIAEoCzISLmdvb2dsZS50eXBlLk1vbmV5IpIBCgtCdWRnZXRVc2FnZRIOCgZwZXJpb2QYASABKAkSIQoFbGltaXQYAiABKAsyEi5nb29nbGUudHlwZS5Nb25leRIhCgVzcGVudBgDIAEoCzISLmdvb2dsZS50eXBlLk1vbmV5Ei0KCXJlc2V0c19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiQgoMUHJvdmlkZXJMb2FkEhAKCHByb3ZpZGVyGAEgASgJEhEKCWluX2ZsaWdodBgCIAEoDRINCgVsaW1pdBgDIAEoDSKYAwoQR2V0VXNhZ2VSZXNwb25zZRIOCgZjYWxsZXIYASABKAkSKQoFc3RhcnQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKA2VuZBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcmVxdWVzdHMYBCABKAQSDgoGZXJyb3JzGAUgASgEEiAKBGNvc3QYBiABKAsyEi5nb29nbGUudHlwZS5Nb25leRIqCgZ0b2tlbnMYByABKAsyGi5zd2l0Y2h5YXJkLnYxLlRva2VuVG90YWxzEikKBm1vZGVscxgIIAMoCzIZLnN3aXRjaHlhcmQudjEuTW9kZWxVc2FnZRIoCgVjYWNoZRgJIAEoCzIZLnN3aXRjaHlhcmQudjEuQ2FjaGVVc2FnZRIrCgdidWRnZXRzGAogAygLMhouc3dpdGNoeWFyZC52MS5CdWRnZXRVc2FnZRIuCglpbl9mbGlnaHQYCyADKAsyGy5zd2l0Y2h5YXJkLnYxLlByb3ZpZGVyTG9hZCpQCgRSb2xlEhQKEFJPTEVfVU5TUEVDSUZJRUQQABIPCgtST0xFX1NZU1RFTRABEg0KCVJPTEVfVVNFUhACEhIKDlJPTEVfQVNTSVNUQU5UEAMqYgoEVGFzaxIUChBUQVNLX1VOU1BFQ0lGSUVEEAASEgoOVEFTS19SRUFTT05JTkcQARIRCg1UQVNLX0NSRUFUSVZFEAISDQoJVEFTS19GQVNUEAMSDgoKVEFTS19CQVRDSBAEKm4KCkNvbXBsZXhpdHkSGgoWQ09NUExFWElUWV9VTlNQRUNJRklFRBAAEhUKEUNPTVBMRVhJVFlfU0lNUExFEAESFQoRQ09NUExFWElUWV9NRURJVU0QAhIWChJDT01QTEVYSVRZX0NPTVBMRVgQAypyCgpSb3V0ZUJhc2lzEhsKF1JPVVRFX0JBU0lTX1VOU1BFQ0lGSUVEEAASFQoRUk9VVEVfQkFTSVNfTU9ERUwQARIUChBST1VURV9CQVNJU19UQVNLEAISGgoWUk9VVEVfQkFTSVNfQ09NUExFWElUWRADKoEBCgxGaW5pc2hSZWFzb24SHQoZRklOSVNIX1JFQVNPTl9VTlNQRUNJRklFRBAAEhYKEkZJTklTSF9SRUFTT05fU1RPUBABEhgKFEZJTklTSF9SRUFTT05fTEVOR1RIEAISIAocRklOSVNIX1JFQVNPTl9DT05URU5UX0ZJTFRFUhADKvEBCg5BdHRlbXB0T3V0Y29tZRIfChtBVFRFTVBUX09VVENPTUVfVU5TUEVDSUZJRUQQABIbChdBVFRFTVBUX09VVENPTUVfU1VDQ0VTUxABEiMKH0FUVEVNUFRfT1VUQ09NRV9SRVRSWUFCTEVfRVJST1IQAhIfChtBVFRFTVBUX09VVENPTUVfRklOQUxfRVJST1IQAxIdChlBVFRFTVBUX09VVENPTUVfQ0FOQ0VMTEVEEAQSHwobQVRURU1QVF9PVVRDT01FX0lOVEVSUlVQVEVEEAUSGwoXQVRURU1QVF9PVVRDT01FX1NLSVBQRUQQBipuCglDYWNoZU1vZGUSGgoWQ0FDSEVfTU9ERV9VTlNQRUNJRklFRBAAEhYKEkNBQ0hFX01PREVfREVGQVVMVBABEhUKEUNBQ0hFX01PREVfQllQQVNTEAISFgoSQ0FDSEVfTU9ERV9SRUZSRVNIEAMqfAoMQ2lyY3VpdFN0YXRlEh0KGUNJUkNVSVRfU1RBVEVfVU5TUEVDSUZJRUQQABIYChRDSVJDVUlUX1NUQVRFX0NMT1NFRBABEhYKEkNJUkNVSVRfU1RBVEVfT1BFThACEhsKF0NJUkNVSVRfU1RBVEVfSEFMRl9PUEVOEAMyvQIKDkdhdGV3YXlTZXJ2aWNlEkIKBVJvdXRlEhsuc3dpdGNoeWFyZC52MS5Sb3V0ZVJlcXVlc3QaHC5zd2l0Y2h5YXJkLnYxLlJvdXRlUmVzcG9uc2USQgoFUXVlcnkSGy5zd2l0Y2h5YXJkLnYxLlF1ZXJ5UmVxdWVzdBocLnN3aXRjaHlhcmQudjEuUXVlcnlSZXNwb25zZRJWCgtTdHJlYW1RdWVyeRIhLnN3aXRjaHlhcmQudjEuU3RyZWFtUXVlcnlSZXF1ZXN0GiIuc3dpdGNoeWFyZC52MS5TdHJlYW1RdWVyeVJlc3BvbnNlMAESSwoIR2V0VXNhZ2USHi5zd2l0Y2h5YXJkLnYxLkdldFVzYWdlUmVxdWVzdBofLnN3aXRjaHlhcmQudjEuR2V0VXNhZ2VSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp, file_google_type_money]);
+  fileDesc("Chtzd2l0Y2h5YXJkL3YxL2dhdGV3YXkucHJvdG8SDXN3aXRjaHlhcmQudjEiPQoHTWVzc2FnZRIhCgRyb2xlGAEgASgOMhMuc3dpdGNoeWFyZC52MS5Sb2xlEg8KB2NvbnRlbnQYAiABKAkijgMKCVF1ZXJ5U3BlYxIOCgZwcm9tcHQYASABKAkSKAoIbWVzc2FnZXMYAiADKAsyFi5zd2l0Y2h5YXJkLnYxLk1lc3NhZ2USIQoEdGFzaxgDIAEoDjITLnN3aXRjaHlhcmQudjEuVGFzaxINCgVtb2RlbBgEIAEoCRISCgptYXhfdG9rZW5zGAUgASgNEhgKC3RlbXBlcmF0dXJlGAYgASgBSACIAQESEgoFdG9wX3AYByABKAFIAYgBARIMCgRzdG9wGAggAygJEhgKEGRpc2FibGVfZmFsbGJhY2sYCSABKAgSNAoGbGFiZWxzGAogAygLMiQuc3dpdGNoeWFyZC52MS5RdWVyeVNwZWMuTGFiZWxzRW50cnkSLAoKY2FjaGVfbW9kZRgLIAEoDjIYLnN3aXRjaHlhcmQudjEuQ2FjaGVNb2RlGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCDgoMX3RlbXBlcmF0dXJlQggKBl90b3BfcCJkCgVVc2FnZRIUCgxpbnB1dF90b2tlbnMYASABKA0SFQoNb3V0cHV0X3Rva2VucxgCIAEoDRIbChNjYWNoZWRfaW5wdXRfdG9rZW5zGAMgASgNEhEKCWVzdGltYXRlZBgEIAEoCCJXCgtUb2tlblRvdGFscxIUCgxpbnB1dF90b2tlbnMYASABKAQSFQoNb3V0cHV0X3Rva2VucxgCIAEoBBIbChNjYWNoZWRfaW5wdXRfdG9rZW5zGAMgASgEIl4KCk1vZGVsU3RhdGUSDQoFbW9kZWwYASABKAkSLAoHY2lyY3VpdBgCIAEoDjIbLnN3aXRjaHlhcmQudjEuQ2lyY3VpdFN0YXRlEhMKC3JldHJ5X2luX21zGAMgASgNIi0KCUFkbWlzc2lvbhIQCghhZG1pdHRlZBgBIAEoCBIOCgZyZWFzb24YAiABKAkiUAoMQ29zdEVzdGltYXRlEh8KA21pbhgBIAEoCzISLmdvb2dsZS50eXBlLk1vbmV5Eh8KA21heBgCIAEoCzISLmdvb2dsZS50eXBlLk1vbmV5IpwDCg1Sb3V0ZURlY2lzaW9uEg0KBW1vZGVsGAEgASgJEhAKCHByb3ZpZGVyGAIgASgJEhcKD2ZhbGxiYWNrX21vZGVscxgDIAMoCRIhCgR0YXNrGAQgASgOMhMuc3dpdGNoeWFyZC52MS5UYXNrEi0KCmNvbXBsZXhpdHkYBSABKA4yGS5zd2l0Y2h5YXJkLnYxLkNvbXBsZXhpdHkSKAoFYmFzaXMYBiABKA4yGS5zd2l0Y2h5YXJkLnYxLlJvdXRlQmFzaXMSDgoGcmVhc29uGAcgASgJEh4KFmVzdGltYXRlZF9pbnB1dF90b2tlbnMYCCABKA0SEgoKbWF4X3Rva2VucxgJIAEoDRIzCg5lc3RpbWF0ZWRfY29zdBgKIAEoCzIbLnN3aXRjaHlhcmQudjEuQ29zdEVzdGltYXRlEi8KDG1vZGVsX3N0YXRlcxgLIAMoCzIZLnN3aXRjaHlhcmQudjEuTW9kZWxTdGF0ZRIrCglhZG1pc3Npb24YDCABKAsyGC5zd2l0Y2h5YXJkLnYxLkFkbWlzc2lvbiLZAQoHQXR0ZW1wdBINCgVtb2RlbBgBIAEoCRIQCghwcm92aWRlchgCIAEoCRIuCgdvdXRjb21lGAMgASgOMh0uc3dpdGNoeWFyZC52MS5BdHRlbXB0T3V0Y29tZRITCgtodHRwX3N0YXR1cxgEIAEoDRINCgVlcnJvchgFIAEoCRISCgpsYXRlbmN5X21zGAYgASgNEiMKBXVzYWdlGAcgASgLMhQuc3dpdGNoeWFyZC52MS5Vc2FnZRIgCgRjb3N0GAggASgLMhIuZ29vZ2xlLnR5cGUuTW9uZXkiNwoMUm91dGVSZXF1ZXN0EicKBXF1ZXJ5GAEgASgLMhguc3dpdGNoeWFyZC52MS5RdWVyeVNwZWMiPAoNUm91dGVSZXNwb25zZRIrCgVyb3V0ZRgBIAEoCzIcLnN3aXRjaHlhcmQudjEuUm91dGVEZWNpc2lvbiI3CgxRdWVyeVJlcXVlc3QSJwoFcXVlcnkYASABKAsyGC5zd2l0Y2h5YXJkLnYxLlF1ZXJ5U3BlYyLzAgoNUXVlcnlSZXNwb25zZRIPCgdjb250ZW50GAEgASgJEg0KBW1vZGVsGAIgASgJEhAKCHByb3ZpZGVyGAMgASgJEiMKBXVzYWdlGAQgASgLMhQuc3dpdGNoeWFyZC52MS5Vc2FnZRIgCgRjb3N0GAUgASgLMhIuZ29vZ2xlLnR5cGUuTW9uZXkSMgoNZmluaXNoX3JlYXNvbhgGIAEoDjIbLnN3aXRjaHlhcmQudjEuRmluaXNoUmVhc29uEigKCGF0dGVtcHRzGAcgAygLMhYuc3dpdGNoeWFyZC52MS5BdHRlbXB0Eg4KBmNhY2hlZBgIIAEoCBISCgpsYXRlbmN5X21zGAkgASgNEisKBXJvdXRlGAogASgLMhwuc3dpdGNoeWFyZC52MS5Sb3V0ZURlY2lzaW9uEhIKCnJlcXVlc3RfaWQYCyABKAkSJgoKc2F2ZWRfY29zdBgMIAEoCzISLmdvb2dsZS50eXBlLk1vbmV5Ij0KElN0cmVhbVF1ZXJ5UmVxdWVzdBInCgVxdWVyeRgBIAEoCzIYLnN3aXRjaHlhcmQudjEuUXVlcnlTcGVjIm8KC1N0cmVhbVN0YXJ0Eg0KBW1vZGVsGAEgASgJEhAKCHByb3ZpZGVyGAIgASgJEisKBXJvdXRlGAMgASgLMhwuc3dpdGNoeWFyZC52MS5Sb3V0ZURlY2lzaW9uEhIKCnJlcXVlc3RfaWQYBCABKAkiGQoJVGV4dERlbHRhEgwKBHRleHQYASABKAkinAIKCVN0cmVhbUVuZBIjCgV1c2FnZRgBIAEoCzIULnN3aXRjaHlhcmQudjEuVXNhZ2USIAoEY29zdBgCIAEoCzISLmdvb2dsZS50eXBlLk1vbmV5EjIKDWZpbmlzaF9yZWFzb24YAyABKA4yGy5zd2l0Y2h5YXJkLnYxLkZpbmlzaFJlYXNvbhIoCghhdHRlbXB0cxgEIAMoCzIWLnN3aXRjaHlhcmQudjEuQXR0ZW1wdBIOCgZjYWNoZWQYBSABKAgSEgoKbGF0ZW5jeV9tcxgGIAEoDRIeChZ0aW1lX3RvX2ZpcnN0X3Rva2VuX21zGAcgASgNEiYKCnNhdmVkX2Nvc3QYCCABKAsyEi5nb29nbGUudHlwZS5Nb25leSKfAQoTU3RyZWFtUXVlcnlSZXNwb25zZRIrCgVzdGFydBgBIAEoCzIaLnN3aXRjaHlhcmQudjEuU3RyZWFtU3RhcnRIABIpCgVkZWx0YRgCIAEoCzIYLnN3aXRjaHlhcmQudjEuVGV4dERlbHRhSAASJwoDZW5kGAMgASgLMhguc3dpdGNoeWFyZC52MS5TdHJlYW1FbmRIAEIHCgVldmVudCJlCg9HZXRVc2FnZVJlcXVlc3QSKQoFc3RhcnQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKA2VuZBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAilAEKCk1vZGVsVXNhZ2USDQoFbW9kZWwYASABKAkSEAoIYXR0ZW1wdHMYAiABKAQSFwoPZmFpbGVkX2F0dGVtcHRzGAMgASgEEioKBnRva2VucxgEIAEoCzIaLnN3aXRjaHlhcmQudjEuVG9rZW5Ub3RhbHMSIAoEY29zdBgFIAEoCzISLmdvb2dsZS50eXBlLk1vbmV5ImQKCkNhY2hlVXNhZ2USDAoEaGl0cxgBIAEoBBIOCgZtaXNzZXMYAiABKAQSEAoIaGl0X3JhdGUYAyABKAESJgoKc2F2ZWRfY29zdBgEIAEoCzISLmdvb2dsZS50eXBlLk1vbmV5IpIBCgtCdWRnZXRVc2FnZRIOCgZwZXJpb2QYASABKAkSIQoFbGltaXQYAiABKAsyEi5nb29nbGUudHlwZS5Nb25leRIhCgVzcGVudBgDIAEoCzISLmdvb2dsZS50eXBlLk1vbmV5Ei0KCXJlc2V0c19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiQgoMUHJvdmlkZXJMb2FkEhAKCHByb3ZpZGVyGAEgASgJEhEKCWluX2ZsaWdodBgCIAEoDRINCgVsaW1pdBgDIAEoDSKYAwoQR2V0VXNhZ2VSZXNwb25zZRIOCgZjYWxsZXIYASABKAkSKQoFc3RhcnQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKA2VuZBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcmVxdWVzdHMYBCABKAQSDgoGZXJyb3JzGAUgASgEEiAKBGNvc3QYBiABKAsyEi5nb29nbGUudHlwZS5Nb25leRIqCgZ0b2tlbnMYByABKAsyGi5zd2l0Y2h5YXJkLnYxLlRva2VuVG90YWxzEikKBm1vZGVscxgIIAMoCzIZLnN3aXRjaHlhcmQudjEuTW9kZWxVc2FnZRIoCgVjYWNoZRgJIAEoCzIZLnN3aXRjaHlhcmQudjEuQ2FjaGVVc2FnZRIrCgdidWRnZXRzGAogAygLMhouc3dpdGNoeWFyZC52MS5CdWRnZXRVc2FnZRIuCglpbl9mbGlnaHQYCyADKAsyGy5zd2l0Y2h5YXJkLnYxLlByb3ZpZGVyTG9hZCKPAQoSRXhwb3J0VXNhZ2VSZXF1ZXN0EikKBXN0YXJ0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBInCgNlbmQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJIlgKE0V4cG9ydFVzYWdlUmVzcG9uc2USKAoFY2FsbHMYASADKAsyGS5zd2l0Y2h5YXJkLnYxLkNhbGxSZWNvcmQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIo0ECgpDYWxsUmVjb3JkEhIKCnJlcXVlc3RfaWQYASABKAkSLAoIZW5kZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBmNhbGxlchgDIAEoCRIOCgZrZXlfaWQYBCABKAkSEAoIZW5kX3VzZXIYBSABKAkSEwoLcm91dGVfbW9kZWwYBiABKAkSFAoMcm91dGVfcmVhc29uGAcgASgJEg0KBW1vZGVsGAggASgJEg4KBnN0YXR1cxgJIAEoCRIjCgV1c2FnZRgKIAEoCzIULnN3aXRjaHlhcmQudjEuVXNhZ2USIAoEY29zdBgLIAEoCzISLmdvb2dsZS50eXBlLk1vbmV5EhIKCmxhdGVuY3lfbXMYDCABKA0SHgoWdGltZV90b19maXJzdF90b2tlbl9tcxgNIAEoDRIOCgZjYWNoZWQYDiABKAgSJgoKc2F2ZWRfY29zdBgPIAEoCzISLmdvb2dsZS50eXBlLk1vbmV5EjUKBmxhYmVscxgQIAMoCzIlLnN3aXRjaHlhcmQudjEuQ2FsbFJlY29yZC5MYWJlbHNFbnRyeRIoCghhdHRlbXB0cxgRIAMoCzIWLnN3aXRjaHlhcmQudjEuQXR0ZW1wdBotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBKlAKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEg8KC1JPTEVfU1lTVEVNEAESDQoJUk9MRV9VU0VSEAISEgoOUk9MRV9BU1NJU1RBTlQQAypiCgRUYXNrEhQKEFRBU0tfVU5TUEVDSUZJRUQQABISCg5UQVNLX1JFQVNPTklORxABEhEKDVRBU0tfQ1JFQVRJVkUQAhINCglUQVNLX0ZBU1QQAxIOCgpUQVNLX0JBVENIEAQqbgoKQ29tcGxleGl0eRIaChZDT01QTEVYSVRZX1VOU1BFQ0lGSUVEEAASFQoRQ09NUExFWElUWV9TSU1QTEUQARIVChFDT01QTEVYSVRZX01FRElVTRACEhYKEkNPTVBMRVhJVFlfQ09NUExFWBADKnIKClJvdXRlQmFzaXMSGwoXUk9VVEVfQkFTSVNfVU5TUEVDSUZJRUQQABIVChFST1VURV9CQVNJU19NT0RFTBABEhQKEFJPVVRFX0JBU0lTX1RBU0sQAhIaChZST1VURV9CQVNJU19DT01QTEVYSVRZEAMqgQEKDEZpbmlzaFJlYXNvbhIdChlGSU5JU0hfUkVBU09OX1VOU1BFQ0lGSUVEEAASFgoSRklOSVNIX1JFQVNPTl9TVE9QEAESGAoURklOSVNIX1JFQVNPTl9MRU5HVEgQAhIgChxGSU5JU0hfUkVBU09OX0NPTlRFTlRfRklMVEVSEAMq8QEKDkF0dGVtcHRPdXRjb21lEh8KG0FUVEVNUFRfT1VUQ09NRV9VTlNQRUNJRklFRBAAEhsKF0FUVEVNUFRfT1VUQ09NRV9TVUNDRVNTEAESIwofQVRURU1QVF9PVVRDT01FX1JFVFJZQUJMRV9FUlJPUhACEh8KG0FUVEVNUFRfT1VUQ09NRV9GSU5BTF9FUlJPUhADEh0KGUFUVEVNUFRfT1VUQ09NRV9DQU5DRUxMRUQQBBIfChtBVFRFTVBUX09VVENPTUVfSU5URVJSVVBURUQQBRIbChdBVFRFTVBUX09VVENPTUVfU0tJUFBFRBAGKm4KCUNhY2hlTW9kZRIaChZDQUNIRV9NT0RFX1VOU1BFQ0lGSUVEEAASFgoSQ0FDSEVfTU9ERV9ERUZBVUxUEAESFQoRQ0FDSEVfTU9ERV9CWVBBU1MQAhIWChJDQUNIRV9NT0RFX1JFRlJFU0gQAyp8CgxDaXJjdWl0U3RhdGUSHQoZQ0lSQ1VJVF9TVEFURV9VTlNQRUNJRklFRBAAEhgKFENJUkNVSVRfU1RBVEVfQ0xPU0VEEAESFgoSQ0lSQ1VJVF9TVEFURV9PUEVOEAISGwoXQ0lSQ1VJVF9TVEFURV9IQUxGX09QRU4QAzKVAwoOR2F0ZXdheVNlcnZpY2USQgoFUm91dGUSGy5zd2l0Y2h5YXJkLnYxLlJvdXRlUmVxdWVzdBocLnN3aXRjaHlhcmQudjEuUm91dGVSZXNwb25zZRJCCgVRdWVyeRIbLnN3aXRjaHlhcmQudjEuUXVlcnlSZXF1ZXN0Ghwuc3dpdGNoeWFyZC52MS5RdWVyeVJlc3BvbnNlElYKC1N0cmVhbVF1ZXJ5EiEuc3dpdGNoeWFyZC52MS5TdHJlYW1RdWVyeVJlcXVlc3QaIi5zd2l0Y2h5YXJkLnYxLlN0cmVhbVF1ZXJ5UmVzcG9uc2UwARJLCghHZXRVc2FnZRIeLnN3aXRjaHlhcmQudjEuR2V0VXNhZ2VSZXF1ZXN0Gh8uc3dpdGNoeWFyZC52MS5HZXRVc2FnZVJlc3BvbnNlElYKC0V4cG9ydFVzYWdlEiEuc3dpdGNoeWFyZC52MS5FeHBvcnRVc2FnZVJlcXVlc3QaIi5zd2l0Y2h5YXJkLnYxLkV4cG9ydFVzYWdlUmVzcG9uc2UwAWIGcHJvdG8z", [file_google_protobuf_timestamp, file_google_type_money]);
 
 /**
  * Message is one turn of a conversation.
@@ -1146,6 +1146,210 @@ export const GetUsageResponseSchema: GenMessage<GetUsageResponse> = /*@__PURE__*
   messageDesc(file_switchyard_v1_gateway, 23);
 
 /**
+ * ExportUsageRequest asks for the calls that ended in [start, end).
+ *
+ * @generated from message switchyard.v1.ExportUsageRequest
+ */
+export type ExportUsageRequest = Message$1<"switchyard.v1.ExportUsageRequest"> & {
+  /**
+   * Start of the window (inclusive); required.
+   *
+   * @generated from field: google.protobuf.Timestamp start = 1;
+   */
+  start?: Timestamp | undefined;
+
+  /**
+   * End of the window (exclusive); unset means now.
+   *
+   * @generated from field: google.protobuf.Timestamp end = 2;
+   */
+  end?: Timestamp | undefined;
+
+  /**
+   * Calls per message, 1 to 5000; 0 means 500.
+   *
+   * @generated from field: uint32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * Resume after the page this token came with; empty starts at `start`.
+   *
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message switchyard.v1.ExportUsageRequest.
+ * Use `create(ExportUsageRequestSchema)` to create a new message.
+ */
+export const ExportUsageRequestSchema: GenMessage<ExportUsageRequest> = /*@__PURE__*/
+  messageDesc(file_switchyard_v1_gateway, 24);
+
+/**
+ * ExportUsageResponse is one page of an export.
+ *
+ * @generated from message switchyard.v1.ExportUsageResponse
+ */
+export type ExportUsageResponse = Message$1<"switchyard.v1.ExportUsageResponse"> & {
+  /**
+   * The calls of this page, oldest first.
+   *
+   * @generated from field: repeated switchyard.v1.CallRecord calls = 1;
+   */
+  calls: CallRecord[];
+
+  /**
+   * Send it back as `page_token` to resume after this page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message switchyard.v1.ExportUsageResponse.
+ * Use `create(ExportUsageResponseSchema)` to create a new message.
+ */
+export const ExportUsageResponseSchema: GenMessage<ExportUsageResponse> = /*@__PURE__*/
+  messageDesc(file_switchyard_v1_gateway, 25);
+
+/**
+ * CallRecord is one finished call as the ledger keeps it: what it asked,
+ * where it went, what it cost, and each of its attempts.
+ *
+ * @generated from message switchyard.v1.CallRecord
+ */
+export type CallRecord = Message$1<"switchyard.v1.CallRecord"> & {
+  /**
+   * The call's request id (x-switchyard-request-id).
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * When the call ended.
+   *
+   * @generated from field: google.protobuf.Timestamp ended_at = 2;
+   */
+  endedAt?: Timestamp | undefined;
+
+  /**
+   * Who pays for it.
+   *
+   * @generated from field: string caller = 3;
+   */
+  caller: string;
+
+  /**
+   * The key it used; empty without one.
+   *
+   * @generated from field: string key_id = 4;
+   */
+  keyId: string;
+
+  /**
+   * The end-user label it carried; empty without one.
+   *
+   * @generated from field: string end_user = 5;
+   */
+  endUser: string;
+
+  /**
+   * The model the router chose; empty when the call was refused before routing.
+   *
+   * @generated from field: string route_model = 6;
+   */
+  routeModel: string;
+
+  /**
+   * Why the router chose it.
+   *
+   * @generated from field: string route_reason = 7;
+   */
+  routeReason: string;
+
+  /**
+   * The model that answered; empty when none did.
+   *
+   * @generated from field: string model = 8;
+   */
+  model: string;
+
+  /**
+   * The call's gRPC status name, for example "OK" or "UNAVAILABLE".
+   *
+   * @generated from field: string status = 9;
+   */
+  status: string;
+
+  /**
+   * Tokens billed over every attempt.
+   *
+   * @generated from field: switchyard.v1.Usage usage = 10;
+   */
+  usage?: Usage | undefined;
+
+  /**
+   * Exact cost over every attempt.
+   *
+   * @generated from field: google.type.Money cost = 11;
+   */
+  cost?: Money | undefined;
+
+  /**
+   * Wall time of the whole call in milliseconds.
+   *
+   * @generated from field: uint32 latency_ms = 12;
+   */
+  latencyMs: number;
+
+  /**
+   * Time to the first streamed text in milliseconds; 0 for unary calls.
+   *
+   * @generated from field: uint32 time_to_first_token_ms = 13;
+   */
+  timeToFirstTokenMs: number;
+
+  /**
+   * True when the answer came from the response cache.
+   *
+   * @generated from field: bool cached = 14;
+   */
+  cached: boolean;
+
+  /**
+   * On a cache hit, what the answer cost when first produced.
+   *
+   * @generated from field: google.type.Money saved_cost = 15;
+   */
+  savedCost?: Money | undefined;
+
+  /**
+   * The labels the call carried.
+   *
+   * @generated from field: map<string, string> labels = 16;
+   */
+  labels: { [key: string]: string };
+
+  /**
+   * Every relay attempt, in order.
+   *
+   * @generated from field: repeated switchyard.v1.Attempt attempts = 17;
+   */
+  attempts: Attempt[];
+};
+
+/**
+ * Describes the message switchyard.v1.CallRecord.
+ * Use `create(CallRecordSchema)` to create a new message.
+ */
+export const CallRecordSchema: GenMessage<CallRecord> = /*@__PURE__*/
+  messageDesc(file_switchyard_v1_gateway, 26);
+
+/**
  * Role says who wrote a message of the conversation.
  *
  * @generated from enum switchyard.v1.Role
@@ -1555,6 +1759,19 @@ export const GatewayService: GenService<{
     methodKind: "unary";
     input: typeof GetUsageRequestSchema;
     output: typeof GetUsageResponseSchema;
+  },
+  /**
+   * ExportUsage streams every call of the calling caller that ended in a
+   * time window, oldest first, in pages: the billing export. Each message
+   * carries a page of calls and a token; a new request with that token
+   * resumes after it, so an interrupted export loses and repeats nothing.
+   *
+   * @generated from rpc switchyard.v1.GatewayService.ExportUsage
+   */
+  exportUsage: {
+    methodKind: "server_streaming";
+    input: typeof ExportUsageRequestSchema;
+    output: typeof ExportUsageResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_switchyard_v1_gateway, 0);

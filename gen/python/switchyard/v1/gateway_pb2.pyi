@@ -1294,3 +1294,189 @@ class GetUsageResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetUsageResponse: _TypeAlias = GetUsageResponse  # noqa: Y015
+
+@_typing.final
+class ExportUsageRequest(_message.Message):
+    """ExportUsageRequest asks for the calls that ended in [start, end)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Calls per message, 1 to 5000; 0 means 500."""
+    page_token: _builtins.str
+    """Resume after the page this token came with; empty starts at `start`."""
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """Start of the window (inclusive); required."""
+
+    @_builtins.property
+    def end(self) -> _timestamp_pb2.Timestamp:
+        """End of the window (exclusive); unset means now."""
+
+    def __init__(
+        self,
+        *,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        end: _timestamp_pb2.Timestamp | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "page_size", b"page_size", "page_token", b"page_token", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportUsageRequest: _TypeAlias = ExportUsageRequest  # noqa: Y015
+
+@_typing.final
+class ExportUsageResponse(_message.Message):
+    """ExportUsageResponse is one page of an export."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALLS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Send it back as `page_token` to resume after this page."""
+    @_builtins.property
+    def calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___CallRecord]:
+        """The calls of this page, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        calls: _abc.Iterable[Global___CallRecord] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportUsageResponse: _TypeAlias = ExportUsageResponse  # noqa: Y015
+
+@_typing.final
+class CallRecord(_message.Message):
+    """CallRecord is one finished call as the ledger keeps it: what it asked,
+    where it went, what it cost, and each of its attempts.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ENDED_AT_FIELD_NUMBER: _builtins.int
+    CALLER_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    END_USER_FIELD_NUMBER: _builtins.int
+    ROUTE_MODEL_FIELD_NUMBER: _builtins.int
+    ROUTE_REASON_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    COST_FIELD_NUMBER: _builtins.int
+    LATENCY_MS_FIELD_NUMBER: _builtins.int
+    TIME_TO_FIRST_TOKEN_MS_FIELD_NUMBER: _builtins.int
+    CACHED_FIELD_NUMBER: _builtins.int
+    SAVED_COST_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """The call's request id (x-switchyard-request-id)."""
+    caller: _builtins.str
+    """Who pays for it."""
+    key_id: _builtins.str
+    """The key it used; empty without one."""
+    end_user: _builtins.str
+    """The end-user label it carried; empty without one."""
+    route_model: _builtins.str
+    """The model the router chose; empty when the call was refused before routing."""
+    route_reason: _builtins.str
+    """Why the router chose it."""
+    model: _builtins.str
+    """The model that answered; empty when none did."""
+    status: _builtins.str
+    """The call's gRPC status name, for example "OK" or "UNAVAILABLE"."""
+    latency_ms: _builtins.int
+    """Wall time of the whole call in milliseconds."""
+    time_to_first_token_ms: _builtins.int
+    """Time to the first streamed text in milliseconds; 0 for unary calls."""
+    cached: _builtins.bool
+    """True when the answer came from the response cache."""
+    @_builtins.property
+    def ended_at(self) -> _timestamp_pb2.Timestamp:
+        """When the call ended."""
+
+    @_builtins.property
+    def usage(self) -> Global___Usage:
+        """Tokens billed over every attempt."""
+
+    @_builtins.property
+    def cost(self) -> _money_pb2.Money:
+        """Exact cost over every attempt."""
+
+    @_builtins.property
+    def saved_cost(self) -> _money_pb2.Money:
+        """On a cache hit, what the answer cost when first produced."""
+
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The labels the call carried."""
+
+    @_builtins.property
+    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attempt]:
+        """Every relay attempt, in order."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        ended_at: _timestamp_pb2.Timestamp | None = ...,
+        caller: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+        end_user: _builtins.str = ...,
+        route_model: _builtins.str = ...,
+        route_reason: _builtins.str = ...,
+        model: _builtins.str = ...,
+        status: _builtins.str = ...,
+        usage: Global___Usage | None = ...,
+        cost: _money_pb2.Money | None = ...,
+        latency_ms: _builtins.int = ...,
+        time_to_first_token_ms: _builtins.int = ...,
+        cached: _builtins.bool = ...,
+        saved_cost: _money_pb2.Money | None = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        attempts: _abc.Iterable[Global___Attempt] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "ended_at", b"ended_at", "saved_cost", b"saved_cost", "usage", b"usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cached", b"cached", "caller", b"caller", "cost", b"cost", "end_user", b"end_user", "ended_at", b"ended_at", "key_id", b"key_id", "labels", b"labels", "latency_ms", b"latency_ms", "model", b"model", "request_id", b"request_id", "route_model", b"route_model", "route_reason", b"route_reason", "saved_cost", b"saved_cost", "status", b"status", "time_to_first_token_ms", b"time_to_first_token_ms", "usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallRecord: _TypeAlias = CallRecord  # noqa: Y015

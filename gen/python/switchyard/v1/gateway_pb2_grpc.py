@@ -56,6 +56,11 @@ class GatewayServiceStub:
                 request_serializer=switchyard_dot_v1_dot_gateway__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=switchyard_dot_v1_dot_gateway__pb2.GetUsageResponse.FromString,
                 _registered_method=True)
+        self.ExportUsage = channel.unary_stream(
+                '/switchyard.v1.GatewayService/ExportUsage',
+                request_serializer=switchyard_dot_v1_dot_gateway__pb2.ExportUsageRequest.SerializeToString,
+                response_deserializer=switchyard_dot_v1_dot_gateway__pb2.ExportUsageResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -97,6 +102,16 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportUsage(self, request, context):
+        """ExportUsage streams every call of the calling caller that ended in a
+        time window, oldest first, in pages: the billing export. Each message
+        carries a page of calls and a token; a new request with that token
+        resumes after it, so an interrupted export loses and repeats nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -119,6 +134,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=switchyard_dot_v1_dot_gateway__pb2.GetUsageRequest.FromString,
                     response_serializer=switchyard_dot_v1_dot_gateway__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'ExportUsage': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportUsage,
+                    request_deserializer=switchyard_dot_v1_dot_gateway__pb2.ExportUsageRequest.FromString,
+                    response_serializer=switchyard_dot_v1_dot_gateway__pb2.ExportUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -231,6 +251,33 @@ class GatewayService:
             '/switchyard.v1.GatewayService/GetUsage',
             switchyard_dot_v1_dot_gateway__pb2.GetUsageRequest.SerializeToString,
             switchyard_dot_v1_dot_gateway__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/switchyard.v1.GatewayService/ExportUsage',
+            switchyard_dot_v1_dot_gateway__pb2.ExportUsageRequest.SerializeToString,
+            switchyard_dot_v1_dot_gateway__pb2.ExportUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

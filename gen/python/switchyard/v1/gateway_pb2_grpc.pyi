@@ -58,6 +58,12 @@ class GatewayServiceStub:
     cache savings per model over a time window, with its budget status and
     the gateway's current in-flight requests per provider.
     """
+    ExportUsage: _grpc.UnaryStreamMultiCallable[_gateway_pb2.ExportUsageRequest, _gateway_pb2.ExportUsageResponse]
+    """ExportUsage streams every call of the calling caller that ended in a
+    time window, oldest first, in pages: the billing export. Each message
+    carries a page of calls and a token; a new request with that token
+    resumes after it, so an interrupted export loses and repeats nothing.
+    """
 
 @_typing.type_check_only
 class GatewayServiceAsyncStub(GatewayServiceStub):
@@ -82,6 +88,12 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     """GetUsage reports the calling caller's spend, tokens, requests, errors and
     cache savings per model over a time window, with its budget status and
     the gateway's current in-flight requests per provider.
+    """
+    ExportUsage: _aio.UnaryStreamMultiCallable[_gateway_pb2.ExportUsageRequest, _gateway_pb2.ExportUsageResponse]  # type: ignore[assignment]
+    """ExportUsage streams every call of the calling caller that ended in a
+    time window, oldest first, in pages: the billing export. Each message
+    carries a page of calls and a token; a new request with that token
+    resumes after it, so an interrupted export loses and repeats nothing.
     """
 
 class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -128,6 +140,18 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         """GetUsage reports the calling caller's spend, tokens, requests, errors and
         cache savings per model over a time window, with its budget status and
         the gateway's current in-flight requests per provider.
+        """
+
+    @_abc_1.abstractmethod
+    def ExportUsage(
+        self,
+        request: _gateway_pb2.ExportUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_gateway_pb2.ExportUsageResponse], _abc.AsyncIterator[_gateway_pb2.ExportUsageResponse]]:
+        """ExportUsage streams every call of the calling caller that ended in a
+        time window, oldest first, in pages: the billing export. Each message
+        carries a page of calls and a token; a new request with that token
+        resumes after it, so an interrupted export loses and repeats nothing.
         """
 
 def add_GatewayServiceServicer_to_server(servicer: GatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

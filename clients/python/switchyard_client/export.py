@@ -1,0 +1,89 @@
+"""`switchyard usage export`: a window of calls as CSV or JSON Lines, for billing.
+
+Times are read as ISO 8601 (a date, or a date and time; UTC unless an offset
+is given) or as a span back from now (`30m`, `24h`, `7d`). Money is written as
+exact decimal dollars, never a float.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import TextIO
+
+import orjson
+from google.protobuf import json_format
+from switchyard.v1 import gateway_pb2 as pb
+
+from switchyard_client.results import usd
+
+CSV_COLUMNS = (
+    "request_id", "ended_at", "caller", "key_id", "end_user", "route_model", "model", "status",
+    "input_tokens", "output_tokens", "cached_input_tokens", "estimated", "cost_usd",
+    "latency_ms", "time_to_first_token_ms", "cached", "saved_cost_usd", "attempts", "labels",
+)  # fmt: skip
+_SPAN = re.compile(r"^(\d+(?:\.\d+)?)([mhd])$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_when(text: str, now: datetime) -> datetime:
+    """An instant from ISO 8601 or a span back from `now`; ValueError saying what is accepted."""
+    span = _SPAN.match(text.strip())
+    if span:
+        return now - timedelta(**{_UNITS[span[2]]: float(span[1])})
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a time: use ISO 8601 (2026-12-01 or 2026-12-01T09:30:00Z)"
+            " or a span back from now (30m, 24h, 7d)"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _dollars(money: object) -> str:
+    return format(usd(money), "f")  # type: ignore[arg-type]
+
+
+def csv_row(call: pb.CallRecord) -> list[object]:
+    """One call as a CSV row (CSV_COLUMNS)."""
+    return [
+        call.request_id,
+        call.ended_at.ToDatetime(UTC).isoformat().replace("+00:00", "Z"),
+        call.caller,
+        call.key_id,
+        call.end_user,
+        call.route_model,
+        call.model,
+        call.status,
+        call.usage.input_tokens,
+        call.usage.output_tokens,
+        call.usage.cached_input_tokens,
+        str(call.usage.estimated).lower(),
+        _dollars(call.cost),
+        call.latency_ms,
+        call.time_to_first_token_ms,
+        str(call.cached).lower(),
+        _dollars(call.saved_cost),
+        len(call.attempts),
+        orjson.dumps(dict(sorted(call.labels.items()))).decode(),
+    ]
+
+
+def write(calls: Iterable[pb.CallRecord], out: TextIO, fmt: str) -> int:
+    """Write every call in `fmt` ("csv" or "jsonl"); the number written."""
+    count = 0
+    if fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        for call in calls:
+            writer.writerow(csv_row(call))
+            count += 1
+        return count
+    for call in calls:
+        record = json_format.MessageToDict(call, preserving_proto_field_name=True)
+        out.write(orjson.dumps(record).decode() + "\n")
+        count += 1
+    return count

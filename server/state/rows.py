@@ -1,0 +1,139 @@
+"""A finished call as the journal and the database keep it: flat rows of plain values.
+
+Times are integer microseconds since the Unix epoch (UTC), durations integer
+microseconds, money integer nano-dollars: no float reaches a file or a
+column. `encode` and `decode` are the journal's line format, one JSON array a
+call (versioned by its first element), so a line written by this version is
+read back exactly.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import orjson
+
+from server.state.ledger import CallRecord
+
+FORMAT = 2  # the journal line format; a reader refuses other versions
+
+
+class AttemptRow(NamedTuple):
+    """One relay try of a call."""
+
+    seq: int
+    model: str
+    provider: str
+    outcome: str
+    http_status: int
+    error: str
+    latency_us: int
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    estimated: bool
+    cost: int
+
+
+class CallRow(NamedTuple):
+    """One finished call with its attempts; the first 19 fields are the database's columns,
+    in order (tuples, because they are built once per call on the request path)."""
+
+    request_id: str
+    ended_at_us: int
+    tenant: str
+    key_id: str | None
+    end_user: str | None
+    route_model: str
+    route_reason: str
+    model: str
+    status: str
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    estimated: bool
+    cost: int
+    latency_us: int
+    ttft_us: int | None
+    cache: str
+    saved_cost: int
+    labels: str  # a JSON object
+    attempts: tuple[AttemptRow, ...]
+
+    @property
+    def failed(self) -> bool:
+        """Did the call end with an error status (a cancel is none)?"""
+        return self.status not in ("OK", "CANCELLED")
+
+
+def _us(seconds: float) -> int:
+    return round(seconds * 1_000_000)
+
+
+def from_record(record: CallRecord) -> CallRow:
+    """The rows of one finished call."""
+    attempts = []
+    input_tokens = output_tokens = cached = cost = 0
+    estimated = False
+    for seq, attempt in enumerate(record.attempts):
+        usage = attempt.usage
+        input_tokens += usage.input_tokens
+        output_tokens += usage.output_tokens
+        cached += usage.cached_input_tokens
+        estimated = estimated or usage.estimated
+        cost += attempt.cost
+        attempts.append(
+            AttemptRow(
+                seq,
+                attempt.model.name,
+                attempt.model.provider,
+                attempt.outcome.value,
+                attempt.http_status,
+                attempt.error,
+                _us(attempt.latency),
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cached_input_tokens,
+                usage.estimated,
+                attempt.cost,
+            )
+        )
+    return CallRow(
+        record.request_id,
+        _us(record.at),
+        record.tenant,
+        record.key_id,
+        record.user,
+        record.route_model,
+        record.route_reason,
+        record.model,
+        record.status,
+        input_tokens,
+        output_tokens,
+        cached,
+        estimated,
+        cost,
+        _us(record.latency),
+        None if record.first_token is None else _us(record.first_token),
+        record.cache.value,
+        record.saved_cost,
+        orjson.dumps(dict(record.labels)).decode() if record.labels else "{}",
+        tuple(attempts),
+    )
+
+
+def encode(row: CallRow) -> bytes:
+    """One journal line (newline included): [FORMAT, [the call's fields, [[attempt], ...]]]."""
+    return orjson.dumps((FORMAT, row), default=tuple) + b"\n"  # NamedTuples as arrays
+
+
+def decode(line: bytes) -> CallRow:
+    """A journal line back into its rows; ValueError for a line this version cannot read."""
+    try:
+        version, fields = orjson.loads(line)
+        if version != FORMAT or len(fields) != 20:
+            raise ValueError(f"not a journal line of format {FORMAT}")
+        attempts = tuple(AttemptRow._make(a) for a in fields[19])
+        return CallRow._make((*fields[:19], attempts))
+    except (orjson.JSONDecodeError, TypeError, IndexError) as error:
+        raise ValueError(f"unreadable journal line: {type(error).__name__}") from None

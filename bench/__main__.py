@@ -28,7 +28,7 @@ from typing import Any
 
 from bench import report
 from bench.floor import CLIENTS
-from bench.harness import Plan, Runner, measure_target, soak
+from bench.harness import UNARY_SHAPE, Plan, Runner, measure_target, soak
 from bench.ledger import measure as measure_ledger
 from bench.targets import (
     MODEL,
@@ -187,6 +187,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
         if only is None or "ledger" in only:
             ledger_figures = await measure_ledger(args.smoke, runner.say)
+            ledger_figures["paired_cpu_ms"] = await _ledger_pairs(runner, relay_url, logs, args)
         if only is None or "switchyard(otlp)" in only:
             sink, sink_port = await start_otlp_sink(logs)
             try:
@@ -231,6 +232,51 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "ledger": ledger_figures,
         "_logs": str(logs),  # printed, never written: a path of this machine only
     }
+
+
+PAIRED = ("switchyard(memory)", "switchyard", "switchyard(postgres)")
+
+
+async def _ledger_pairs(
+    runner: Runner, relay_url: str, logs: Path, args: argparse.Namespace
+) -> dict[str, list[float]]:
+    """Unary CPU per request of the three ledgers, measured in turn, three rounds.
+
+    The rows above measure each ledger minutes apart, and the machine drifts by a
+    few percent in that time: the ledger's cost is about that size. Here the three
+    gateways run side by side and take turns, so the ratios compare like with like
+    (the checks use the medians of the rounds)."""
+    targets: list[Target] = []
+    figures: dict[str, list[float]] = {name: [] for name in PAIRED}
+    with TempPostgres() as postgres:
+        urls = {"switchyard(memory)": "memory", "switchyard(postgres)": postgres.url}
+        try:
+            for name in PAIRED:
+                env = dict(args.switchyard_env)
+                if name in urls:
+                    env["SWITCHYARD_DATABASE_URL"] = urls[name]
+                targets.append(await start_switchyard(relay_url, logs, env, name=name))
+            plan = runner.plan
+            for round_ in range(1 if args.smoke else 3):
+                for target in targets[round_ % 3 :] + targets[: round_ % 3]:
+                    phase = await runner.phase(
+                        "paired",
+                        target,
+                        runner.spec(
+                            target,
+                            mode="closed",
+                            concurrency=plan.throughput_concurrency,
+                            duration=plan.throughput_seconds,
+                            warmup=plan.warmup,
+                            shape=UNARY_SHAPE,
+                        ),
+                        plan.load_processes,
+                    )
+                    figures[target.name].append(phase.summary()["cpu_ms_per_request"])
+        finally:
+            for target in targets:
+                await stop(target.process)
+    return figures
 
 
 async def _switchyard_idle(

@@ -41,7 +41,7 @@ from server.domain import (
 from server.errors import InvalidRequestError
 from server.pipeline import Preview, UsageReport
 from server.state.ledger import ModelTotals
-from server.state.rows import CallRow
+from server.state.rows import AttemptRow, CallRow
 
 MAX_STOP_SEQUENCES = 4
 MAX_LABELS = 16
@@ -440,12 +440,7 @@ def call_record(row: CallRow) -> pb.CallRecord:
         route_reason=row.route_reason,
         model=row.model,
         status=row.status,
-        usage=pb.Usage(
-            input_tokens=row.input_tokens,
-            output_tokens=row.output_tokens,
-            cached_input_tokens=row.cached_input_tokens,
-            estimated=row.estimated,
-        ),
+        usage=_usage_row(row),
         cost=money(row.cost),
         latency_ms=_ms(row.latency_us / 1_000_000),
         time_to_first_token_ms=0 if row.ttft_us is None else _ms(row.ttft_us / 1_000_000),
@@ -460,16 +455,20 @@ def call_record(row: CallRow) -> pb.CallRecord:
                 http_status=a.http_status,
                 error=a.error,
                 latency_ms=_ms(a.latency_us / 1_000_000),
-                usage=pb.Usage(
-                    input_tokens=a.input_tokens,
-                    output_tokens=a.output_tokens,
-                    cached_input_tokens=a.cached_input_tokens,
-                    estimated=a.estimated,
-                ),
+                usage=_usage_row(a),
                 cost=money(a.cost),
             )
             for a in row.attempts
         ],
+    )
+
+
+def _usage_row(row: CallRow | AttemptRow) -> pb.Usage:
+    return pb.Usage(
+        input_tokens=row.input_tokens,
+        output_tokens=row.output_tokens,
+        cached_input_tokens=row.cached_input_tokens,
+        estimated=row.estimated,
     )
 
 

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 GEN ?= gen
-PROTOS := proto/switchyard/v1/gateway.proto
+PROTOS := proto/switchyard/v1/gateway.proto proto/switchyard/admin/v1/admin.proto
 PYTEST_ARGS ?=
 
 # Node and Go: the toolchains the generated stubs and the example clients need.
@@ -58,14 +58,15 @@ fmt: $(STAMP) ## format and auto-fix
 
 proto: $(STAMP) node-deps go-deps ## regenerate gen/ for Python, Go and Node from proto/ (GEN=dir writes elsewhere)
 	rm -rf $(GEN)/python/switchyard $(GEN)/go $(GEN)/node
-	mkdir -p $(GEN)/python/switchyard/v1
+	mkdir -p $(GEN)/python/switchyard/v1 $(GEN)/python/switchyard/admin/v1
 	$(PY) -m grpc_tools.protoc -Iproto \
 		--python_out=$(GEN)/python --grpc_python_out=$(GEN)/python \
 		--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy --mypy_out=$(GEN)/python \
 		--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc --mypy_grpc_out=$(GEN)/python \
 		--include_source_info --descriptor_set_out=$(GEN)/python/switchyard/v1/gateway.binpb \
 		$(PROTOS)
-	touch $(GEN)/python/switchyard/__init__.py $(GEN)/python/switchyard/v1/__init__.py
+	touch $(GEN)/python/switchyard/__init__.py $(GEN)/python/switchyard/v1/__init__.py \
+		$(GEN)/python/switchyard/admin/__init__.py $(GEN)/python/switchyard/admin/v1/__init__.py
 	$(BIN)/buf generate --template buf.gen.go.yaml -o $(GEN)
 	$(BIN)/buf generate --template buf.gen.node.yaml -o $(GEN)
 

@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 
-from server.app import SERVICE_NAME, create_server
+from server.app import SERVICE_NAME, App, create_server
 from server.settings import ConfigError, Settings, load_settings, parse_listen
 from server.settings.validation import database_target
 
@@ -48,6 +48,18 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if app.certificates is not None:
+        loop.add_signal_handler(signal.SIGHUP, app.certificates.request_reload)
+    print(banner(settings, app), flush=True)
+    await stop.wait()
+    grace = settings.server.shutdown_grace
+    log.info("stopping: health NOT_SERVING, new calls refused, %gs for calls in flight", grace)
+    await app.stop(grace)
+    log.info("stopped")
+
+
+def banner(settings: Settings, app: App) -> str:
+    """What the terminal shows once serving: where, on what, and a call to try."""
     host, _ = parse_listen(settings.server.listen)
     address = f"{host}:{app.port}" if ":" not in host else f"[{host}]:{app.port}"
     relay = (
@@ -55,22 +67,29 @@ async def serve(settings: Settings) -> None:
         if app.simulator is not None
         else app.relay_url
     )
-    print(
-        f"Switchyard is serving {SERVICE_NAME} on {address}\n"
+    mode = settings.auth.effective_mode
+    if app.certificates is None:
+        transport, url = "plaintext", f"--http2-prior-knowledge http://{address}"
+    else:
+        transport, url = "TLS", f"https://{address}"
+        if settings.auth.tls_client_ca:
+            transport += ", client certificates required"
+    header = "" if mode != "api_key" else ' -H "authorization: Bearer $SWITCHYARD_API_KEY"'
+    auth = {
+        "none": "none (callers name themselves in x-switchyard-caller)",
+        "api_key": "API keys (make one: switchyard keys create --tenant NAME)",
+        "mtls": "client certificates bound to tenants",
+    }[mode]
+    return (
+        f"Switchyard is serving {SERVICE_NAME} on {address} ({transport})\n"
         f"relay: {relay}\n"
         f"ledger: {database_target(settings).shown}\n"
+        f"auth: {auth}\n"
         "try it (buf is installed in .venv/bin):\n"
-        f"  buf curl --protocol grpc --http2-prior-knowledge"
-        f" http://{address}/{SERVICE_NAME}/StreamQuery"
+        f"  buf curl --protocol grpc{header} {url}/{SERVICE_NAME}/StreamQuery"
         """ -d '{"query": {"prompt": "Compare two sorting algorithms"}}'\n"""
-        "stop with Ctrl-C",
-        flush=True,
+        "stop with Ctrl-C"
     )
-    await stop.wait()
-    grace = settings.server.shutdown_grace
-    log.info("stopping: health NOT_SERVING, new calls refused, %gs for calls in flight", grace)
-    await app.stop(grace)
-    log.info("stopped")
 
 
 if __name__ == "__main__":

@@ -22,18 +22,20 @@ from typing import TYPE_CHECKING
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
+from switchyard.admin.v1 import admin_pb2_grpc
 from switchyard.v1 import gateway_pb2, gateway_pb2_grpc
 
-from server import reflection
+from server import admin, reflection
 from server.boundary import RpcBoundary
-from server.identity import resolver_for
+from server.identity import ApiKeyResolver, resolver_for
 from server.pipeline import Pipeline, build_pipeline
 from server.relay.client import RelayClient
 from server.servicer import GatewayServicer
 from server.settings import ConfigError, Settings, parse_listen
-from server.settings.validation import database_target
+from server.settings.validation import database_target, is_loopback
 from server.telemetry import Telemetry
 from server.telemetry import setup as setup_telemetry
+from server.tls import CertificateFiles, certificate_files, server_credentials
 
 if TYPE_CHECKING:
     from server.simulator import RelaySimulator
@@ -64,6 +66,7 @@ class App:
     relay: RelayClient
     simulator: RelaySimulator | None
     telemetry: Telemetry
+    certificates: CertificateFiles | None = None  # TLS: SIGHUP re-reads them
 
     async def stop(self, grace: float) -> None:
         """Drain: health NOT_SERVING, refuse new calls, give in-flight `grace` s,
@@ -115,25 +118,35 @@ async def create_server(settings: Settings, environ: Mapping[str, str] | None = 
         if simulator is not None:
             await simulator.stop()
         raise
+    try:
+        certificates = certificate_files(settings.auth)
+        credentials = None if certificates is None else server_credentials(certificates)
+    except (OSError, ValueError, RuntimeError) as error:
+        await _close(pipeline, relay, simulator)
+        raise ConfigError(
+            "SWITCHYARD_TLS_CERT", f"cannot load the TLS certificate and key: {error}"
+        ) from None
     server = grpc.aio.server(options=_SERVER_OPTIONS)
-    boundary = RpcBoundary(resolver_for(settings), telemetry)
-    gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
-        GatewayServicer(pipeline, boundary), server
-    )
+    boundary = _add_services(server, settings, pipeline, telemetry)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable((SERVICE_NAME, "grpc.health.v1.Health"), server)
+    reflection.enable((SERVICE_NAME, admin.SERVICE, "grpc.health.v1.Health"), server)
 
     host, _ = parse_listen(settings.server.listen)
+    if credentials is None and settings.auth.effective_mode == "api_key" and not is_loopback(host):
+        log.warning(
+            "API keys will cross the network in plaintext: serve TLS (SWITCHYARD_TLS_CERT and"
+            " SWITCHYARD_TLS_KEY) unless a proxy in front of Switchyard ends TLS"
+        )
     try:
-        port = server.add_insecure_port(settings.server.listen)
+        if credentials is None:
+            port = server.add_insecure_port(settings.server.listen)
+        else:
+            port = server.add_secure_port(settings.server.listen, credentials)
     except RuntimeError:
         port = 0
     if not port:
-        await pipeline.aclose()
-        await relay.aclose()
-        if simulator is not None:
-            await simulator.stop()
+        await _close(pipeline, relay, simulator)
         raise ConfigError(
             "SWITCHYARD_LISTEN",
             f"cannot listen on {settings.server.listen}: the address is in use or not local",
@@ -142,11 +155,63 @@ async def create_server(settings: Settings, environ: Mapping[str, str] | None = 
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
     await health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     log.info(
-        "serving %s on %s:%d, relay %s, ledger %s",
+        "serving %s on %s:%d (%s, auth %s), relay %s, ledger %s",
         SERVICE_NAME,
         host,
         port,
+        "plaintext" if certificates is None else "TLS",
+        settings.auth.effective_mode,
         relay_url,
         database_target(settings).shown,
     )
-    return App(server, port, boundary, pipeline, relay_url, health, relay, simulator, telemetry)
+    return App(
+        server,
+        port,
+        boundary,
+        pipeline,
+        relay_url,
+        health,
+        relay,
+        simulator,
+        telemetry,
+        certificates,
+    )
+
+
+def _add_services(
+    server: grpc.aio.Server, settings: Settings, pipeline: Pipeline, telemetry: Telemetry
+) -> RpcBoundary:
+    """The gateway and admin services on `server`; the gateway's boundary, for draining."""
+    directory = pipeline.stores.directory
+    resolver = resolver_for(settings, directory)
+    boundary = RpcBoundary(resolver, telemetry)
+    gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
+        GatewayServicer(pipeline, boundary), server
+    )
+    # The admin API admits the admin credential only, whatever SWITCHYARD_AUTH is; with
+    # api_key auth it shares the gateway's key cache (told of each change at once) and
+    # its throttle of failed attempts.
+    keys = resolver if isinstance(resolver, ApiKeyResolver) else None
+    admin_keys = keys or ApiKeyResolver(directory, settings.auth.admin_key)
+    admin_boundary = RpcBoundary(
+        admin.AdminResolver(admin_keys, settings.auth.admin_key), telemetry, service=admin.SERVICE
+    )
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(
+        admin.AdminServicer(
+            directory,
+            admin_boundary,
+            settings.catalog,
+            keys=keys,
+            rotation_grace=settings.auth.rotation_grace,
+        ),
+        server,
+    )
+    return boundary
+
+
+async def _close(pipeline: Pipeline, relay: RelayClient, simulator: RelaySimulator | None) -> None:
+    """Undo a start that failed part way."""
+    await pipeline.aclose()
+    await relay.aclose()
+    if simulator is not None:
+        await simulator.stop()

@@ -26,6 +26,7 @@ Nothing else in the server catches exceptions to turn them into statuses.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 from collections.abc import Sequence
@@ -57,17 +58,19 @@ Context = grpc.aio.ServicerContext[Any, Any]
 class RpcBoundary:
     """Where every RPC enters and leaves; `draining` refuses new ones during shutdown."""
 
-    __slots__ = ("_clock", "_resolver", "_telemetry", "draining")
+    __slots__ = ("_clock", "_resolver", "_service", "_telemetry", "draining")
 
     def __init__(
         self,
         resolver: IdentityResolver,
         telemetry: Telemetry | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        service: str = semconv.SERVICE,
     ) -> None:
         self._resolver = resolver
         self._telemetry = telemetry or Telemetry.disabled()
         self._clock = clock
+        self._service = service
         self.draining = False  # set when shutdown begins: new calls are refused
 
     def enter(self, method: str, context: Context) -> RpcScope:
@@ -98,7 +101,9 @@ class RpcScope:
     async def __aenter__(self) -> RpcScope:
         boundary = self._boundary
         context = self._context
-        self.span = boundary._telemetry.server_span(self.method, context.invocation_metadata())
+        self.span = boundary._telemetry.server_span(
+            self.method, context.invocation_metadata(), boundary._service
+        )
         self.request_id = secrets.token_hex(8)
         try:
             if boundary.draining:
@@ -121,7 +126,15 @@ class RpcScope:
         await self._leave(exc)
 
     def open_call(self, request: Request) -> Call:
-        """The Call that carries `request` through the pipeline, under this RPC's span."""
+        """The Call that carries `request` through the pipeline, under this RPC's span.
+
+        The tenant's own labels are added to the request's (they win: they are
+        the operator's, for billing).
+        """
+        policy = self.identity.policy
+        labels = None if policy is None else policy.labels
+        if labels:
+            request = dataclasses.replace(request, labels={**request.labels, **labels})
         now = self._boundary._clock.monotonic()
         remaining = self._context.time_remaining()
         self.call = Call(

@@ -356,17 +356,45 @@ StreamEvent: TypeAlias = StreamStart | TextDelta | Completion
 
 
 @dataclass(frozen=True, slots=True)
+class TenantPolicy:
+    """What a tenant may do and spend (the admin API sets it; none-auth mode reads TOML).
+
+    Budgets in nano-dollars per UTC day and month (None: no budget); `rpm` and
+    `tpm` its own request and token budgets a minute (0: none); `models` the
+    models it may use (empty: all); `labels` added to each of its calls.
+    """
+
+    day_budget: int | None = None
+    month_budget: int | None = None
+    rpm: int = 0
+    tpm: int = 0
+    models: frozenset[str] = frozenset()
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def allows(self, model: str) -> bool:
+        """May the tenant use `model`?"""
+        return not self.models or model in self.models
+
+
+OPEN_POLICY = TenantPolicy()
+
+
+@dataclass(frozen=True, slots=True)
 class Identity:
     """Who is calling, resolved once at the RPC boundary (``identity.py``).
 
     `tenant` is who pays: budgets, spend, limits and the cache scope belong
-    to it. `key_id` names the credential used (None without one); `user` is
-    an end-user label the caller may attach, recorded but never trusted.
+    to it, under its `policy` (a directory tenant's; None when callers name
+    themselves, whose budgets are the TOML file's). `key_id` names the credential used (None
+    without one); `user` is an end-user label the caller may attach, recorded
+    but never trusted. `admin` is set for the operator's credentials only.
     """
 
     tenant: str
     key_id: str | None = None
     user: str | None = None
+    policy: TenantPolicy | None = None  # None: none of its own (the TOML [budgets] apply)
+    admin: bool = False
 
 
 @dataclass(slots=True, eq=False)

@@ -5,10 +5,17 @@ The hierarchy::
     SwitchyardError                    INTERNAL: a bug; the caller sees only the request id
     ├── InvalidRequestError            INVALID_ARGUMENT: fix the request
     │   └── UnknownModelError          INVALID_ARGUMENT: lists the served models
+    ├── AuthenticationError            UNAUTHENTICATED: no key, or one that is not valid (which)
+    ├── AccessDeniedError              PERMISSION_DENIED: the caller may not do this (a model
+    │                                  outside its allowlist, the admin API, another's usage)
+    ├── NotFoundError                  NOT_FOUND: the admin API's tenant or key does not exist
+    ├── AlreadyExistsError             ALREADY_EXISTS: the admin API's tenant exists already
+    ├── DirectoryUnavailableError      UNAVAILABLE: keys and tenants cannot be read now
     ├── CapacityError                  RESOURCE_EXHAUSTED: Switchyard's own limits; has retry_after
     │   ├── RateLimitedError           a request budget is spent for now
     │   ├── ModelBusyError             one model's limits are reached         (falls back)
-    │   └── BudgetExceededError        the caller's spend budget cannot cover the call
+    │   ├── BudgetExceededError        the caller's spend budget cannot cover the call
+    │   └── AuthThrottledError         too many failed authentications from one peer
     ├── CircuitOpenError               UNAVAILABLE: the model is cooling down  (falls back)
     ├── ShuttingDownError              UNAVAILABLE: this instance is draining; retry elsewhere
     ├── LedgerUnavailableError         UNAVAILABLE: the ledger cannot be read now (usage, export)
@@ -89,6 +96,43 @@ class UnknownModelError(InvalidRequestError):
         self.served = tuple(served)
 
 
+class AuthenticationError(SwitchyardError):
+    """The call carries no credential, or one that is not valid; the message says which."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class AccessDeniedError(SwitchyardError):
+    """The caller is known but may not do this."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class NotFoundError(SwitchyardError):
+    """The tenant or key the admin API was asked about does not exist."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExistsError(SwitchyardError):
+    """The tenant the admin API was asked to create exists already."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class KeyStateError(SwitchyardError):
+    """The key cannot be changed so: it is revoked or expired (make a new one)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class DirectoryUnavailableError(SwitchyardError):
+    """Tenants and keys cannot be read now (their database does not answer)."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    retryable = True
+
+
 class CapacityError(SwitchyardError):
     """One of Switchyard's own limits is reached; retry after `retry_after`."""
 
@@ -105,6 +149,10 @@ class CapacityError(SwitchyardError):
 
 class RateLimitedError(CapacityError):
     """A request budget has no capacity within the caller's deadline."""
+
+
+class AuthThrottledError(CapacityError):
+    """This peer failed to authenticate too often lately; it must wait."""
 
 
 class ModelBusyError(CapacityError):

@@ -70,7 +70,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         """The calling tenant's spend, tokens, cache savings and budgets over a window."""
         async with self._boundary.enter("GetUsage", context) as rpc:
             start, end = convert.usage_window(request, self._clock.wall())
-            report = await self._pipeline.usage(rpc.identity, start, end)
+            tenant = await self._pipeline.tenant_of(rpc.identity, request.caller)
+            report = await self._pipeline.usage(tenant, start, end)
             return convert.usage_response(report)
 
     async def ExportUsage(
@@ -79,8 +80,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         """The calling tenant's calls of a window, oldest first, a page a message."""
         async with self._boundary.enter("ExportUsage", context) as rpc:
             start, end, size, after = convert.export_window(request, self._clock.wall())
+            tenant = await self._pipeline.tenant_of(rpc.identity, request.caller)
             while True:
-                rows = await self._pipeline.export(rpc.identity, start, end, after, size)
+                rows = await self._pipeline.export(tenant, start, end, after, size)
                 if not rows:
                     return
                 after = (rows[-1].ended_at_us, rows[-1].request_id)

@@ -81,7 +81,9 @@ GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"
 GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"
 
 SWITCHYARD_REQUEST_ID = "switchyard.request_id"
-SWITCHYARD_CALLER = "switchyard.caller"
+SWITCHYARD_CALLER = "switchyard.caller"  # the tenant charged
+SWITCHYARD_KEY_ID = "switchyard.key_id"  # the API key used: its id, never its secret
+SWITCHYARD_END_USER = "switchyard.end_user"  # x-switchyard-caller under auth: a label
 SWITCHYARD_COST_USD = "switchyard.cost.usd"
 SWITCHYARD_CACHE_HIT = "switchyard.cache.hit"
 SWITCHYARD_SAVED_COST_USD = "switchyard.cache.saved_cost.usd"
@@ -195,7 +197,12 @@ class Telemetry:
 
     # --- spans ---------------------------------------------------------------------------
 
-    def server_span(self, method: str, metadata: Iterable[tuple[str, str | bytes]] | None) -> Span:
+    def server_span(
+        self,
+        method: str,
+        metadata: Iterable[tuple[str, str | bytes]] | None,
+        service: str = SERVICE,
+    ) -> Span:
         """Start the SERVER span of one RPC, continuing the caller's W3C trace."""
         if not self.tracing:
             return INVALID_SPAN
@@ -205,10 +212,10 @@ class Telemetry:
             if key in _TRACE_HEADERS
         }
         return self.tracer.start_span(
-            f"{SERVICE}/{method}",
+            f"{service}/{method}",
             context=_PROPAGATOR.extract(carrier) if carrier else None,
             kind=SpanKind.SERVER,
-            attributes={RPC_SYSTEM_NAME: "grpc", RPC_METHOD: f"{SERVICE}/{method}"},
+            attributes={RPC_SYSTEM_NAME: "grpc", RPC_METHOD: f"{service}/{method}"},
         )
 
     def child(
@@ -268,6 +275,11 @@ class Telemetry:
             SWITCHYARD_FALLBACK_COUNT: max(len(models_tried) - 1, 0),
             SWITCHYARD_ATTEMPT_COUNT: len(call.attempts),
         }
+        identity = call.identity
+        if identity.key_id is not None:
+            attributes[SWITCHYARD_KEY_ID] = identity.key_id
+        if identity.user is not None:
+            attributes[SWITCHYARD_END_USER] = identity.user
         if call.cache is CacheUse.HIT:
             attributes[SWITCHYARD_SAVED_COST_USD] = format_usd(call.saved_cost)
         if call.route is not None:

@@ -1,15 +1,60 @@
-"""Fixtures every suite shares: a PostgreSQL server of the tests' own."""
+"""What every suite shares: a PostgreSQL server of the tests' own, and the
+scan of every log line and exported span for leaked key secrets (tests/leaks.py)."""
 
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterator
 
 import pytest
 
+from tests.leaks import SCAN, ScanHandler
 from tests.postgres import TempPostgres
 
 _databases = itertools.count(1)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _scan_for_leaked_secrets() -> Iterator[None]:
+    """Every log record of the session goes to the scan, at the gateway's default level
+    (INFO); every secret the admin API makes in this process is registered with it."""
+    from server import keys  # noqa: PLC0415 (patched for the session only)
+
+    handler = ScanHandler(SCAN)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    gateway_log = logging.getLogger("switchyard")
+    level = gateway_log.level
+    gateway_log.setLevel(logging.INFO)
+    make_secret = keys.new_secret
+
+    def new_secret() -> str:
+        secret = make_secret()
+        SCAN.secret(secret)
+        return secret
+
+    keys.new_secret = new_secret
+    yield
+    keys.new_secret = make_secret
+    gateway_log.setLevel(level)
+    root.removeHandler(handler)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when any key secret was found in a log line or an exported span."""
+    findings = SCAN.findings()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and SCAN.secrets:
+        reporter.write_line(
+            f"secret scan: {len(SCAN.secrets)} secrets against {len(SCAN.sources())}"
+            f" log records, log files and span exports: {len(findings) or 'no'} leaks"
+        )
+    if findings:
+        for finding in findings[:20]:
+            if reporter is not None:
+                reporter.write_line(f"LEAK {finding}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

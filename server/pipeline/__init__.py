@@ -1,6 +1,6 @@
 """The pipeline every call runs through, declared in one place.
 
-    accounting -> router -> cache -> budget -> fallback
+    accounting -> router -> cache -> [tenant limits] -> budget -> fallback
         -> [per model] retry -> breaker -> limiter -> relay attempt
 
 Above fallback a stage sees the whole `Call`; below it, one `ModelCall` per
@@ -12,8 +12,9 @@ happens.
 The cache sits above the budget on purpose: an answer from the cache costs
 nothing, so it is served even to a tenant whose budget is spent. The budget
 sits above fallback so that one reservation covers the whole chain. The
-cache stage is left out when the cache is disabled, and the budget stage
-when no budget is configured, so neither costs anything then.
+cache stage is left out when the cache is disabled, the budget stage when no
+budget can apply, and the tenant-limit stage without authentication (callers
+who name themselves have no limits of their own), so none costs anything then.
 
 The stages keep no state of their own worth sharing: budgets, the ledger,
 the limiter's gates, the breakers and cached answers live in the stores
@@ -44,6 +45,7 @@ from server.domain import (
     Request,
     RouteDecision,
 )
+from server.errors import AccessDeniedError
 from server.pipeline.accounting import AccountingStage
 from server.pipeline.attempt import RelayAttempt
 from server.pipeline.base import Handler
@@ -54,6 +56,7 @@ from server.pipeline.fallback import FallbackStage
 from server.pipeline.limiter import LimiterStage, Limits
 from server.pipeline.retry import RetryBudget, RetryStage
 from server.pipeline.router import Router, RouterStage
+from server.pipeline.tenant_limits import TenantLimitStage
 from server.pricing import largest_cost
 from server.relay.client import RelayClient
 from server.settings import Settings
@@ -109,10 +112,10 @@ class Pipeline:
 
     async def preview(self, request: Request, identity: Identity) -> Preview:
         """What Query would do now for `identity`: route, admission, breakers; calls nothing."""
-        tenant = identity.tenant
+        tenant, policy = identity.tenant, identity.policy
         budgets = self.stores.budgets
-        pressure = await budgets.pressure(tenant) if self._budget_aware else None
-        route = self.router.decide(request, pressure)
+        pressure = await budgets.pressure(tenant, policy) if self._budget_aware else None
+        route = self.router.decide(request, pressure, policy)
         breakers = self.stores.breakers
         circuits = tuple([(model, await breakers.status(model.name)) for model in route.chain])
         responses = self.stores.responses
@@ -122,14 +125,31 @@ class Pipeline:
             and await responses.peek(cache_key(tenant, route, request))
         ):
             return Preview(route, ADMITTED, circuits)  # served from the cache, whatever the budget
-        return Preview(route, await budgets.admission(tenant, largest_cost(route)), circuits)
+        admission = await budgets.admission(tenant, largest_cost(route), policy)
+        return Preview(route, admission, circuits)
+
+    async def tenant_of(self, identity: Identity, tenant: str) -> Identity:
+        """Whose usage `identity` reads when it names `tenant` (empty: its own).
+
+        Only the admin credential may name another tenant; it reads that one
+        under its directory policy (a tenant since deleted still has its ledger).
+        """
+        if not tenant or tenant == identity.tenant:
+            return identity
+        if not identity.admin:
+            raise AccessDeniedError(
+                f"only the admin credential may read another tenant's usage; leave"
+                f" `caller` (the CLI's --tenant) empty to read your own ({identity.tenant!r})"
+            )
+        found = await self.stores.directory.tenant(tenant)
+        return Identity(tenant, policy=None if found is None else found.policy)
 
     async def usage(self, identity: Identity, start: float, end: float) -> UsageReport:
         """The tenant's spend over [start, end), its budgets now and the providers' load."""
         tenant = identity.tenant
         return UsageReport(
             await self.stores.ledger.summary(tenant, start, end),
-            await self.stores.budgets.status(tenant),
+            await self.stores.budgets.status(tenant, identity.policy),
             self.limits.provider_load(),
         )
 
@@ -177,6 +197,8 @@ def build_pipeline(
     call: Handler[Call] = FallbackStage(attempt)
     if budgets.enabled:
         call = BudgetStage(call, budgets)
+    if settings.auth.effective_mode != "none":  # tenants of the directory may have limits
+        call = TenantLimitStage(call, stores.gates)
     if stores.responses is not None:
         call = CacheStage(call, stores.responses, telemetry, clock)
     call = RouterStage(call, router, budgets if budget_aware else None, telemetry)

@@ -30,7 +30,8 @@ class BudgetStage(Stage[Call]):
     async def query(self, call: Call, /) -> Completion:
         """Reserve (or refuse with RESOURCE_EXHAUSTED), answer, settle."""
         assert call.route is not None, "the router runs before the budget"
-        held = await self._store.reserve(call.identity.tenant, largest_cost(call.route))
+        identity = call.identity
+        held = await self._store.reserve(identity.tenant, largest_cost(call.route), identity.policy)
         try:
             return await self.next.query(call)
         finally:
@@ -39,7 +40,8 @@ class BudgetStage(Stage[Call]):
     async def stream(self, call: Call, /) -> AsyncGenerator[StreamEvent, None]:
         """Reserve before the stream starts; settle however it ends."""
         assert call.route is not None, "the router runs before the budget"
-        held = await self._store.reserve(call.identity.tenant, largest_cost(call.route))
+        identity = call.identity
+        held = await self._store.reserve(identity.tenant, largest_cost(call.route), identity.policy)
         try:
             async with aclosing(self.next.stream(call)) as events:
                 async for event in events:

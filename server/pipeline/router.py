@@ -34,6 +34,7 @@ from contextlib import aclosing
 from server import telemetry as semconv
 from server.catalog import Catalog
 from server.domain import (
+    OPEN_POLICY,
     BudgetPressure,
     Call,
     Completion,
@@ -45,8 +46,9 @@ from server.domain import (
     RouteDecision,
     StreamEvent,
     Task,
+    TenantPolicy,
 )
-from server.errors import SwitchyardError, UnknownModelError
+from server.errors import AccessDeniedError, SwitchyardError, UnknownModelError
 from server.pipeline.base import Handler, Stage
 from server.pricing import display_usd, input_cost, worst_case_cost
 from server.settings import RoutingSettings
@@ -90,11 +92,20 @@ class Router:
             return Complexity.MEDIUM, words, hits
         return Complexity.SIMPLE, words, hits
 
-    def decide(self, request: Request, pressure: BudgetPressure | None = None) -> RouteDecision:
+    def decide(
+        self,
+        request: Request,
+        pressure: BudgetPressure | None = None,
+        policy: TenantPolicy | None = None,
+    ) -> RouteDecision:
         """Route `request`; raises UnknownModelError for a model not served.
 
         `pressure` says the caller is near a budget (see the module docstring).
+        `policy.models` (when set) is the tenant's allowlist: a model outside it is
+        refused (AccessDeniedError) when named, and otherwise never chosen, as a
+        route or a fallback; the reason says when it changed the choice.
         """
+        policy = policy or OPEN_POLICY
         text = "\n".join([m.text for m in request.messages if m.role is Role.USER])
         complexity, words, hits = self.judge(text)
         long_prompt = words > self._settings.long_prompt_words
@@ -104,12 +115,21 @@ class Router:
             model = catalog.get(request.model)
             if model is None:
                 raise UnknownModelError(request.model, catalog.names)
+            if not policy.allows(model.name):
+                raise AccessDeniedError(
+                    f"this caller may not use {model.name}; it may use only:"
+                    f" {', '.join(sorted(policy.models))} (or leave model empty)"
+                )
             task, basis = model.task, RouteBasis.MODEL
             reason = f"{model.name} was requested by name"
         elif request.task is not None:
             task, basis = request.task, RouteBasis.TASK
             model = catalog.task_models[task]
             reason = f"task {task.name} is served by {model.name}"
+            if not policy.allows(model.name):
+                model, reason = self._allowed(
+                    request, task, model, policy, (input_tokens, long_prompt)
+                )
         else:
             task, basis = _TASK_OF[complexity], RouteBasis.COMPLEXITY
             model = catalog.task_models[task]
@@ -117,8 +137,12 @@ class Router:
                 f"{complexity.value} query ({_count(words, 'word')}, "
                 f"{_count(hits, 'analysis keyword')}) routed as {task.name} to {model.name}"
             )
-            if pressure is not None:
-                cheaper = self._cheapest(request, task, input_tokens, long_prompt)
+            if not policy.allows(model.name):
+                model, reason = self._allowed(
+                    request, task, model, policy, (input_tokens, long_prompt)
+                )
+            elif pressure is not None:
+                cheaper = self._cheapest(request, task, input_tokens, long_prompt, policy)
                 if cheaper is not model and self._cost_max(
                     request, cheaper, input_tokens, long_prompt
                 ) < self._cost_max(request, model, input_tokens, long_prompt):
@@ -131,6 +155,8 @@ class Router:
                     )
                     model = cheaper
         fallbacks = catalog.fallbacks(model) if request.fallback else ()
+        if policy.models:
+            fallbacks = tuple(f for f in fallbacks if policy.allows(f.name))
         chain_max_tokens = tuple(
             self._max_tokens(request, candidate, long_prompt) for candidate in (model, *fallbacks)
         )
@@ -153,12 +179,45 @@ class Router:
         return worst_case_cost(model, input_tokens, self._max_tokens(request, model, long_prompt))
 
     def _cheapest(
-        self, request: Request, task: Task, input_tokens: int, long_prompt: bool
+        self,
+        request: Request,
+        task: Task,
+        input_tokens: int,
+        long_prompt: bool,
+        policy: TenantPolicy = OPEN_POLICY,
     ) -> ModelSpec:
-        """The model serving `task` whose largest cost for this request is lowest."""
+        """The allowed model serving `task` whose largest cost for this request is lowest."""
+        allowed = [m for m in self._servers[task] if policy.allows(m.name)]
         return min(
-            self._servers[task],
-            key=lambda model: self._cost_max(request, model, input_tokens, long_prompt),
+            allowed, key=lambda model: self._cost_max(request, model, input_tokens, long_prompt)
+        )
+
+    def _allowed(
+        self,
+        request: Request,
+        task: Task,
+        default: ModelSpec,
+        policy: TenantPolicy,
+        size: tuple[int, bool],
+    ) -> tuple[ModelSpec, str]:
+        """The cheapest allowed model serving `task` (else any allowed model), and the reason."""
+        models = ", ".join(sorted(policy.models))
+        if any(policy.allows(m.name) for m in self._servers[task]):
+            model = self._cheapest(request, task, size[0], size[1], policy)  # by price, as above
+            return model, (
+                f"task {task.name} routed to {model.name}: the caller may not use"
+                f" {default.name}, the task's default (its models: {models})"
+            )
+        allowed = [m for m in self._catalog.models.values() if policy.allows(m.name)]
+        if not allowed:
+            raise AccessDeniedError(
+                f"none of the models this caller may use ({models}) is served here;"
+                " ask the operator to update its allowlist"
+            )
+        model = min(allowed, key=lambda m: self._cost_max(request, m, size[0], size[1]))
+        return model, (
+            f"task {task.name} routed to {model.name}: the caller may use none of the models"
+            f" that serve {task.name} (its models: {models}), so the cheapest of its own"
         )
 
     def _max_tokens(self, request: Request, model: ModelSpec, long_prompt: bool) -> int:
@@ -204,7 +263,7 @@ class RouterStage(Stage[Call]):
     def _route(self, call: Call, pressure: BudgetPressure | None = None) -> None:
         span = self._telemetry.child(call.span, "route")
         try:
-            call.route = self._router.decide(call.request, pressure)
+            call.route = self._router.decide(call.request, pressure, call.identity.policy)
         except SwitchyardError as error:
             span.set_attribute(semconv.ERROR_TYPE, type(error).__name__)
             raise
@@ -226,7 +285,10 @@ class RouterStage(Stage[Call]):
     async def query(self, call: Call, /) -> Completion:
         """Route, then answer."""
         budgets = self._budgets
-        pressure = None if budgets is None else await budgets.pressure(call.identity.tenant)
+        identity = call.identity
+        pressure = (
+            None if budgets is None else await budgets.pressure(identity.tenant, identity.policy)
+        )
         self._route(call, pressure)
         return await self.next.query(call)
 
@@ -245,7 +307,8 @@ class RouterStage(Stage[Call]):
     async def _stream_with_pressure(
         self, call: Call, budgets: BudgetStore
     ) -> AsyncGenerator[StreamEvent, None]:
-        self._route(call, await budgets.pressure(call.identity.tenant))
+        identity = call.identity
+        self._route(call, await budgets.pressure(identity.tenant, identity.policy))
         async with aclosing(self.next.stream(call)) as events:
             async for event in events:
                 yield event

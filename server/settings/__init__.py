@@ -26,8 +26,9 @@ A TOML file may hold these tables (all optional)::
     [telemetry]  console, prometheus_port, capture_content (exporters: the OTEL_* variables)
     [ledger]     database_url (no password in a file), data_dir, retention_days,
                  flush_interval, batch_size, budgets_until_seeded
+    [auth]       mode, rotation_grace, tls_cert, tls_key, tls_client_ca
 
-The relay key is read only from the environment, never from the file.
+The relay key and the admin key are read only from the environment, never from the file.
 
 The package is split by job: ``schema.py`` (the dataclasses and defaults),
 ``sources.py`` (environment and TOML, and coercion to each field's type),
@@ -43,7 +44,9 @@ from collections.abc import Mapping
 
 from server.settings.catalog import build_catalog
 from server.settings.schema import (
+    AUTH_MODES,
     DEFAULT_PROVIDER_CONCURRENCY,
+    AuthSettings,
     BreakerSettings,
     BudgetLimits,
     BudgetSettings,
@@ -87,16 +90,19 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         cache=sections["cache"],
         budgets=build_budgets(sources.budgets),
         ledger=sections["ledger"],
+        auth=sections["auth"],
     )
     validate(settings)
     return settings
 
 
 __all__ = [
+    "AUTH_MODES",
     "CLIENT_ENV",
     "DEFAULT_PROVIDER_CONCURRENCY",
     "ENV_PREFIX",
     "LOG_LEVELS",
+    "AuthSettings",
     "BreakerSettings",
     "BudgetLimits",
     "BudgetSettings",

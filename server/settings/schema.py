@@ -178,6 +178,35 @@ class LedgerSettings:
     budgets_until_seeded: str = "refuse"  # or "admit": before spend is read back from the ledger
 
 
+AUTH_MODES = ("none", "api_key", "mtls")
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """Who may call, and how they prove it (see ``server/identity.py``).
+
+    `mode` empty means unset: `none` on a loopback address, and a refusal to
+    start on any other unless it is set explicitly. `admin_key` (environment
+    only) opens the admin API. `rotation_grace` is how long a rotated key's
+    old secret keeps working unless the rotation says otherwise. Past
+    `failure_limit` failed authentications a minute, a peer address is refused
+    (RESOURCE_EXHAUSTED) except with a key this replica has recently seen.
+    """
+
+    mode: str = ""
+    admin_key: str = field(default="", repr=False)
+    rotation_grace: float = 86_400.0
+    failure_limit: int = 10  # failed authentications a peer address may make a minute; 0: any
+    tls_cert: str = ""  # PEM files; both set: serve TLS
+    tls_key: str = ""
+    tls_client_ca: str = ""  # PEM roots: require and verify client certificates (mTLS)
+
+    @property
+    def effective_mode(self) -> str:
+        """The mode in force: `none` when unset (validation refuses that off loopback)."""
+        return self.mode or "none"
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything Switchyard needs to start."""
@@ -194,3 +223,4 @@ class Settings:
     cache: CacheSettings = CacheSettings()
     budgets: BudgetSettings = BudgetSettings()
     ledger: LedgerSettings = LedgerSettings()
+    auth: AuthSettings = AuthSettings()

@@ -25,6 +25,7 @@ from typing import Any
 
 from server.pricing import usd_to_nanos
 from server.settings.schema import (
+    AuthSettings,
     BreakerSettings,
     BudgetLimits,
     BudgetSettings,
@@ -82,6 +83,13 @@ ENV_KEYS: dict[str, tuple[str, str]] = {
     "LEDGER_FLUSH_INTERVAL": ("ledger", "flush_interval"),
     "LEDGER_BATCH_SIZE": ("ledger", "batch_size"),
     "BUDGETS_UNTIL_SEEDED": ("ledger", "budgets_until_seeded"),
+    "AUTH": ("auth", "mode"),
+    "ADMIN_KEY": ("auth", "admin_key"),
+    "KEY_ROTATION_GRACE": ("auth", "rotation_grace"),
+    "AUTH_FAILURE_LIMIT": ("auth", "failure_limit"),
+    "TLS_CERT": ("auth", "tls_cert"),
+    "TLS_KEY": ("auth", "tls_key"),
+    "TLS_CLIENT_CA": ("auth", "tls_client_ca"),
 }
 SECTIONS: dict[str, type[Any]] = {
     "server": ServerSettings,
@@ -94,6 +102,7 @@ SECTIONS: dict[str, type[Any]] = {
     "telemetry": TelemetrySettings,
     "cache": CacheSettings,
     "ledger": LedgerSettings,
+    "auth": AuthSettings,
 }
 _BUDGET_PERIODS = ("day", "month")
 
@@ -128,6 +137,11 @@ def read_sources(environ: Mapping[str, str]) -> Sources:
         raise ConfigError(
             "SWITCHYARD_CONFIG relay.api_key",
             "keys do not belong in files; set SWITCHYARD_RELAY_API_KEY instead",
+        )
+    if "admin_key" in file_tables.get("auth", {}):
+        raise ConfigError(
+            "SWITCHYARD_CONFIG auth.admin_key",
+            "keys do not belong in files; set SWITCHYARD_ADMIN_KEY instead",
         )
     file_url = file_tables.get("ledger", {}).get("database_url")
     if isinstance(file_url, str) and _has_password(file_url):

@@ -7,10 +7,11 @@ message instead of surfacing as a failing request hours later.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 from server.settings.database import DatabaseTarget, parse_database_url
-from server.settings.schema import ConfigError, Settings
+from server.settings.schema import AUTH_MODES, ConfigError, Settings
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -70,6 +71,7 @@ def validate(settings: Settings) -> None:
     ):
         if value < 1:
             raise ConfigError(key, f"must be at least 1, got {value}")
+    _validate_auth(settings)
     database_target(settings)
     ledger = settings.ledger
     if ledger.retention_days < 1:
@@ -109,3 +111,60 @@ def database_target(settings: Settings) -> DatabaseTarget:
         return parse_database_url(ledger.database_url, Path(ledger.data_dir))
     except ValueError as error:
         raise ConfigError("SWITCHYARD_DATABASE_URL", str(error)) from None
+
+
+MIN_ADMIN_KEY = 32
+
+
+def is_loopback(host: str) -> bool:
+    """Does `host` (of SWITCHYARD_LISTEN) accept connections from this machine only?"""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _validate_auth(settings: Settings) -> None:
+    auth = settings.auth
+    if auth.mode and auth.mode not in AUTH_MODES:
+        raise ConfigError("SWITCHYARD_AUTH", f"expected one of {', '.join(AUTH_MODES)}")
+    host, _ = parse_listen(settings.server.listen)
+    if not auth.mode and not is_loopback(host):
+        raise ConfigError(
+            "SWITCHYARD_AUTH",
+            f"Switchyard would listen on {host}, which other machines can reach, with nobody"
+            " checked: set SWITCHYARD_AUTH=api_key (or mtls, with TLS), or SWITCHYARD_AUTH=none"
+            " to serve without authentication on purpose",
+        )
+    if bool(auth.tls_cert) != bool(auth.tls_key):
+        raise ConfigError(
+            "SWITCHYARD_TLS_CERT" if not auth.tls_cert else "SWITCHYARD_TLS_KEY",
+            "TLS needs both SWITCHYARD_TLS_CERT and SWITCHYARD_TLS_KEY (PEM files)",
+        )
+    if auth.tls_client_ca and not auth.tls_cert:
+        raise ConfigError(
+            "SWITCHYARD_TLS_CLIENT_CA", "client certificates need TLS: set SWITCHYARD_TLS_CERT/KEY"
+        )
+    if auth.mode == "mtls" and not auth.tls_client_ca:
+        raise ConfigError(
+            "SWITCHYARD_TLS_CLIENT_CA",
+            "SWITCHYARD_AUTH=mtls needs the CA that signs client certificates",
+        )
+    for key, path in (
+        ("SWITCHYARD_TLS_CERT", auth.tls_cert),
+        ("SWITCHYARD_TLS_KEY", auth.tls_key),
+        ("SWITCHYARD_TLS_CLIENT_CA", auth.tls_client_ca),
+    ):
+        if path and not Path(path).is_file():
+            raise ConfigError(key, f"{path!r} is not a readable file")
+    if auth.admin_key and len(auth.admin_key) < MIN_ADMIN_KEY:
+        raise ConfigError(
+            "SWITCHYARD_ADMIN_KEY",
+            f"use at least {MIN_ADMIN_KEY} random characters (for example: openssl rand -hex 32)",
+        )
+    if auth.failure_limit < 0:
+        raise ConfigError("SWITCHYARD_AUTH_FAILURE_LIMIT", "must be 0 (no throttle) or more")
+    if auth.rotation_grace < 0:
+        raise ConfigError("SWITCHYARD_KEY_ROTATION_GRACE", "must be 0 seconds or more")

@@ -5,6 +5,7 @@
     gates.py      GateFactory      RateGate (acquire / refund), ConcurrencyGate (leases)
     breakers.py   BreakerRegistry  admit / succeeded / failed / neutral / status
     responses.py  ResponseStore    get / peek / put, and the cache key
+    directory.py  Directory        tenants and API keys (with the ledger, in SQL or memory)
 
 Each protocol module also holds what every backend shares (records, refusal
 messages, the key). A backend is a package beside them (`memory/` today)
@@ -30,11 +31,13 @@ from server.settings import Settings
 from server.settings.validation import database_target
 from server.state.breakers import BreakerRegistry
 from server.state.budgets import BudgetStore, period_starts
+from server.state.directory import Directory
 from server.state.gates import GateFactory
 from server.state.ledger import Ledger
 from server.state.memory import (
     MemoryBreakers,
     MemoryBudgetStore,
+    MemoryDirectory,
     MemoryGates,
     MemoryLedger,
     MemoryResponseStore,
@@ -48,7 +51,16 @@ _SEED_RETRY = 1.0  # seconds between tries to read spend back while the ledger c
 class Stores:
     """The stores one gateway runs on; `responses` is None when the cache is off."""
 
-    __slots__ = ("_clock", "_seeding", "breakers", "budgets", "gates", "ledger", "responses")
+    __slots__ = (
+        "_clock",
+        "_seeding",
+        "breakers",
+        "budgets",
+        "directory",
+        "gates",
+        "ledger",
+        "responses",
+    )
 
     def __init__(
         self,
@@ -58,10 +70,12 @@ class Stores:
         breakers: BreakerRegistry,
         responses: ResponseStore | None,
         *,
+        directory: Directory | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.budgets = budgets
         self.ledger = ledger
+        self.directory: Directory = directory or MemoryDirectory()
         self.gates = gates
         self.breakers = breakers
         self.responses = responses
@@ -108,21 +122,30 @@ class Stores:
         await self.ledger.aclose(within)
 
 
-def open_ledger(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Ledger:
-    """The ledger `settings` ask for: SQLite by default, PostgreSQL, or memory."""
+def open_ledger(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> tuple[Ledger, Directory]:
+    """The ledger `settings` ask for (SQLite by default, PostgreSQL, or memory), and the
+    directory of tenants and keys, which lives in the same database."""
     target = database_target(settings)
     if target.kind == "memory":
-        return MemoryLedger()
-    from server.state.sql.database import PostgresDatabase, SqliteDatabase  # noqa: PLC0415
-    from server.state.sql.ledger import SqlLedger  # noqa: PLC0415 (only for a SQL ledger)
+        return MemoryLedger(), MemoryDirectory()
+    from server.state.sql.database import (  # noqa: PLC0415 (only for a SQL ledger)
+        Database,
+        PostgresDatabase,
+        SqliteDatabase,
+    )
+    from server.state.sql.directory import SqlDirectory  # noqa: PLC0415
+    from server.state.sql.ledger import SqlLedger  # noqa: PLC0415
 
     data_dir = Path(settings.ledger.data_dir)
+    database: Database
     if target.kind == "sqlite":
         assert target.path is not None
-        return SqlLedger(
-            SqliteDatabase(target.path), data_dir, settings.ledger, clock, sqlite_file=target.path
-        )
-    return SqlLedger(PostgresDatabase(target.dsn, target.shown), data_dir, settings.ledger, clock)
+        database = SqliteDatabase(target.path)
+        ledger = SqlLedger(database, data_dir, settings.ledger, clock, sqlite_file=target.path)
+    else:
+        database = PostgresDatabase(target.dsn, target.shown)
+        ledger = SqlLedger(database, data_dir, settings.ledger, clock)
+    return ledger, SqlDirectory(database)
 
 
 def open_stores(
@@ -130,7 +153,7 @@ def open_stores(
 ) -> Stores:
     """The stores `settings` ask for: the ledger per SWITCHYARD_DATABASE_URL, the rest in memory."""
     limits = settings.limits
-    ledger = open_ledger(settings, clock)
+    ledger, directory = open_ledger(settings, clock)
     durable = not isinstance(ledger, MemoryLedger)
     return Stores(
         budgets=MemoryBudgetStore(
@@ -138,10 +161,13 @@ def open_stores(
             clock,
             seeded=not durable,
             admit_unseeded=settings.ledger.budgets_until_seeded == "admit",
+            # With keys, tenants are known and their budgets change at run time.
+            track_all=settings.auth.effective_mode != "none",
         ),
         ledger=ledger,
         gates=MemoryGates(limits.max_waiters, limits.max_wait, clock),
         breakers=MemoryBreakers(models, settings.breaker, clock),
         responses=MemoryResponseStore(settings.cache, clock) if settings.cache.enabled else None,
+        directory=directory,
         clock=clock,
     )

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from server.domain import Admission, BudgetPressure
+from server.domain import Admission, BudgetPressure, TenantPolicy
 from server.errors import BudgetExceededError
 from server.pricing import display_usd
 
@@ -99,10 +99,13 @@ class BudgetStore(Protocol):
         `spend[tenant]` = (day, month), 0 for tenants not in it; holds in flight stay."""
         ...
 
-    async def reserve(self, tenant: str, amount: int) -> Reservation | None:
+    async def reserve(
+        self, tenant: str, amount: int, policy: TenantPolicy | None = None
+    ) -> Reservation | None:
         """Atomically check and hold `amount`, or raise BudgetExceededError.
 
-        None when the tenant has no budget (nothing to hold or settle).
+        The limits are `policy`'s (the tenant's, with the call), else the store's
+        configured ones. None when nothing is kept for the tenant (nothing to settle).
         """
         ...
 
@@ -110,15 +113,21 @@ class BudgetStore(Protocol):
         """Release a reservation and add the call's actual cost to the spend."""
         ...
 
-    async def admission(self, tenant: str, amount: int) -> Admission:
+    async def admission(
+        self, tenant: str, amount: int, policy: TenantPolicy | None = None
+    ) -> Admission:
         """Would a call costing up to `amount` be admitted now? (Holds nothing.)"""
         ...
 
-    async def pressure(self, tenant: str) -> BudgetPressure | None:
+    async def pressure(
+        self, tenant: str, policy: TenantPolicy | None = None
+    ) -> BudgetPressure | None:
         """The first budget whose spend reached the downgrade fraction, if any."""
         ...
 
-    async def status(self, tenant: str) -> tuple[BudgetStatus, ...]:
+    async def status(
+        self, tenant: str, policy: TenantPolicy | None = None
+    ) -> tuple[BudgetStatus, ...]:
         """The tenant's budgets now: limit, spend in flight included, and reset time."""
         ...
 

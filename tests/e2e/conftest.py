@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -23,8 +24,27 @@ from server.domain import Identity
 from server.settings import load_settings
 from server.simulator import RelaySimulator, SimulatorSettings
 from server.state.ledger import UsageSummary
+from tests.leaks import SCAN
 
 RELAY_KEY = "e2e-relay-key-0123456789"
+SWITCHYARD = str(Path(sys.executable).parent / "switchyard")  # the console script
+ENV = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
+
+
+async def switchyard(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Run the `switchyard` command as a person would: its exit code, stdout and stderr."""
+    process = await asyncio.create_subprocess_exec(
+        SWITCHYARD,
+        *args,
+        env={**ENV, **(env or {})},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
 BANNER = re.compile(r"serving switchyard\.v1\.GatewayService on 127\.0\.0\.1:(\d+)")
 
 
@@ -38,6 +58,11 @@ async def start_gateway_process(
     names one) and `env`. `spawn` goes to create_subprocess_exec (stderr=...).
     """
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("SWITCHYARD_", "OTEL_"))}
+    log_file = None
+    if "stderr" not in spawn:  # its log, to a file the secret scan reads at the end
+        log = Path(tempfile.mkdtemp(prefix="switchyard-log-")) / "gateway.log"
+        spawn["stderr"] = log_file = log.open("wb")
+        SCAN.watch(log)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -53,6 +78,8 @@ async def start_gateway_process(
         stdout=asyncio.subprocess.PIPE,
         **spawn,
     )
+    if log_file is not None:
+        log_file.close()  # the child has its own copy
     assert process.stdout is not None
     line = await asyncio.wait_for(process.stdout.readline(), 30)
     match = BANNER.search(line.decode())

@@ -17,6 +17,8 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
+from tests.leaks import SCAN
+
 
 def value_of(any_value: common_pb2.AnyValue) -> object:
     """An OTLP attribute value as a plain Python value."""
@@ -68,7 +70,9 @@ class OTLPReceiver(
             await self._server.stop(0)
 
     async def Export(self, request, context):
-        self.raw.append(request.SerializeToString())
+        raw = request.SerializeToString()
+        self.raw.append(raw)
+        SCAN.seen(f"otlp export to :{self.port}", raw)
         if isinstance(request, trace_service_pb2.ExportTraceServiceRequest):
             for resource_spans in request.resource_spans:
                 resource = {a.key: value_of(a.value) for a in resource_spans.resource.attributes}

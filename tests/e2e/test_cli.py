@@ -8,33 +8,17 @@ import os
 import pty
 import re
 import signal
-import sys
 from pathlib import Path
 
 import pytest
 
-from .conftest import BANNER, Gateway
+from .conftest import BANNER, ENV, SWITCHYARD, Gateway, switchyard
 
 # These tests ask the same prompt more than once and check fresh answers, not the cache.
 pytestmark = pytest.mark.gateway_env(SWITCHYARD_CACHE_ENABLED="false")
 
-SWITCHYARD = str(Path(sys.executable).parent / "switchyard")
 ROOT = Path(__file__).resolve().parents[2]
 SIMPLE = "What is the capital of France? [[sim tokens=8]]"
-ENV = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
-
-
-async def switchyard(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        SWITCHYARD,
-        *args,
-        env={**ENV, **(env or {})},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 async def test_query_prints_the_answer_and_one_summary_line(gateway: Gateway):
@@ -198,7 +182,7 @@ async def test_usage_export_writes_every_call_as_csv_and_jsonl(gateway: Gateway)
 async def test_db_upgrade_migrates_the_configured_database(tmp_path):
     code, out, err = await switchyard("db", "upgrade", env={"SWITCHYARD_DATA_DIR": str(tmp_path)})
     assert code == 0, err
-    assert out == f"sqlite:///{tmp_path / 'ledger.db'}: schema at revision 0002\n"
+    assert out == f"sqlite:///{tmp_path / 'ledger.db'}: schema at revision 0003\n"
     code, _, err = await switchyard(
         "db", "upgrade", env={"SWITCHYARD_DATABASE_URL": "postgresql://u:hunter2@127.0.0.1:1/x"}
     )

@@ -1,11 +1,12 @@
 """The Go example (clients/go), built offline from Debian's Go packages, against the gateway."""
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from .conftest import Gateway
-from .example_clients import ROOT, check_answers, make, run
+from .conftest import Gateway, StartGateway
+from .example_clients import ROOT, check_answers, make, run, start_secure_gateway
 
 pytestmark = [
     pytest.mark.timeout(300),  # a cold build compiles grpc-go (about 15 s on 2 cores)
@@ -47,3 +48,34 @@ def test_the_go_sources_are_gofmt_clean(built):
         check=True,
     )
     assert unformatted.stdout == ""
+
+
+async def test_the_go_example_calls_over_tls_with_a_key(
+    built, start_gateway: StartGateway, tmp_path: Path
+):
+    secure = await start_secure_gateway(start_gateway, tmp_path)
+    try:
+        code, out, err = await run(
+            EXAMPLE,
+            "-address",
+            secure.gateway.address,
+            "-prompt",
+            PROMPT,
+            "-tls-ca",
+            str(secure.ca_file),
+            env={"SWITCHYARD_API_KEY": secure.key},
+        )
+        assert code == 0, err
+        await check_answers(secure.gateway, PROMPT, out, secure.stub, secure.metadata)
+        code, _, err = await run(
+            EXAMPLE,
+            "-address",
+            secure.gateway.address,
+            "-prompt",
+            PROMPT,
+            "-tls-ca",
+            str(secure.ca_file),
+        )  # no key
+        assert code == 16 and "UNAUTHENTICATED" in err.upper() and "needs an API key" in err
+    finally:
+        await secure.channel.close()

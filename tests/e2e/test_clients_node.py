@@ -1,9 +1,11 @@
 """The Node.js example (clients/node: grpc-js + protoc-gen-es stubs) against the gateway."""
 
+from pathlib import Path
+
 import pytest
 
-from .conftest import Gateway
-from .example_clients import ROOT, check_answers, make, run
+from .conftest import Gateway, StartGateway
+from .example_clients import ROOT, check_answers, make, run, start_secure_gateway
 
 pytestmark = [
     pytest.mark.timeout(180),
@@ -41,3 +43,36 @@ async def test_a_stream_that_fails_is_reported_not_truncated(built, gateway: Gat
         "node", EXAMPLE, "--address", gateway.address, "--prompt", "hi [[sim fault=503]]"
     )
     assert code == 14 and "UNAVAILABLE" in err
+
+
+async def test_the_node_example_calls_over_tls_with_a_key(
+    built, start_gateway: StartGateway, tmp_path: Path
+):
+    secure = await start_secure_gateway(start_gateway, tmp_path)
+    try:
+        code, out, err = await run(
+            "node",
+            EXAMPLE,
+            "--address",
+            secure.gateway.address,
+            "--prompt",
+            PROMPT,
+            "--tls-ca",
+            str(secure.ca_file),
+            env={"SWITCHYARD_API_KEY": secure.key},
+        )
+        assert code == 0, err
+        await check_answers(secure.gateway, PROMPT, out, secure.stub, secure.metadata)
+        code, _, err = await run(
+            "node",
+            EXAMPLE,
+            "--address",
+            secure.gateway.address,
+            "--prompt",
+            PROMPT,
+            "--tls-ca",
+            str(secure.ca_file),
+        )  # no key
+        assert code == 16 and "UNAUTHENTICATED" in err.upper() and "needs an API key" in err
+    finally:
+        await secure.channel.close()

@@ -25,8 +25,9 @@ from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc
 
 from server.simulator import RelaySimulator, SimulatorSettings
+from tests.leaks import SCAN
 
-from .conftest import RELAY_KEY, start_gateway_process
+from .conftest import RELAY_KEY, start_gateway_process, switchyard
 from .otlp_receiver import OTLPReceiver, ReceivedSpan
 
 SERVER, CLIENT, INTERNAL = 2, 3, 1  # OTLP span kinds
@@ -313,3 +314,50 @@ async def test_a_dead_collector_neither_slows_calls_nor_holds_up_shutdown(relay:
     process.terminate()
     assert await asyncio.wait_for(process.wait(), 30) == 0
     assert loop.time() - stopping < 8  # the flush gives up after 5 s instead of retrying on
+
+
+async def test_with_keys_a_span_names_the_tenant_and_key_id_and_never_a_secret(
+    receiver: OTLPReceiver, relay: RelaySimulator
+):
+    admin_key = "adm-" + secrets.token_urlsafe(32)
+    SCAN.secret(admin_key)
+    env = {
+        "SWITCHYARD_AUTH": "api_key",
+        "SWITCHYARD_ADMIN_KEY": admin_key,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_BSP_SCHEDULE_DELAY": "50",
+        "OTEL_METRIC_EXPORT_INTERVAL": "200",
+    }
+    process, port = await start_gateway_process(relay.url, env)
+    address = ("--address", f"127.0.0.1:{port}")
+    as_admin = {"SWITCHYARD_ADMIN_KEY": admin_key}
+    try:
+        assert (await switchyard("tenants", "create", "search", *address, env=as_admin))[0] == 0
+        code, out, err = await switchyard(
+            "keys", "create", "--tenant", "search", *address, env=as_admin
+        )
+        assert code == 0, err
+        key = out.strip()
+        SCAN.secret(key)
+        key_id = key.split("-")[1]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+            spec = pb.QuerySpec(prompt="hi [[sim tokens=2]] [[sim latency_ms=1]]")
+            metadata = (("authorization", f"Bearer {key}"), ("x-switchyard-caller", "batch-7"))
+            answer = await stub.Query(pb.QueryRequest(query=spec), metadata=metadata)
+            wrong = (("authorization", f"Bearer {key[:-2]}zz"),)
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.Query(pb.QueryRequest(query=spec), metadata=wrong)
+        span = await finished_call(receiver, answer.request_id, 1)
+        assert span.attributes["switchyard.caller"] == "search"
+        assert span.attributes["switchyard.key_id"] == key_id
+        assert span.attributes["switchyard.end_user"] == "batch-7"
+    finally:
+        process.terminate()
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+    exported = b"".join(receiver.raw)
+    assert key_id.encode() in exported
+    for secret in (key, key.split("-", 2)[2], admin_key, key[:-2] + "zz"):
+        assert secret.encode() not in exported

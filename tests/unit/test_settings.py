@@ -40,6 +40,7 @@ def test_environment_overrides():
     settings = load_settings(
         {
             "SWITCHYARD_LISTEN": "0.0.0.0:6000",
+            "SWITCHYARD_AUTH": "none",  # said explicitly: any address may then be served
             "SWITCHYARD_RELAY_URL": "https://relay.example/v1",
             "SWITCHYARD_RELAY_API_KEY": "secret",
             "SWITCHYARD_RELAY_RPM": "1000",

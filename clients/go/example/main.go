@@ -2,6 +2,11 @@
 // printed as it arrives, each followed by a summary line.
 //
 //	example -address 127.0.0.1:50051 -prompt "Compare quicksort and mergesort"
+//	SWITCHYARD_API_KEY=sy-... example -address gateway:50051 -tls-ca ca.pem
+//
+// With -tls-ca it connects over TLS, trusting that CA; SWITCHYARD_API_KEY, when
+// set, is sent as `authorization: Bearer <key>` (an environment variable, not a
+// flag, so that the key never shows in `ps`).
 //
 // It uses only the generated stubs in gen/go and grpc-go. On failure it
 // prints the gRPC status and the gateway's request id to stderr and exits
@@ -19,6 +24,7 @@ import (
 
 	money "google.golang.org/genproto/googleapis/type/money"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -30,18 +36,28 @@ func main() {
 	prompt := flag.String("prompt", "Compare quicksort and mergesort", "what to ask")
 	caller := flag.String("caller", "go-example", "sent as x-switchyard-caller metadata")
 	timeout := flag.Duration("timeout", 2*time.Minute, "deadline of each call")
+	tlsCA := flag.String("tls-ca", "", "use TLS, trusting the CA certificate in this PEM file")
 	flag.Parse()
 
-	if err := run(*address, *prompt, *caller, *timeout); err != nil {
+	if err := run(*address, *prompt, *caller, *tlsCA, os.Getenv("SWITCHYARD_API_KEY"), *timeout); err != nil {
 		st := status.Convert(err)
 		fmt.Fprintf(os.Stderr, "error: %s: %s\n", st.Code(), st.Message())
 		os.Exit(int(st.Code()))
 	}
 }
 
-func run(address, prompt, caller string, timeout time.Duration) error {
+func run(address, prompt, caller, tlsCA, apiKey string, timeout time.Duration) error {
 	// [readme:go]
-	conn, err := grpc.Dial(address, grpc.WithInsecure())
+	transport := grpc.WithInsecure() // plaintext, unless -tls-ca is given:
+	if tlsCA != "" {
+		// TLS, trusting the CA that signed the gateway's certificate
+		tls, err := credentials.NewClientTLSFromFile(tlsCA, "")
+		if err != nil {
+			return err
+		}
+		transport = grpc.WithTransportCredentials(tls)
+	}
+	conn, err := grpc.Dial(address, transport)
 	if err != nil {
 		return err
 	}
@@ -51,6 +67,9 @@ func run(address, prompt, caller string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	ctx = metadata.AppendToOutgoingContext(ctx, "x-switchyard-caller", caller)
+	if apiKey != "" { // the key `switchyard keys create` printed
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+apiKey)
+	}
 
 	var trailer metadata.MD // carries x-switchyard-request-id when the call fails
 	answer, err := client.Query(ctx, &switchyardv1.QueryRequest{

@@ -3,11 +3,19 @@
  * it arrives, each followed by a summary line.
  *
  *     node dist/clients/node/src/example.js --address 127.0.0.1:50051 --prompt "Compare quicksort and mergesort"
+ *     SWITCHYARD_API_KEY=sy-... node dist/clients/node/src/example.js --address gateway:50051 --tls-ca ca.pem
+ *
+ * With --tls-ca it connects over TLS, trusting that CA; SWITCHYARD_API_KEY,
+ * when set, is sent as `authorization: Bearer <key>` (an environment
+ * variable, so that the key never shows in `ps`).
  *
  * On failure it prints the gRPC status and the gateway's request id to
  * stderr and exits with the status code's number (3 for INVALID_ARGUMENT).
  */
+import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
+
+import * as grpc from "@grpc/grpc-js";
 
 import { GatewayClient, GatewayError, usd } from "./gateway.js";
 
@@ -16,12 +24,24 @@ const { values } = parseArgs({
     address: { type: "string", default: "127.0.0.1:50051" },
     prompt: { type: "string", default: "Compare quicksort and mergesort" },
     caller: { type: "string", default: "node-example" },
+    "tls-ca": { type: "string" },
   },
 });
 
-async function main(address: string, prompt: string, caller: string): Promise<void> {
+async function main(
+  address: string,
+  prompt: string,
+  caller: string,
+  tlsCa: string | undefined,
+): Promise<void> {
   // [readme:node]
-  const client = new GatewayClient(address, { caller, timeoutMs: 120_000 });
+  const client = new GatewayClient(address, {
+    caller,
+    apiKey: process.env.SWITCHYARD_API_KEY, // the key `switchyard keys create` printed
+    // TLS, trusting the CA that signed the gateway's certificate; plaintext without it
+    credentials: tlsCa ? grpc.credentials.createSsl(readFileSync(tlsCa)) : undefined,
+    timeoutMs: 120_000,
+  });
   try {
     const answer = await client.query({ query: { prompt } });
     console.log(answer.content);
@@ -50,7 +70,7 @@ async function main(address: string, prompt: string, caller: string): Promise<vo
   // [/readme:node]
 }
 
-main(values.address, values.prompt, values.caller).catch((error: unknown) => {
+main(values.address, values.prompt, values.caller, values["tls-ca"]).catch((error: unknown) => {
   if (error instanceof GatewayError) {
     console.error(`error: ${error.message}`);
     process.exit(error.code);

@@ -18,16 +18,19 @@ status, the gateway's request id, the retry delay and every attempt.
 """
 
 from switchyard_client._version import __version__
+from switchyard_client.admin import AdminClient, NewKey
 from switchyard_client.aio import AsyncClient
 from switchyard_client.client import Client
 from switchyard_client.connection import TLS
 from switchyard_client.errors import (
+    AlreadyExistsError,
     AuthenticationError,
     CancelledError,
     DeadlineExceededError,
     FailedPreconditionError,
     InternalError,
     InvalidRequestError,
+    NotFoundError,
     PermissionDeniedError,
     RateLimitedError,
     SwitchyardError,
@@ -40,6 +43,8 @@ from switchyard_client.stream import AsyncTextStream, TextStream
 
 __all__ = [
     "TLS",
+    "AdminClient",
+    "AlreadyExistsError",
     "Answer",
     "AsyncClient",
     "AsyncTextStream",
@@ -52,6 +57,8 @@ __all__ = [
     "FailedPreconditionError",
     "InternalError",
     "InvalidRequestError",
+    "NewKey",
+    "NotFoundError",
     "PermissionDeniedError",
     "QueryOptions",
     "RateLimitedError",

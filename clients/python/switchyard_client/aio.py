@@ -97,13 +97,17 @@ class AsyncClient(ClientBase):
         *,
         start: datetime | None = None,
         end: datetime | None = None,
+        tenant: str | None = None,
         timeout: float | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> pb.GetUsageResponse:
-        """This caller's usage over [start, end) (default: the last 24 hours)."""
+        """This caller's usage over [start, end) (default: the last 24 hours).
+
+        `tenant` reads another tenant's: only with the admin credential.
+        """
         with translated():
             return await self._stub.GetUsage(
-                usage_request(start, end),
+                usage_request(start, end, tenant),
                 timeout=self._timeout(timeout, control=True),
                 metadata=self._metadata(metadata),
             )

@@ -81,9 +81,14 @@ class ClientBase:
         return self._connection.call_metadata(extra)
 
 
-def usage_request(start: datetime | None, end: datetime | None) -> pb.GetUsageRequest:
-    """A GetUsageRequest for the window; unset ends take the gateway's defaults."""
-    request = pb.GetUsageRequest()
+def usage_request(
+    start: datetime | None, end: datetime | None, tenant: str | None = None
+) -> pb.GetUsageRequest:
+    """A GetUsageRequest for the window; unset ends take the gateway's defaults.
+
+    `tenant` asks for another tenant's usage, which only the admin credential may.
+    """
+    request = pb.GetUsageRequest(caller=tenant or "")
     if start is not None:
         request.start.CopyFrom(_timestamp(start))
     if end is not None:
@@ -92,11 +97,15 @@ def usage_request(start: datetime | None, end: datetime | None) -> pb.GetUsageRe
 
 
 def export_request(
-    start: datetime, end: datetime | None, page_size: int, page_token: str
+    start: datetime,
+    end: datetime | None,
+    page_size: int,
+    page_token: str,
+    tenant: str | None = None,
 ) -> pb.ExportUsageRequest:
     """An ExportUsageRequest for [start, end) (end unset: now), resuming after `page_token`."""
     request = pb.ExportUsageRequest(
-        start=_timestamp(start), page_size=page_size, page_token=page_token
+        start=_timestamp(start), page_size=page_size, page_token=page_token, caller=tenant or ""
     )
     if end is not None:
         request.end.CopyFrom(_timestamp(end))

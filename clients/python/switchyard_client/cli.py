@@ -11,37 +11,42 @@ import argparse
 import importlib
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import NoReturn
 
 import grpc
 from google.protobuf import json_format
 
+from switchyard_client import cli_admin
 from switchyard_client._version import __version__
+from switchyard_client.cli_base import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_REPORT_MISSING,
+    EXIT_USAGE,
+    Command,
+    Parser,
+    Terminal,
+    connection_options,
+    tls_of,
+)
 from switchyard_client.client import Client
-from switchyard_client.connection import DEFAULT_TARGET, TLS
+from switchyard_client.connection import DEFAULT_TARGET
 from switchyard_client.errors import SwitchyardError, UnimplementedError
-from switchyard_client.export import parse_when
 from switchyard_client.export import write as write_export
 from switchyard_client.formatting import route_text, summary_line, usage_text
 from switchyard_client.progress import Spinner
 from switchyard_client.requests import CacheMode, QueryOptions, Task
-
-EXIT_OK = 0
-EXIT_REPORT_MISSING = 1
-EXIT_USAGE = 64  # sysexits EX_USAGE: clear of every gRPC status number
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+from switchyard_client.times import parse_when
 
 _EXIT_CODES = f"""\
 exit codes:
   0        success (health: SERVING)
   1..16    the gRPC status of the failed call, by number: 3 INVALID_ARGUMENT,
-           4 DEADLINE_EXCEEDED, 8 RESOURCE_EXHAUSTED, 9 FAILED_PRECONDITION,
-           12 UNIMPLEMENTED, 13 INTERNAL, 14 UNAVAILABLE (also health NOT_SERVING),
-           16 UNAUTHENTICATED
+           4 DEADLINE_EXCEEDED, 5 NOT_FOUND, 6 ALREADY_EXISTS, 7 PERMISSION_DENIED,
+           8 RESOURCE_EXHAUSTED, 9 FAILED_PRECONDITION, 12 UNIMPLEMENTED, 13 INTERNAL,
+           14 UNAVAILABLE (also health NOT_SERVING), 16 UNAUTHENTICATED
   {EXIT_USAGE}       the command line is wrong
   {EXIT_INTERRUPTED}      interrupted (Ctrl-C); the call is cancelled
 """
@@ -59,33 +64,17 @@ examples:
   switchyard usage --hours 1 --caller search
   switchyard usage export --since 24h --format csv > calls.csv
   switchyard db upgrade
+  switchyard tenants create search --daily-budget 20 --models gpt-4.1,gemini-2.5-flash
+  KEY=$(switchyard keys create --tenant search)
   switchyard health
 
 environment:
   SWITCHYARD_ADDRESS   default for --address ({DEFAULT_TARGET})
   SWITCHYARD_CALLER    default for --caller
   SWITCHYARD_API_KEY   default for --api-key (prefer it: arguments show up in `ps`)
+  SWITCHYARD_ADMIN_KEY default for --api-key of `tenants` and `keys` when no API key is set
 
 {_EXIT_CODES}"""
-
-
-@dataclass(frozen=True, slots=True)
-class Terminal:
-    """Where a command writes: its answer, and everything else."""
-
-    out: TextIO
-    err: TextIO
-
-
-Command = Callable[[argparse.Namespace, Terminal], int]
-
-
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors exit 64, not gRPC's 2 (UNKNOWN)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
@@ -121,7 +110,7 @@ def run(
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     """The whole command line, with defaults from `environ`."""
-    parser = _Parser(
+    parser = Parser(
         prog="switchyard",
         description=_DESCRIPTION,
         epilog=_EXAMPLES,
@@ -129,13 +118,15 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"switchyard {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
-    connection = _connection_options(environ)
+    connection = connection_options(environ)
+    # usage --tenant is for the operator: the admin key from its shell is taken too.
+    operator = connection_options(environ, admin=True)
 
     def add(
         name: str,
         handler: Command,
         summary: str,
-        parents: list[_Parser],
+        parents: list[Parser],
         epilog: str = _EXIT_CODES,
         *,
         add_help: bool = True,
@@ -177,11 +168,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     _query_options(route)
     route.add_argument("--json", action="store_true", help="print the RouteDecision as JSON")
 
-    usage = add("usage", _usage, "show the caller's spend, tokens and errors", [connection])
+    usage = add("usage", _usage, "show the caller's spend, tokens and errors", [operator])
     usage.add_argument(
         "--hours", type=float, help="the window: the last N hours (default: the gateway's, 24)"
     )
     usage.add_argument("--json", action="store_true", help="print the GetUsageResponse as JSON")
+    usage.add_argument("--tenant", help="another tenant's usage (the admin credential only)")
     usage_commands = usage.add_subparsers(dest="usage_command", metavar="export")
     export = usage_commands.add_parser(
         "export",
@@ -190,7 +182,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         " first, to stdout: one row or line per call, exact money in dollars. An interrupted"
         " export resumes where it stopped.",
         epilog=_EXIT_CODES,
-        parents=[connection],
+        parents=[operator],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     export.set_defaults(handler=_export)
@@ -200,6 +192,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     export.add_argument("--until", metavar="WHEN", help="end (exclusive); default now")
     export.add_argument("--format", choices=("csv", "jsonl"), default="jsonl", help="default jsonl")
     export.add_argument("--page-size", type=int, default=0, help="calls per message (1 to 5000)")
+    export.add_argument("--tenant", help="another tenant's calls (the admin credential only)")
 
     db = add("db", _db_help, "the ledger's database (SWITCHYARD_DATABASE_URL)", [])
     db_commands = db.add_subparsers(dest="db_command", metavar="upgrade")
@@ -214,6 +207,8 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     upgrade.set_defaults(handler=_db_upgrade)
+
+    cli_admin.register(add, environ, _EXIT_CODES)
 
     health = add("health", _health, "check the gateway's health (grpc.health.v1)", [connection])
     health.add_argument(
@@ -231,37 +226,6 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         add_help=False,  # --help belongs to the report's own parser
     )
     return parser
-
-
-def _connection_options(environ: Mapping[str, str]) -> _Parser:
-    options = _Parser(add_help=False)
-    group = options.add_argument_group("connection")
-    group.add_argument(
-        "--address",
-        default=environ.get("SWITCHYARD_ADDRESS", DEFAULT_TARGET),
-        help="the gateway's host:port (default: $SWITCHYARD_ADDRESS or %(default)s)",
-    )
-    group.add_argument(
-        "--caller",
-        default=environ.get("SWITCHYARD_CALLER"),
-        help="your service's name, sent as x-switchyard-caller (default: $SWITCHYARD_CALLER)",
-    )
-    group.add_argument(
-        "--api-key",
-        default=environ.get("SWITCHYARD_API_KEY"),
-        help="sent as `authorization: Bearer ...`, never printed (default: $SWITCHYARD_API_KEY)",
-    )
-    group.add_argument("--tls", action="store_true", help="use TLS with the system's roots")
-    group.add_argument(
-        "--tls-ca", type=Path, metavar="PEM", help="use TLS trusting these root certificates"
-    )
-    group.add_argument(
-        "--timeout",
-        type=float,
-        metavar="SECONDS",
-        help="the call's deadline (default: 120; 10 for route, usage and health)",
-    )
-    return options
 
 
 def _query_options(parser: argparse.ArgumentParser) -> None:
@@ -285,12 +249,7 @@ def _query_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _client(args: argparse.Namespace) -> Client:
-    tls = None
-    if args.tls_ca is not None:
-        tls = TLS(root_certificates=args.tls_ca.read_bytes())
-    elif args.tls:
-        tls = TLS()
-    return Client(args.address, caller=args.caller, api_key=args.api_key, tls=tls)
+    return Client(args.address, caller=args.caller, api_key=args.api_key, tls=tls_of(args))
 
 
 def _prompt_and_options(args: argparse.Namespace) -> tuple[str, QueryOptions]:
@@ -367,7 +326,7 @@ def _usage(args: argparse.Namespace, terminal: Terminal) -> int:
         start = end - timedelta(hours=args.hours)
     with _client(args) as client:
         try:
-            usage = client.usage(start=start, end=end, timeout=args.timeout)
+            usage = client.usage(start=start, end=end, tenant=args.tenant, timeout=args.timeout)
         except UnimplementedError as error:
             terminal.err.write(
                 f"switchyard: the gateway at {args.address} does not report usage yet"
@@ -387,7 +346,13 @@ def _export(args: argparse.Namespace, terminal: Terminal) -> int:
     start = parse_when(args.since, now)
     end = parse_when(args.until, now) if args.until else None
     with _client(args) as client:
-        calls = client.export(start=start, end=end, page_size=args.page_size, timeout=args.timeout)
+        calls = client.export(
+            start=start,
+            end=end,
+            page_size=args.page_size,
+            tenant=args.tenant,
+            timeout=args.timeout,
+        )
         written = write_export(calls, terminal.out, args.format)
     terminal.err.write(f"exported {written} calls\n")
     return EXIT_OK
@@ -427,7 +392,7 @@ def _report(args: argparse.Namespace, terminal: Terminal) -> int:
             raise
         terminal.err.write("switchyard report is not available in this build\n")
         return EXIT_REPORT_MISSING
-    parser = _Parser(
+    parser = Parser(
         prog="switchyard report",
         description="What a workload would cost with AUTO routing versus one model (dry run:"
         " no model is called).",

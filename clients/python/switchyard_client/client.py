@@ -95,13 +95,17 @@ class Client(ClientBase):
         *,
         start: datetime | None = None,
         end: datetime | None = None,
+        tenant: str | None = None,
         timeout: float | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> pb.GetUsageResponse:
-        """This caller's usage over [start, end) (default: the last 24 hours)."""
+        """This caller's usage over [start, end) (default: the last 24 hours).
+
+        `tenant` reads another tenant's: only with the admin credential.
+        """
         with translated():
             return self._stub.GetUsage(
-                usage_request(start, end),
+                usage_request(start, end, tenant),
                 timeout=self._timeout(timeout, control=True),
                 metadata=self._metadata(metadata),
             )
@@ -112,11 +116,14 @@ class Client(ClientBase):
         start: datetime,
         end: datetime | None = None,
         page_size: int = 0,
+        tenant: str | None = None,
         timeout: float | None = None,
         metadata: Mapping[str, str] | None = None,
         retries: int = 3,
     ) -> Iterator[pb.CallRecord]:
         """Every call of this caller that ended in [start, end), oldest first.
+
+        `tenant` exports another tenant's calls: only with the admin credential.
 
         Pages arrive as the gateway reads them; when the stream breaks with a
         retryable status, the export resumes after the last page received, so
@@ -125,7 +132,7 @@ class Client(ClientBase):
         token, failures = "", 0
         while True:
             call = self._stub.ExportUsage(
-                export_request(start, end, page_size, token),
+                export_request(start, end, page_size, token, tenant),
                 timeout=self._timeout(timeout),
                 metadata=self._metadata(metadata),
             )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 
@@ -38,6 +39,25 @@ class TLS:
     private_key: bytes | None = None  # PEM key, for mutual TLS
     certificate_chain: bytes | None = None  # PEM chain, for mutual TLS
     server_name: str | None = None  # expected name in the certificate, when not the host
+
+    @classmethod
+    def from_files(
+        cls,
+        root_certificates: Path | None = None,
+        certificate_chain: Path | None = None,
+        private_key: Path | None = None,
+    ) -> TLS:
+        """TLS from PEM files: roots to trust (None: the system's), and a client
+        certificate and its key for mutual TLS (both or neither)."""
+        if (certificate_chain is None) != (private_key is None):
+            raise ValueError(
+                "a client certificate needs its key: give both --tls-cert and --tls-key"
+            )
+        return cls(
+            root_certificates=None if root_certificates is None else root_certificates.read_bytes(),
+            certificate_chain=None if certificate_chain is None else certificate_chain.read_bytes(),
+            private_key=None if private_key is None else private_key.read_bytes(),
+        )
 
 
 @dataclass(frozen=True, slots=True)

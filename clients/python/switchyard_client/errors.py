@@ -11,6 +11,8 @@ The hierarchy::
     ├── CancelledError              CANCELLED: the call was cancelled
     ├── AuthenticationError         UNAUTHENTICATED: credentials were refused
     ├── PermissionDeniedError       PERMISSION_DENIED: the credentials may not do this
+    ├── NotFoundError               NOT_FOUND: no such tenant or key (admin API)
+    ├── AlreadyExistsError          ALREADY_EXISTS: the tenant exists already (admin API)
     ├── FailedPreconditionError     FAILED_PRECONDITION: an operator must act (spend limit)
     ├── UnimplementedError          UNIMPLEMENTED: this gateway does not serve the RPC yet
     └── InternalError               INTERNAL, UNKNOWN and anything else: quote the request id
@@ -108,6 +110,18 @@ class PermissionDeniedError(SwitchyardError):
     codes = (grpc.StatusCode.PERMISSION_DENIED,)
 
 
+class NotFoundError(SwitchyardError):
+    """The tenant or key named does not exist (admin API)."""
+
+    codes = (grpc.StatusCode.NOT_FOUND,)
+
+
+class AlreadyExistsError(SwitchyardError):
+    """What was to be created exists already (admin API)."""
+
+    codes = (grpc.StatusCode.ALREADY_EXISTS,)
+
+
 class FailedPreconditionError(SwitchyardError):
     """The system is not in a state to serve the call (for example a spend limit)."""
 
@@ -136,6 +150,8 @@ _BY_CODE: dict[grpc.StatusCode, type[SwitchyardError]] = {
         CancelledError,
         AuthenticationError,
         PermissionDeniedError,
+        NotFoundError,
+        AlreadyExistsError,
         FailedPreconditionError,
         UnimplementedError,
         InternalError,

@@ -1,16 +1,15 @@
 """`switchyard usage export`: a window of calls as CSV or JSON Lines, for billing.
 
-Times are read as ISO 8601 (a date, or a date and time; UTC unless an offset
-is given) or as a span back from now (`30m`, `24h`, `7d`). Money is written as
+Times are read by `times.parse_when`: ISO 8601 (UTC unless an offset is
+given) or a span back from now (`30m`, `24h`, `7d`). Money is written as
 exact decimal dollars, never a float.
 """
 
 from __future__ import annotations
 
 import csv
-import re
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC
 from typing import TextIO
 
 import orjson
@@ -24,23 +23,6 @@ CSV_COLUMNS = (
     "input_tokens", "output_tokens", "cached_input_tokens", "estimated", "cost_usd",
     "latency_ms", "time_to_first_token_ms", "cached", "saved_cost_usd", "attempts", "labels",
 )  # fmt: skip
-_SPAN = re.compile(r"^(\d+(?:\.\d+)?)([mhd])$")
-_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
-
-
-def parse_when(text: str, now: datetime) -> datetime:
-    """An instant from ISO 8601 or a span back from `now`; ValueError saying what is accepted."""
-    span = _SPAN.match(text.strip())
-    if span:
-        return now - timedelta(**{_UNITS[span[2]]: float(span[1])})
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(
-            f"{text!r} is not a time: use ISO 8601 (2026-12-01 or 2026-12-01T09:30:00Z)"
-            " or a span back from now (30m, 24h, 7d)"
-        ) from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _dollars(money: object) -> str:

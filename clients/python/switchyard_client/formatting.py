@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 
 from google.protobuf import timestamp_pb2
+from switchyard.admin.v1 import admin_pb2 as admin_pb
 from switchyard.v1 import gateway_pb2 as pb
 
 from switchyard_client.results import Route, Summary, usd
@@ -108,3 +110,80 @@ def usage_text(usage: pb.GetUsageResponse) -> str:
 def _when(stamp: timestamp_pb2.Timestamp) -> str:
     moment = datetime.fromtimestamp(stamp.seconds, UTC)
     return moment.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _budget(tenant: admin_pb.Tenant, field: str) -> str:
+    if not tenant.HasField(field):  # type: ignore[arg-type]
+        return "-"
+    amount = usd(getattr(tenant, field))
+    return f"${amount:.2f}" if amount == round(amount, 2) else f"${amount}"
+
+
+def tenant_line(tenant: admin_pb.Tenant) -> str:
+    """One tenant as `name: budgets, limits, models, identities, labels`."""
+    parts = [
+        f"daily budget {_budget(tenant, 'daily_budget')}",
+        f"monthly budget {_budget(tenant, 'monthly_budget')}",
+        f"rpm {tenant.rpm or '-'}",
+        f"tpm {tenant.tpm or '-'}",
+        f"models {', '.join(tenant.models) or 'all'}",
+    ]
+    if tenant.identities:
+        parts.append(f"identities {', '.join(tenant.identities)}")
+    if tenant.labels:
+        parts.append("labels " + ", ".join(f"{k}={v}" for k, v in sorted(tenant.labels.items())))
+    return f"{tenant.name}: " + "; ".join(parts)
+
+
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in (header, *rows)
+    )
+
+
+def tenant_table(tenants: Sequence[admin_pb.Tenant]) -> str:
+    """Tenants as a table, one a line."""
+    if not tenants:
+        return "no tenants yet: switchyard tenants create NAME"
+    rows = [
+        (
+            t.name,
+            _budget(t, "daily_budget"),
+            _budget(t, "monthly_budget"),
+            str(t.rpm or "-"),
+            str(t.tpm or "-"),
+            ",".join(t.models) or "all",
+            ",".join(t.identities) or "-",
+        )
+        for t in tenants
+    ]
+    return _table(("TENANT", "DAILY", "MONTHLY", "RPM", "TPM", "MODELS", "IDENTITIES"), rows)
+
+
+def _stamp(message: object, field: str) -> str:
+    if not message.HasField(field):  # type: ignore[attr-defined]
+        return "-"
+    return _when(getattr(message, field))
+
+
+def key_table(keys: Sequence[admin_pb.Key]) -> str:
+    """Keys as a table, one a line: never a secret (the listing has none)."""
+    if not keys:
+        return "no keys: switchyard keys create --tenant NAME"
+    rows = [
+        (
+            k.key_id,
+            k.tenant,
+            k.name or "-",
+            k.state + (" admin" if k.admin else ""),
+            _stamp(k, "created_at"),
+            _stamp(k, "expires_at"),
+            _stamp(k, "previous_valid_until"),
+        )
+        for k in keys
+    ]
+    return _table(
+        ("KEY ID", "TENANT", "NAME", "STATE", "CREATED", "EXPIRES", "OLD SECRET UNTIL"), rows
+    )

@@ -2,6 +2,7 @@
 
 from server.state.memory.breakers import MemoryBreakers
 from server.state.memory.budgets import MemoryBudgetStore
+from server.state.memory.directory import MemoryDirectory
 from server.state.memory.gates import MemoryConcurrencyGate, MemoryGates, MemoryRateGate
 from server.state.memory.ledger import MemoryLedger
 from server.state.memory.responses import MemoryResponseStore
@@ -10,6 +11,7 @@ __all__ = [
     "MemoryBreakers",
     "MemoryBudgetStore",
     "MemoryConcurrencyGate",
+    "MemoryDirectory",
     "MemoryGates",
     "MemoryLedger",
     "MemoryRateGate",

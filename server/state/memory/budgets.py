@@ -8,12 +8,12 @@ Reservations never expire here: a process that dies takes its holds with it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from server.clock import SYSTEM_CLOCK, Clock
-from server.domain import ADMITTED, Admission, BudgetPressure
+from server.domain import ADMITTED, Admission, BudgetPressure, TenantPolicy
 from server.errors import BudgetExceededError, BudgetUnknownError
-from server.settings import BudgetLimits, BudgetSettings
+from server.settings import BudgetSettings
 from server.state.budgets import (
     BudgetStatus,
     Reservation,
@@ -25,11 +25,11 @@ from server.state.budgets import (
 
 
 class _Period:
-    """The running state of one budget of one tenant."""
+    """The running state of one budget of one tenant (`limit` None: spend counted, no cap)."""
 
     __slots__ = ("limit", "name", "near_at", "reserved", "resets_at", "spent")
 
-    def __init__(self, name: str, limit: int, near_at: int | None) -> None:
+    def __init__(self, name: str, limit: int | None, near_at: int | None) -> None:
         self.name = name
         self.limit = limit
         self.near_at = near_at  # spend at which budget-aware routing kicks in
@@ -52,8 +52,13 @@ class _Period:
 class MemoryBudgetStore:
     """Every tenant's budgets, in memory; spend comes back after a restart through `seed`.
 
-    `seeded` False (a durable ledger is to be read first) refuses budgeted
-    tenants until `seed`, unless `admit_unseeded`.
+    A tenant's limits come with each call (its policy: the admin API's, or the
+    TOML file's [budgets] when none is given). `track_all` counts the spend of
+    every tenant, with a budget or not, so a budget added later by the admin API
+    starts from what the tenant already spent today; without it (none-auth
+    mode, where any name is a tenant) only budgeted tenants are kept. `seeded`
+    False (a durable ledger is to be read first) refuses budgeted tenants until
+    `seed`, unless `admit_unseeded`.
     """
 
     __slots__ = (
@@ -64,6 +69,7 @@ class MemoryBudgetStore:
         "_seed",
         "_seed_periods",
         "_settings",
+        "_track_all",
     )
 
     def __init__(
@@ -73,19 +79,22 @@ class MemoryBudgetStore:
         *,
         seeded: bool = True,
         admit_unseeded: bool = False,
+        track_all: bool = False,
     ) -> None:
         self._settings = settings
         self._clock = clock
         self._accounts: dict[str, tuple[_Period, ...]] = {}
         limits = (settings.default, *settings.callers.values())
-        self._enabled = any(lim.day is not None or lim.month is not None for lim in limits)
+        configured = any(lim.day is not None or lim.month is not None for lim in limits)
+        self._enabled = configured or track_all
+        self._track_all = track_all
         self._admit_unseeded = admit_unseeded
         self._seed: Mapping[str, tuple[int, int]] | None = {} if seeded else None
         self._seed_periods = period_starts(clock.wall())
 
     @property
     def enabled(self) -> bool:
-        """Does any tenant have a budget?"""
+        """Can any tenant have a budget?"""
         return self._enabled
 
     @property
@@ -100,7 +109,7 @@ class MemoryBudgetStore:
         for tenant, periods in self._accounts.items():
             self._apply_seed(tenant, periods)
 
-    def _apply_seed(self, tenant: str, periods: tuple[_Period, ...]) -> None:
+    def _apply_seed(self, tenant: str, periods: Iterable[_Period]) -> None:
         """Set the tenant's spend in the day and month the seed was read in (0 if absent)."""
         day, month = (self._seed or {}).get(tenant, (0, 0))
         day_start, month_start = self._seed_periods
@@ -111,15 +120,19 @@ class MemoryBudgetStore:
             if period.resets_at == next_reset(period.name, starts):  # still the seed's period
                 period.spent = day if period.name == "day" else month
 
-    async def reserve(self, tenant: str, amount: int) -> Reservation | None:
+    async def reserve(
+        self, tenant: str, amount: int, policy: TenantPolicy | None = None
+    ) -> Reservation | None:
         """Check and hold `amount` with no await in between (see the module docstring)."""
-        periods = self._periods(tenant)
+        periods = self._periods(tenant, policy)
         if not periods:
             return None
-        self._check_seeded(tenant)
-        refusal = self._refusal(tenant, periods, amount)
-        if refusal is not None:
-            raise refusal
+        capped = [p for p in periods if p.limit is not None]
+        if capped:
+            self._check_seeded(tenant)
+            refusal = self._refusal(tenant, capped, amount)
+            if refusal is not None:
+                raise refusal
         for period in periods:
             period.reserved += amount
         return Reservation(tenant, amount, self._clock.wall())
@@ -128,74 +141,119 @@ class MemoryBudgetStore:
         """Release the hold and add the actual cost, in the period current now."""
         if reservation is None:
             return
-        for period in self._periods(reservation.tenant):
+        now = self._clock.wall()
+        for period in self._accounts.get(reservation.tenant, ()):
+            period.roll(now)
             period.reserved -= reservation.amount
             period.spent += actual
 
-    async def admission(self, tenant: str, amount: int) -> Admission:
+    async def admission(
+        self, tenant: str, amount: int, policy: TenantPolicy | None = None
+    ) -> Admission:
         """Would `amount` be admitted now? Holds nothing."""
-        periods = self._periods(tenant)
-        if periods and self._seed is None and not self._admit_unseeded:
+        capped = [p for p in self._periods(tenant, policy) if p.limit is not None]
+        if not capped:
+            return ADMITTED
+        if self._seed is None and not self._admit_unseeded:
             return Admission(False, BudgetUnknownError(tenant).message)
-        refusal = self._refusal(tenant, periods, amount) if periods else None
+        refusal = self._refusal(tenant, capped, amount)
         return ADMITTED if refusal is None else Admission(False, refusal.message)
 
     def _check_seeded(self, tenant: str) -> None:
         if self._seed is None and not self._admit_unseeded:
             raise BudgetUnknownError(tenant)
 
-    async def pressure(self, tenant: str) -> BudgetPressure | None:
+    async def pressure(
+        self, tenant: str, policy: TenantPolicy | None = None
+    ) -> BudgetPressure | None:
         """The first budget whose use reached the downgrade fraction, if any."""
-        for period in self._periods(tenant):
-            if period.near_at is not None and period.used >= period.near_at:
-                return BudgetPressure(period.name, period.used, period.limit)
+        for period in self._periods(tenant, policy):
+            near, limit = period.near_at, period.limit
+            if near is not None and limit is not None and period.used >= near:
+                return BudgetPressure(period.name, period.used, limit)
         return None
 
-    async def status(self, tenant: str) -> tuple[BudgetStatus, ...]:
-        """The tenant's budgets now."""
+    async def status(
+        self, tenant: str, policy: TenantPolicy | None = None
+    ) -> tuple[BudgetStatus, ...]:
+        """The tenant's budgets now (those with a limit)."""
         return tuple(
-            BudgetStatus(p.name, p.limit, p.used, p.resets_at) for p in self._periods(tenant)
+            BudgetStatus(p.name, p.limit, p.used, p.resets_at)
+            for p in self._periods(tenant, policy)
+            if p.limit is not None
         )
 
-    def _periods(self, tenant: str) -> tuple[_Period, ...]:
-        """The tenant's budgets, rolled to now (empty when it has none)."""
+    def _limits(self, tenant: str, policy: TenantPolicy | None) -> tuple[int | None, int | None]:
+        if policy is not None:
+            return policy.day_budget, policy.month_budget
+        limits = self._settings.limits(tenant)
+        return limits.day, limits.month
+
+    def _periods(self, tenant: str, policy: TenantPolicy | None) -> tuple[_Period, ...]:
+        """The tenant's budgets under `policy`, rolled to now (empty when none is kept)."""
         if not self._enabled:
             return ()
+        day, month = self._limits(tenant, policy)
         periods = self._accounts.get(tenant)
-        if periods is None:
-            periods = self._accounts[tenant] = self._open(self._settings.limits(tenant))
-            if periods and self._seed:
-                self._apply_seed(tenant, periods)
+        if periods is None or tuple(p.limit for p in periods) != self._shape(day, month):
+            periods = self._reopen(tenant, periods or (), day, month)
         if periods:
             now = self._clock.wall()
             for period in periods:
                 period.roll(now)
         return periods
 
-    def _open(self, limits: BudgetLimits) -> tuple[_Period, ...]:
+    def _shape(self, day: int | None, month: int | None) -> tuple[int | None, ...]:
+        """The limits of the periods kept for a tenant with these budgets."""
+        if self._track_all:
+            return (day, month)
+        return tuple(limit for limit in (day, month) if limit is not None)
+
+    def _reopen(
+        self, tenant: str, old: tuple[_Period, ...], day: int | None, month: int | None
+    ) -> tuple[_Period, ...]:
+        """The periods for new limits, keeping what the old ones counted."""
         fraction = self._settings.downgrade_at
+        kept = {period.name: period for period in old}
         periods = []
-        for name, limit in (("day", limits.day), ("month", limits.month)):
-            if limit is not None:
-                near_at = None if fraction is None else int(limit * fraction)
-                periods.append(_Period(name, limit, near_at))
-        return tuple(periods)
+        fresh = []
+        for name, limit in (("day", day), ("month", month)):
+            if limit is None and not self._track_all:
+                continue
+            near_at = None if fraction is None or limit is None else int(limit * fraction)
+            period = _Period(name, limit, near_at)
+            previous = kept.get(name)
+            if previous is not None:
+                period.spent, period.reserved = previous.spent, previous.reserved
+                period.resets_at = previous.resets_at
+            else:
+                fresh.append(period)
+            periods.append(period)
+        if fresh and self._seed:
+            self._apply_seed(tenant, fresh)
+        result = tuple(periods)
+        if result or tenant in self._accounts:
+            self._accounts[tenant] = result
+        return result
 
     def _refusal(
-        self, tenant: str, periods: tuple[_Period, ...], amount: int
+        self, tenant: str, periods: list[_Period], amount: int
     ) -> BudgetExceededError | None:
-        short = [p for p in periods if p.used + amount > p.limit]
+        """The refusal of `amount` by the first of the capped `periods` it does not fit."""
+        short = [p for p in periods if p.limit is not None and p.used + amount > p.limit]
         if not short:
             return None
-        never = [p for p in short if amount > p.limit]
+        never = [p for p in short if p.limit is not None and amount > p.limit]
         if never:
-            return never_fits(tenant, never[0].name, never[0].limit, amount)
+            limit = never[0].limit
+            assert limit is not None
+            return never_fits(tenant, never[0].name, limit, amount)
         period = max(short, key=lambda p: p.resets_at)  # the one that frees up last
         return spent_until_reset(
             tenant,
             period.name,
             used=period.used,
-            limit=period.limit,
+            limit=period.limit or 0,
             amount=amount,
             resets_at=period.resets_at,
             now=self._clock.wall(),

@@ -163,6 +163,14 @@ class Database(Protocol):
         delete them, in one transaction; the number folded (0 when none are left)."""
         ...
 
+    async def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one read (`?` placeholders)."""
+        ...
+
+    async def transact(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        """Run the statements in one transaction; each one's count of rows changed."""
+        ...
+
     async def close(self) -> None:
         """Close every connection."""
         ...
@@ -338,6 +346,19 @@ class SqliteDatabase:
 
         return await self._call(fold)
 
+    async def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one read."""
+        return await self._call(lambda c: [tuple(row) for row in c.execute(sql, args)])
+
+    async def transact(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        """The statements in one transaction."""
+
+        def run(connection: sqlite3.Connection) -> list[int]:
+            with _Transaction(connection):
+                return [connection.execute(sql, args).rowcount for sql, args in statements]
+
+        return await self._call(run)
+
     async def close(self) -> None:
         """Close the file and stop the thread."""
 
@@ -492,6 +513,20 @@ class PostgresDatabase:
             await connection.execute(_PG_FOLD_DELETE_ATTEMPTS, boundary)
             done = await connection.execute(_PG_FOLD_DELETE_CALLS, boundary)
             return int(done.split()[-1])  # "DELETE <count>"
+
+    async def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one read."""
+        async with self._ready().acquire() as connection:
+            return [tuple(row) for row in await connection.fetch(numbered(sql), *args)]
+
+    async def transact(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        """The statements in one transaction."""
+        counts = []
+        async with self._ready().acquire() as connection, connection.transaction():
+            for sql, args in statements:
+                status = await connection.execute(numbered(sql), *args)
+                counts.append(int(status.split()[-1]) if status.split()[-1].isdigit() else 0)
+        return counts
 
     async def close(self) -> None:
         """Close the pool."""

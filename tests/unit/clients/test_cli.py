@@ -10,7 +10,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 from switchyard.v1 import gateway_pb2 as pb
-from switchyard_client.cli import Terminal, build_parser, run
+from switchyard_client.cli import build_parser, run
+from switchyard_client.cli_base import Terminal
 from switchyard_client.formatting import usage_text
 
 from .fakes import Failure, packed, retry_info

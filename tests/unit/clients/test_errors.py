@@ -42,7 +42,9 @@ class FailedCall:
         (grpc.StatusCode.UNIMPLEMENTED, errors.UnimplementedError),
         (grpc.StatusCode.INTERNAL, errors.InternalError),
         (grpc.StatusCode.UNKNOWN, errors.InternalError),
-        (grpc.StatusCode.NOT_FOUND, errors.InternalError),  # not one Switchyard sends
+        (grpc.StatusCode.NOT_FOUND, errors.NotFoundError),  # the admin API's
+        (grpc.StatusCode.ALREADY_EXISTS, errors.AlreadyExistsError),
+        (grpc.StatusCode.ABORTED, errors.InternalError),  # not one Switchyard sends
     ],
 )
 def test_each_status_has_its_class_and_keeps_the_code(code, cls):

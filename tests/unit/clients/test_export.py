@@ -7,7 +7,8 @@ import grpc
 import pytest
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard_client import Client, UnavailableError
-from switchyard_client.export import CSV_COLUMNS, parse_when, write
+from switchyard_client.export import CSV_COLUMNS, write
+from switchyard_client.times import parse_when
 
 from .fakes import Failure
 

@@ -1047,6 +1047,11 @@ class GetUsageRequest(_message.Message):
 
     START_FIELD_NUMBER: _builtins.int
     END_FIELD_NUMBER: _builtins.int
+    CALLER_FIELD_NUMBER: _builtins.int
+    caller: _builtins.str
+    """Another caller's usage: only the admin credential may ask; empty means the
+    calling caller's own.
+    """
     @_builtins.property
     def start(self) -> _timestamp_pb2.Timestamp:
         """Start of the window; unset means 24 hours before `end`."""
@@ -1060,10 +1065,11 @@ class GetUsageRequest(_message.Message):
         *,
         start: _timestamp_pb2.Timestamp | None = ...,
         end: _timestamp_pb2.Timestamp | None = ...,
+        caller: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "end", b"end", "start", b"start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1305,10 +1311,15 @@ class ExportUsageRequest(_message.Message):
     END_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    CALLER_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Calls per message, 1 to 5000; 0 means 500."""
     page_token: _builtins.str
     """Resume after the page this token came with; empty starts at `start`."""
+    caller: _builtins.str
+    """Another caller's calls: only the admin credential may ask; empty means the
+    calling caller's own.
+    """
     @_builtins.property
     def start(self) -> _timestamp_pb2.Timestamp:
         """Start of the window (inclusive); required."""
@@ -1324,10 +1335,11 @@ class ExportUsageRequest(_message.Message):
         end: _timestamp_pb2.Timestamp | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        caller: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "page_size", b"page_size", "page_token", b"page_token", "start", b"start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "end", b"end", "page_size", b"page_size", "page_token", b"page_token", "start", b"start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

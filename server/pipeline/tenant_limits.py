@@ -1,0 +1,100 @@
+"""A tenant's own request and token budgets a minute (its policy's `rpm` and `tpm`).
+
+Applied once per call, after the cache (an answer from the cache reaches no
+model, so it is not counted) and before the budget. The token budget holds the
+call's input estimate plus its effective max_tokens and gives back what the
+call did not use, like a model's token budget in the limiter. The gates come
+from the state backend (``server/state/gates.py``), one per tenant and limit,
+so a shared backend holds them across replicas. A refusal is
+RESOURCE_EXHAUSTED with a retry-after, naming the tenant's limit; no other
+model can avoid it, so there is no fallback.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+
+from server.domain import Call, Completion, StreamEvent
+from server.errors import RateLimitedError
+from server.pipeline.base import Handler, Stage
+from server.state.gates import GateFactory, RateGate
+
+_TENANTS_KEPT = 10_000  # gates of tenants not seen for the longest go first
+
+
+class TenantLimitStage(Stage[Call]):
+    """Takes a unit of the tenant's request budget and its tokens, gives back the unused."""
+
+    __slots__ = ("_factory", "_gates")
+
+    def __init__(self, next_handler: Handler[Call], gates: GateFactory) -> None:
+        super().__init__(next_handler)
+        self._factory = gates
+        self._gates: OrderedDict[tuple[str, str, int], RateGate] = OrderedDict()
+
+    def _gate(self, tenant: str, kind: str, per_minute: int) -> RateGate:
+        key = (tenant, kind, per_minute)  # a new limit is a new gate
+        gate = self._gates.get(key)
+        if gate is None:
+            unit = "requests" if kind == "rpm" else "tokens"
+            gate = self._gates[key] = self._factory.rate(
+                f"the {'request' if kind == 'rpm' else 'token'} budget of tenant {tenant!r}",
+                per_minute,
+                per_minute,
+                unit=unit,
+                error=RateLimitedError,
+            )
+            if len(self._gates) > _TENANTS_KEPT:
+                self._gates.popitem(last=False)
+        else:
+            self._gates.move_to_end(key)
+        return gate
+
+    async def _take(self, call: Call) -> tuple[RateGate | None, int]:
+        policy, tenant = call.identity.policy, call.identity.tenant
+        assert policy is not None, "only called for a tenant with limits"
+        if policy.rpm:
+            await self._gate(tenant, "rpm", policy.rpm).acquire(1, call.deadline)
+        if not policy.tpm:
+            return None, 0
+        route = call.route
+        assert route is not None, "the router runs before the tenant's limits"
+        amount = route.input_tokens + route.max_tokens
+        gate = self._gate(tenant, "tpm", policy.tpm)
+        await gate.acquire(amount, call.deadline)
+        return gate, amount
+
+    @staticmethod
+    async def _give_back(call: Call, gate: RateGate | None, amount: int) -> None:
+        if gate is not None:
+            usage = call.usage
+            await gate.refund(amount - usage.input_tokens - usage.output_tokens)
+
+    async def query(self, call: Call, /) -> Completion:
+        """Take the tenant's limits (when it has any), answer, give back the unused."""
+        policy = call.identity.policy
+        if policy is None or not (policy.rpm or policy.tpm):
+            return await self.next.query(call)
+        gate, amount = await self._take(call)
+        try:
+            return await self.next.query(call)
+        finally:
+            await self._give_back(call, gate, amount)
+
+    def stream(self, call: Call, /) -> AsyncGenerator[StreamEvent, None]:
+        """The same for a stream; a tenant without limits passes straight through."""
+        policy = call.identity.policy
+        if policy is None or not (policy.rpm or policy.tpm):
+            return self.next.stream(call)
+        return self._stream(call)
+
+    async def _stream(self, call: Call) -> AsyncGenerator[StreamEvent, None]:
+        gate, amount = await self._take(call)
+        try:
+            async with aclosing(self.next.stream(call)) as events:
+                async for event in events:
+                    yield event
+        finally:
+            await self._give_back(call, gate, amount)

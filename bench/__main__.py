@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
+from bench.auth import AUTH_ROW, resolver_cost, start_switchyard_auth
 from bench.floor import CLIENTS
 from bench.harness import UNARY_SHAPE, Plan, Runner, measure_target, soak
 from bench.ledger import measure as measure_ledger
@@ -127,6 +128,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     only = set(args.only.split(",")) if args.only else None
     soak_figures: dict[str, Any] | None = None
     ledger_figures: dict[str, Any] | None = None
+    auth_figures: dict[str, Any] | None = None
     try:
         if only is None or "relay" in only:
             relay = Target("relay", "http", relay_url, relay_process, logs / "relay.log")
@@ -170,6 +172,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 idle=False,
                 sustain=False,
             )
+        if only is None or AUTH_ROW in only:
+            # The default gateway with API keys: what authenticating each call costs.
+            await _measure(
+                runner,
+                rows,
+                AUTH_ROW,
+                start_switchyard_auth(relay_url, logs, args.switchyard_env),
+                idle=False,
+                sustain=False,
+            )
+        if only is None or "auth" in only or AUTH_ROW in only:
+            auth_figures = await resolver_cost(args.smoke)
         if only is None or "switchyard(postgres)" in only:
             with TempPostgres() as postgres:
                 await _measure(
@@ -230,22 +244,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "rows": rows,
         "soak": soak_figures,
         "ledger": ledger_figures,
+        "auth": auth_figures,
         "_logs": str(logs),  # printed, never written: a path of this machine only
     }
 
 
-PAIRED = ("switchyard(memory)", "switchyard", "switchyard(postgres)")
+PAIRED = ("switchyard(memory)", "switchyard", "switchyard(postgres)", AUTH_ROW)
 
 
 async def _ledger_pairs(
     runner: Runner, relay_url: str, logs: Path, args: argparse.Namespace
 ) -> dict[str, list[float]]:
-    """Unary CPU per request of the three ledgers, measured in turn, three rounds.
+    """Unary CPU per request of the three ledgers and of API keys, in turn, three rounds.
 
-    The rows above measure each ledger minutes apart, and the machine drifts by a
-    few percent in that time: the ledger's cost is about that size. Here the three
-    gateways run side by side and take turns, so the ratios compare like with like
-    (the checks use the medians of the rounds)."""
+    The rows above measure each gateway minutes apart, and the machine drifts by a
+    few percent in that time: the ledger's cost, and authentication's, are about
+    that size. Here the gateways run side by side and take turns, so the ratios
+    compare like with like (the checks use the medians of the rounds)."""
     targets: list[Target] = []
     figures: dict[str, list[float]] = {name: [] for name in PAIRED}
     with TempPostgres() as postgres:
@@ -253,12 +268,16 @@ async def _ledger_pairs(
         try:
             for name in PAIRED:
                 env = dict(args.switchyard_env)
+                if name == AUTH_ROW:
+                    targets.append(await start_switchyard_auth(relay_url, logs, env))
+                    continue
                 if name in urls:
                     env["SWITCHYARD_DATABASE_URL"] = urls[name]
                 targets.append(await start_switchyard(relay_url, logs, env, name=name))
             plan = runner.plan
             for round_ in range(1 if args.smoke else 3):
-                for target in targets[round_ % 3 :] + targets[: round_ % 3]:
+                turn = round_ % len(targets)
+                for target in targets[turn:] + targets[:turn]:
                     phase = await runner.phase(
                         "paired",
                         target,

@@ -254,6 +254,7 @@ class Runner:
             protocol=target.protocol,
             address=target.address,
             api_key=target.api_key,
+            bearer=target.bearer,
             worker=self._serial,
             **kwargs,
         )

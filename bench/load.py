@@ -59,6 +59,7 @@ class Spec:
     shape: str = ""
     model: str = "gemini-2.5-flash"
     api_key: str = "bench-key"
+    bearer: str = ""  # gRPC: sent as `authorization: Bearer <bearer>` when set
     channels: int = 1
     worker: int = 0
     open_timeout: float = 60.0
@@ -118,20 +119,25 @@ class _Grpc:
         self._stubs = itertools.cycle(
             [gateway_pb2_grpc.GatewayServiceStub(c) for c in self._channels]
         )
+        self._metadata = (("authorization", f"Bearer {spec.bearer}"),) if spec.bearer else None
 
     async def call(self, prompt: str, seen: _Call, first: asyncio.Event | None) -> None:
         stub = next(self._stubs)
         query = gateway_pb2.QuerySpec(prompt=prompt, model=self._spec.model)
         if not self._spec.stream:
             response = await stub.Query(
-                gateway_pb2.QueryRequest(query=query), timeout=REQUEST_TIMEOUT
+                gateway_pb2.QueryRequest(query=query),
+                timeout=REQUEST_TIMEOUT,
+                metadata=self._metadata,
             )
             seen.tokens = _tokens(response.content)
             seen.cached = response.cached
             return
         start = time.perf_counter()
         timeout = None if first is not None else REQUEST_TIMEOUT
-        call = stub.StreamQuery(gateway_pb2.StreamQueryRequest(query=query), timeout=timeout)
+        call = stub.StreamQuery(
+            gateway_pb2.StreamQueryRequest(query=query), timeout=timeout, metadata=self._metadata
+        )
         async for message in call:
             if message.WhichOneof("event") == "delta":
                 if not seen.messages:

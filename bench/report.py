@@ -24,11 +24,13 @@ ORDER = (
     "switchyard",
     "switchyard(memory)",
     "switchyard(postgres)",
+    "switchyard(auth)",
     "switchyard(otlp)",
     PEER,
 )
 MEMORY = "switchyard(memory)"
 POSTGRES = "switchyard(postgres)"
+AUTH = "switchyard(auth)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +195,30 @@ def checks(results: dict[str, Any]) -> list[Check]:
         a, b = statistics.median(rounds), statistics.median(reference)
         spread = ", ".join(f"{x / y:.3f}" for x, y in zip(rounds, reference, strict=False))
         found.append(Check(name, goal, f"{a / b:.3f}× (rounds {spread})", a / b <= limit))
+    auth = results.get("auth") or {}
+    resolver_us = _get(auth, "api_key_us")
+    baseline_us = _get(auth, "caller_header_us")
+    found.append(
+        Check(
+            "authentication CPU per call, API key, warm cache (in process)",
+            "≤ 15 µs",
+            "not measured"
+            if resolver_us is None
+            else f"{resolver_us:.1f} µs (no auth: {baseline_us or 0:.1f} µs)",
+            None if resolver_us is None else resolver_us <= 15,
+        )
+    )
+    rounds, reference = paired.get(AUTH) or [], paired.get("switchyard") or []
+    if rounds and reference:
+        a, b = statistics.median(rounds), statistics.median(reference)
+        found.append(
+            Check(
+                "unary CPU/req, API keys vs no auth (paired rounds)",
+                "report only",
+                f"{a / b:.3f}× ({(a - b) * 1000:+.0f} µs)",
+                None,
+            )
+        )
     rate = _get(ledger, "insert", "calls_per_s")
     found.append(
         Check(

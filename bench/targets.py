@@ -47,6 +47,7 @@ class Target:
     log: Path
     description: str = ""
     api_key: str = API_KEY  # what HTTP clients present (LiteLLM checks its master key)
+    bearer: str = ""  # what gRPC clients present as `authorization: Bearer` (none: empty)
 
     @property
     def pid(self) -> int:
@@ -137,7 +138,7 @@ async def start_floor(client: str, relay_url: str, logs: Path) -> Target:
     process = await _spawn(argv, log)
     port = await _await_ready_line(process, log, f"floor({client})")
     target = Target(f"floor({client})", "grpc", f"127.0.0.1:{port}", process, log)
-    await _probe_grpc(target)
+    await probe_grpc(target)
     return target
 
 
@@ -195,13 +196,15 @@ async def start_switchyard(
     process = await _spawn([sys.executable, "-m", "server"], log, env=env)
     assert process.stdout is not None
     _background(_drain(process.stdout, log))
-    changed = " ".join(
-        f"{k}={v}" for k, v in (extra_env or {}).items() if k != "SWITCHYARD_DATABASE_URL"
+    changed = " ".join(  # a key's value is never written into the results
+        f"{k}={'(set)' if k.endswith('_KEY') else v}"
+        for k, v in (extra_env or {}).items()
+        if k != "SWITCHYARD_DATABASE_URL"
     )
     if changed:
         description += f"; also {changed}"
     target = Target(name, "grpc", f"127.0.0.1:{port}", process, log, description)
-    await _probe_grpc(target)
+    await probe_grpc(target)
     return target
 
 
@@ -275,8 +278,11 @@ async def start_litellm(relay_url: str, logs: Path) -> Target:
     return target
 
 
-async def _probe_grpc(target: Target) -> None:
-    """Wait until a real Query succeeds (not just until the port opens)."""
+async def probe_grpc(target: Target) -> None:
+    """Wait until a real Query succeeds (not just until the port opens).
+
+    A gateway that wants a key the target does not have yet answers
+    UNAUTHENTICATED: it is up (its caller probes again with the key)."""
     deadline = time.monotonic() + START_TIMEOUT
     last = ""
     async with grpc.aio.insecure_channel(target.address) as channel:
@@ -284,13 +290,19 @@ async def _probe_grpc(target: Target) -> None:
         request = gateway_pb2.QueryRequest(
             query=gateway_pb2.QuerySpec(prompt="bench probe [relay chunks=1]", model=MODEL)
         )
+        metadata = (("authorization", f"Bearer {target.bearer}"),) if target.bearer else None
         while time.monotonic() < deadline:
             if target.process.returncode is not None:
                 raise TargetUnavailableError(f"{target.name} exited: {_tail(target.log)}")
             try:
-                await stub.Query(request, timeout=2)
+                metadata = (
+                    (("authorization", f"Bearer {target.bearer}"),) if target.bearer else None
+                )
+                await stub.Query(request, timeout=2, metadata=metadata)
                 return
             except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED and not target.bearer:
+                    return
                 last = f"{exc.code().name}: {exc.details()}"
                 await asyncio.sleep(0.2)
     raise TargetUnavailableError(f"{target.name} never answered a Query: {last}")

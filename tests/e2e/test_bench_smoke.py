@@ -28,7 +28,7 @@ def test_bench_smoke_reports_sane_figures(tmp_path: Path) -> None:
             "--smoke",
             "--quiet",
             "--only",
-            "relay,floor(aiohttp),switchyard",
+            "relay,floor(aiohttp),switchyard,switchyard(auth),auth",
             "--out",
             str(tmp_path),
         ],
@@ -61,6 +61,13 @@ def test_bench_smoke_reports_sane_figures(tmp_path: Path) -> None:
         [(count, idle)] = results["rows"][name]["idle"].items()
         assert idle["opened"] == int(count), idle
         assert idle["rss_mb"] > 0
+    if SWITCHYARD_PRESENT:  # with API keys: every call of every phase authenticated
+        row = results["rows"]["switchyard(auth)"]
+        assert row["available"], row
+        for phase in ("c1", "saturate", "open", "stream", "burst", "ttft"):
+            assert row[phase]["requests"] > 0 and row[phase]["errors"] == 0, (phase, row[phase])
+        assert results["auth"]["caller_header_us"] > 0 and results["auth"]["api_key_us"] > 0
+        assert "(set)" in row["description"] and "SWITCHYARD_ADMIN_KEY=(set)" in run.stdout
     if not SWITCHYARD_PRESENT:
         assert not results["rows"]["switchyard"]["available"]
         assert "not available" in run.stdout

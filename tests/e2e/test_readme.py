@@ -5,12 +5,15 @@ import contextlib
 import io
 import os
 import re
+import signal
+import socket
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from .conftest import Gateway
+from .conftest import ENV, Gateway, StartGateway
+from .example_clients import start_secure_gateway
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
@@ -42,7 +45,7 @@ def region(path: str, name: str) -> str:
 
 def test_the_readme_has_commands_to_run():
     assert len(commands()) >= 10
-    assert len(blocks("python")) == 3
+    assert len(blocks("python")) == 4
     assert any(command.startswith(".venv/bin/switchyard query") for command in commands())
 
 
@@ -100,3 +103,64 @@ async def test_the_async_client_snippet_works(gateway: Gateway):
 async def test_the_raw_stub_snippet_works(gateway: Gateway):
     printed = await run_python(gateway, blocks("python")[2])
     assert printed.startswith("gpt-4.1 ")  # "compare" routes to the CREATIVE model
+
+
+async def test_the_tls_and_key_snippet_works(
+    start_gateway: StartGateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    secure = await start_secure_gateway(start_gateway, tmp_path)
+    try:
+        monkeypatch.setenv("SWITCHYARD_API_KEY", secure.key)
+        code = blocks("python")[3].replace('"tls.crt"', repr(str(secure.ca_file)))
+        printed = await run_python(secure.gateway, code)
+    finally:
+        await secure.channel.close()
+    model, cost, tenant = printed.split()
+    assert model == "gemini-2.5-flash" and cost.startswith("0.") and tenant == "examples"
+
+
+@pytest.mark.timeout(180)
+async def test_the_keys_walkthrough_runs_from_bootstrap_to_authenticated_calls(tmp_path: Path):
+    """The README's `shell` block, as a newcomer pastes it, in an empty directory."""
+    [walkthrough] = blocks("shell")
+    port = free_port()
+    script = "set -e; trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n" + walkthrough.replace(
+        ".venv/bin/", f"{ROOT}/.venv/bin/"
+    ).replace(DEFAULT, f"127.0.0.1:{port}")
+    process = await asyncio.create_subprocess_exec(
+        "bash",
+        "-c",
+        script,
+        cwd=tmp_path,
+        env={
+            **ENV,
+            "SWITCHYARD_LISTEN": f"127.0.0.1:{port}",
+            "SWITCHYARD_ADDRESS": f"127.0.0.1:{port}",
+            "SWITCHYARD_DATA_DIR": str(tmp_path / "data"),
+            "SWITCHYARD_SIM_LATENCY_SCALE": "0",
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,  # its own process group: the gateway goes with it
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), 120)
+    except TimeoutError:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = await process.communicate()
+        raise AssertionError(
+            f"the walkthrough did not finish:\n{out.decode()}\n{err.decode()}"
+        ) from None
+    text, errors = out.decode(), err.decode()
+    assert process.returncode == 0, errors
+    assert "(TLS)" in text and "search: daily budget $20.00" in text
+    assert '"model": "gemini-2.5-flash"' in text or '"model": "gpt-4.1"' in text  # buf curl
+    assert "caller     search" in text and "requests   2 (0 failed)" in text
+    assert "shown this once" in errors
+    assert not re.search(r"sy-[0-9a-f]{12}-[A-Za-z0-9_-]{43}", text + errors)  # never echoed
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -33,14 +33,14 @@ from server.domain import Attempt, Completion, ModelCall, ModelSpec, Outcome, St
 from server.errors import CapacityError, ModelBusyError, RateLimitedError
 from server.pipeline.base import Handler, Stage
 from server.settings import LimitSettings
-from server.state.gates import ConcurrencyGate, GateFactory, Lease, RateGate
+from server.state.gates import ConcurrencyGate, GateFactory, RateGate, Ticket
 from server.telemetry import Telemetry
 
 
 class ModelLimits:
     """Everything one model's tries must take, in the order they take it."""
 
-    __slots__ = ("model_cap", "provider_cap", "rpm", "tpm")
+    __slots__ = ("caps", "model_cap", "provider_cap", "rpm", "tpm")
 
     def __init__(
         self,
@@ -51,6 +51,7 @@ class ModelLimits:
     ) -> None:
         self.model_cap = model_cap
         self.provider_cap = provider_cap
+        self.caps = (model_cap, provider_cap)  # in the order they are taken
         self.rpm = rpm
         self.tpm = tpm
 
@@ -58,11 +59,12 @@ class ModelLimits:
 class Limits:
     """The global relay budget and every model's and provider's limits."""
 
-    __slots__ = ("_models", "providers", "relay")
+    __slots__ = ("_models", "gates", "providers", "relay")
 
     def __init__(
         self, models: Iterable[ModelSpec], settings: LimitSettings, gates: GateFactory
     ) -> None:
+        self.gates = gates
         self.relay = gates.rate(
             "Switchyard's relay budget",
             settings.relay_rpm,
@@ -109,19 +111,19 @@ class Limits:
 class _Taken:
     """What one try holds, to give back when it ends."""
 
-    __slots__ = ("attempts_before", "leases", "limits", "reserved")
+    __slots__ = ("attempts_before", "limits", "reserved", "ticket")
 
-    def __init__(self, limits: ModelLimits) -> None:
+    def __init__(self, limits: ModelLimits, ticket: Ticket, reserved: int) -> None:
         self.limits = limits
-        self.leases: list[tuple[ConcurrencyGate, Lease]] = []
-        self.reserved = 0  # tokens taken from the model's token budget
+        self.ticket = ticket
+        self.reserved = reserved  # tokens taken from the model's token budget
         self.attempts_before = 0
 
 
 class LimiterStage(Stage[ModelCall]):
     """Takes every limit a try needs before it, and gives it all back after."""
 
-    __slots__ = ("_clock", "_limits", "_telemetry")
+    __slots__ = ("_clock", "_gates", "_limits", "_telemetry")
 
     def __init__(
         self,
@@ -132,48 +134,39 @@ class LimiterStage(Stage[ModelCall]):
     ) -> None:
         super().__init__(next_handler)
         self._limits = limits
+        self._gates = limits.gates
         self._telemetry = telemetry or Telemetry.disabled()
         self._clock = clock
 
     async def _take(self, item: ModelCall) -> _Taken:
-        """Take what `item` needs; the result says what to give back."""
+        """Take what `item` needs (in one `admit`); the result says what to give back."""
         limits = self._limits.of(item.model)
-        deadline = item.call.deadline
-        taken = _Taken(limits)
         clock = self._clock
         started = clock.monotonic()
         span = self._telemetry.child(item.call.span, "limiter wait")
+        rates: list[tuple[RateGate, float]] = [(self._limits.relay, 1)]
+        if limits.rpm is not None:
+            rates.append((limits.rpm, 1))
+        reserved = 0
+        if limits.tpm is not None:
+            route = item.call.route
+            assert route is not None
+            reserved = route.input_tokens + item.max_tokens
+            rates.append((limits.tpm, reserved))
         try:
-            for cap in (limits.model_cap, limits.provider_cap):
-                taken.leases.append((cap, await cap.acquire(deadline)))
-            await self._limits.relay.acquire(1, deadline)
-            if limits.rpm is not None:
-                await limits.rpm.acquire(1, deadline)
-            if limits.tpm is not None:
-                route = item.call.route
-                assert route is not None
-                amount = route.input_tokens + item.max_tokens
-                await limits.tpm.acquire(amount, deadline)
-                taken.reserved = amount
-        except BaseException as exc:
-            await _give_back(taken, ())
-            if isinstance(exc, CapacityError):  # reported like any try that did not happen
-                item.call.attempts.append(
-                    Attempt(
-                        item.model, Outcome.SKIPPED, clock.monotonic() - started, error=exc.reason
-                    )
-                )
-                self._telemetry.instruments.limiter_rejections.add(
-                    1, {semconv.GEN_AI_REQUEST_MODEL: item.model.name}
-                )
-                item.call.span.add_event(
-                    semconv.EVENT_LIMITER_REFUSED,
-                    {
-                        semconv.SWITCHYARD_MODEL: item.model.name,
-                        semconv.SWITCHYARD_REASON: exc.reason,
-                    },
-                )
-                span.set_attribute(semconv.ERROR_TYPE, type(exc).__name__)
+            ticket = await self._gates.admit(limits.caps, rates, item.call.deadline)
+        except CapacityError as exc:  # reported like any try that did not happen
+            item.call.attempts.append(
+                Attempt(item.model, Outcome.SKIPPED, clock.monotonic() - started, error=exc.reason)
+            )
+            self._telemetry.instruments.limiter_rejections.add(
+                1, {semconv.GEN_AI_REQUEST_MODEL: item.model.name}
+            )
+            item.call.span.add_event(
+                semconv.EVENT_LIMITER_REFUSED,
+                {semconv.SWITCHYARD_MODEL: item.model.name, semconv.SWITCHYARD_REASON: exc.reason},
+            )
+            span.set_attribute(semconv.ERROR_TYPE, type(exc).__name__)
             raise
         finally:
             waited = clock.monotonic() - started
@@ -183,6 +176,7 @@ class LimiterStage(Stage[ModelCall]):
             self._telemetry.instruments.limiter_wait.record(
                 waited, {semconv.GEN_AI_REQUEST_MODEL: item.model.name}
             )
+        taken = _Taken(limits, ticket, reserved)
         taken.attempts_before = len(item.call.attempts)
         return taken
 
@@ -192,7 +186,7 @@ class LimiterStage(Stage[ModelCall]):
         try:
             return await self.next.query(item)
         finally:
-            await _give_back(taken, item.call.attempts)
+            await self._give_back(taken, item.call.attempts)
 
     async def stream(self, item: ModelCall, /) -> AsyncGenerator[StreamEvent, None]:
         """Take the limits, stream, give them back when the stream ends."""
@@ -202,16 +196,15 @@ class LimiterStage(Stage[ModelCall]):
                 async for event in events:
                     yield event
         finally:
-            await _give_back(taken, item.call.attempts)
+            await self._give_back(taken, item.call.attempts)
 
-
-async def _give_back(taken: _Taken, attempts: list[Attempt] | tuple[()]) -> None:
-    """Release the slots, last taken first, and refund the unused token reservation."""
-    for cap, lease in reversed(taken.leases):
-        await cap.release(lease)
-    tpm = taken.limits.tpm
-    if tpm is not None and taken.reserved:
+    async def _give_back(self, taken: _Taken, attempts: list[Attempt]) -> None:
+        """Release the slots and refund the unused part of the token reservation."""
+        tpm = taken.limits.tpm
+        if tpm is None or not taken.reserved:
+            await self._gates.give_back(taken.ticket)
+            return
         used = sum(
             a.usage.input_tokens + a.usage.output_tokens for a in attempts[taken.attempts_before :]
         )
-        await tpm.refund(taken.reserved - used)
+        await self._gates.give_back(taken.ticket, ((tpm, taken.reserved - used),))

@@ -19,7 +19,7 @@ from contextlib import aclosing
 from server.domain import Call, Completion, StreamEvent
 from server.errors import RateLimitedError
 from server.pipeline.base import Handler, Stage
-from server.state.gates import GateFactory, RateGate
+from server.state.gates import GateFactory, RateGate, Ticket
 
 _TENANTS_KEPT = 10_000  # gates of tenants not seen for the longest go first
 
@@ -52,36 +52,41 @@ class TenantLimitStage(Stage[Call]):
             self._gates.move_to_end(key)
         return gate
 
-    async def _take(self, call: Call) -> tuple[RateGate | None, int]:
+    async def _take(self, call: Call) -> tuple[Ticket, RateGate | None, int]:
         policy, tenant = call.identity.policy, call.identity.tenant
         assert policy is not None, "only called for a tenant with limits"
+        rates: list[tuple[RateGate, float]] = []
         if policy.rpm:
-            await self._gate(tenant, "rpm", policy.rpm).acquire(1, call.deadline)
-        if not policy.tpm:
-            return None, 0
-        route = call.route
-        assert route is not None, "the router runs before the tenant's limits"
-        amount = route.input_tokens + route.max_tokens
-        gate = self._gate(tenant, "tpm", policy.tpm)
-        await gate.acquire(amount, call.deadline)
-        return gate, amount
+            rates.append((self._gate(tenant, "rpm", policy.rpm), 1))
+        tpm, amount = None, 0
+        if policy.tpm:
+            route = call.route
+            assert route is not None, "the router runs before the tenant's limits"
+            amount = route.input_tokens + route.max_tokens
+            tpm = self._gate(tenant, "tpm", policy.tpm)
+            rates.append((tpm, amount))
+        return await self._factory.admit((), rates, call.deadline), tpm, amount
 
-    @staticmethod
-    async def _give_back(call: Call, gate: RateGate | None, amount: int) -> None:
-        if gate is not None:
-            usage = call.usage
-            await gate.refund(amount - usage.input_tokens - usage.output_tokens)
+    async def _give_back(
+        self, call: Call, ticket: Ticket, tpm: RateGate | None, amount: int
+    ) -> None:
+        if tpm is None:
+            await self._factory.give_back(ticket)
+            return
+        usage = call.usage
+        unused = amount - usage.input_tokens - usage.output_tokens
+        await self._factory.give_back(ticket, ((tpm, unused),))
 
     async def query(self, call: Call, /) -> Completion:
         """Take the tenant's limits (when it has any), answer, give back the unused."""
         policy = call.identity.policy
         if policy is None or not (policy.rpm or policy.tpm):
             return await self.next.query(call)
-        gate, amount = await self._take(call)
+        ticket, tpm, amount = await self._take(call)
         try:
             return await self.next.query(call)
         finally:
-            await self._give_back(call, gate, amount)
+            await self._give_back(call, ticket, tpm, amount)
 
     def stream(self, call: Call, /) -> AsyncGenerator[StreamEvent, None]:
         """The same for a stream; a tenant without limits passes straight through."""
@@ -91,10 +96,10 @@ class TenantLimitStage(Stage[Call]):
         return self._stream(call)
 
     async def _stream(self, call: Call) -> AsyncGenerator[StreamEvent, None]:
-        gate, amount = await self._take(call)
+        ticket, tpm, amount = await self._take(call)
         try:
             async with aclosing(self.next.stream(call)) as events:
                 async for event in events:
                     yield event
         finally:
-            await self._give_back(call, gate, amount)
+            await self._give_back(call, ticket, tpm, amount)

@@ -15,6 +15,12 @@ backend makes each gate, so the same stage runs on memory or a shared store.
   memory a lease never expires. `release` is idempotent: a lease gives its
   slot back once.
 
+A try needs several gates at once (its model's and provider's slots, then
+the rate budgets), so the factory takes them together: `admit` takes every
+slot and every rate amount of one try or none of them, and `give_back`
+returns them. In memory that is one gate after another; a shared store does
+it in one round trip.
+
 Refusals are CapacityErrors (RESOURCE_EXHAUSTED with a retry-after hint): the
 class of error is the gate's creator's choice (a model's own limits fall
 back, the global relay budget does not).
@@ -22,6 +28,7 @@ back, the global relay budget does not).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from server.errors import CapacityError
@@ -36,6 +43,30 @@ class Lease:
         self.taken_at = taken_at  # monotonic seconds
         self.expires_at = expires_at  # None: never (the holder is this process)
         self.released = False
+
+
+class Ticket:
+    """What one try holds after `GateFactory.admit`: its slots, its rate amounts, the wait.
+
+    `token` is the backend's own record of what it took (which store, which
+    lease), read only by the factory that made the ticket.
+    """
+
+    __slots__ = ("caps", "leases", "rates", "token", "waited")
+
+    def __init__(
+        self,
+        caps: Sequence[ConcurrencyGate],
+        leases: list[Lease],
+        rates: Sequence[tuple[RateGate, float]],
+        waited: float,
+        token: object = None,
+    ) -> None:
+        self.caps = caps
+        self.leases = leases
+        self.rates = rates
+        self.waited = waited  # seconds spent waiting for capacity
+        self.token = token
 
 
 class RateGate(Protocol):
@@ -107,3 +138,58 @@ class GateFactory(Protocol):
     def concurrency(self, name: str, limit: int) -> ConcurrencyGate:
         """A concurrency gate of `limit` slots."""
         ...
+
+    async def admit(
+        self,
+        caps: Sequence[ConcurrencyGate],
+        rates: Sequence[tuple[RateGate, float]],
+        deadline: float | None,
+    ) -> Ticket:
+        """Take a slot of each of `caps`, then each (gate, amount) of `rates`: all or none.
+
+        Waits (while `deadline` allows) as the single gates would; on a refusal
+        nothing stays taken and the refusing gate's CapacityError is raised.
+        """
+        ...
+
+    async def give_back(
+        self, ticket: Ticket, refunds: Sequence[tuple[RateGate, float]] = ()
+    ) -> None:
+        """Release the ticket's slots and refund the unused `refunds` of its rate gates."""
+        ...
+
+
+async def admit_in_turn(
+    caps: Sequence[ConcurrencyGate],
+    rates: Sequence[tuple[RateGate, float]],
+    deadline: float | None,
+) -> Ticket:
+    """`admit` for gates that each hold their own state: one gate after another.
+
+    Slots come first because they can be handed back: a try that cannot get
+    one has not spent any of the scarcer rate budgets. On a refusal (or a
+    cancel) what was taken is given back; a rate amount that was taken is
+    refunded.
+    """
+    leases: list[Lease] = []
+    taken: list[tuple[RateGate, float]] = []
+    try:
+        for cap in caps:
+            leases.append(await cap.acquire(deadline))  # noqa: PERF401 (kept on failure)
+        waited = 0.0
+        for gate, amount in rates:
+            waited += await gate.acquire(amount, deadline)
+            taken.append((gate, amount))
+    except BaseException:
+        await give_back_in_turn(Ticket(caps[: len(leases)], leases, taken, 0.0), taken)
+        raise
+    return Ticket(caps, leases, rates, waited)
+
+
+async def give_back_in_turn(ticket: Ticket, refunds: Sequence[tuple[RateGate, float]] = ()) -> None:
+    """`give_back` for gates that each hold their own state: slots last taken first."""
+    for cap, lease in zip(reversed(ticket.caps), reversed(ticket.leases), strict=True):
+        await cap.release(lease)
+    for gate, amount in refunds:
+        if amount > 0:
+            await gate.refund(amount)

@@ -18,12 +18,20 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import deque
+from collections.abc import Sequence
 
 from aiolimiter import AsyncLimiter
 
 from server.clock import SYSTEM_CLOCK, Clock
 from server.errors import CapacityError, ModelBusyError, RateLimitedError
-from server.state.gates import Lease
+from server.state.gates import (
+    ConcurrencyGate,
+    Lease,
+    RateGate,
+    Ticket,
+    admit_in_turn,
+    give_back_in_turn,
+)
 
 BUSY_RETRY_AFTER = 1.0  # a slot's wait cannot be predicted; this hint is honest enough
 
@@ -251,3 +259,18 @@ class MemoryGates:
     def concurrency(self, name: str, limit: int) -> MemoryConcurrencyGate:
         """A memory concurrency gate."""
         return MemoryConcurrencyGate(name, limit, self._max_waiters, self._max_wait, self._clock)
+
+    async def admit(
+        self,
+        caps: Sequence[ConcurrencyGate],
+        rates: Sequence[tuple[RateGate, float]],
+        deadline: float | None,
+    ) -> Ticket:
+        """Take each slot, then each rate amount, one gate after another."""
+        return await admit_in_turn(caps, rates, deadline)
+
+    async def give_back(
+        self, ticket: Ticket, refunds: Sequence[tuple[RateGate, float]] = ()
+    ) -> None:
+        """Release the slots, last taken first, and refund the unused amounts."""
+        await give_back_in_turn(ticket, refunds)

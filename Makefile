@@ -25,8 +25,8 @@ GO_ENV := GO111MODULE=off GOFLAGS= GOPATH=$(CURDIR)/.build/gopath:$(GO_SYSTEM_PA
 GO_EXAMPLE := .build/bin/switchyard-go-example
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint fmt proto clean node-deps go-deps pg-deps node-example \
-	go-example breaking release-contract
+.PHONY: help install run test lint fmt proto clean node-deps go-deps pg-deps redis-deps \
+	lb-deps node-example go-example breaking release-contract
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -43,7 +43,7 @@ install: $(STAMP) ## create .venv and install Switchyard with its dev tools
 run: $(STAMP) ## serve Switchyard on 127.0.0.1:50051 against the embedded relay simulator
 	$(BIN)/switchyard serve
 
-test: lint node-deps go-deps pg-deps ## lint, type-check and run the whole test suite (Node and Go examples included)
+test: lint node-deps go-deps pg-deps redis-deps lb-deps ## lint, type-check and run the whole test suite (Node and Go examples included)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff, mypy (strict) and buf lint
@@ -104,6 +104,28 @@ pg-deps: ## install PostgreSQL's server binaries from Debian (the tests start th
 		echo "installing postgresql"; \
 		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq \
 			--no-install-recommends postgresql >/dev/null; \
+	}
+
+redis-deps: ## install Debian's redis-server (the tests start their own, on free ports)
+	@command -v redis-server >/dev/null 2>&1 || { \
+		command -v apt-get >/dev/null || { echo "redis-deps needs Debian's apt-get for redis-server"; exit 1; }; \
+		if [ "$$(id -u)" = 0 ]; then sudo=; \
+		elif command -v sudo >/dev/null; then sudo=sudo; \
+		else echo "redis-deps must install redis-server as root"; exit 1; fi; \
+		echo "installing redis-server"; \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq \
+			--no-install-recommends redis-server >/dev/null; \
+	}
+
+lb-deps: ## install Debian's nginx (the tests run it as a gRPC load balancer, grpc_pass)
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
+		command -v apt-get >/dev/null || { echo "lb-deps needs Debian's apt-get for nginx"; exit 1; }; \
+		if [ "$$(id -u)" = 0 ]; then sudo=; \
+		elif command -v sudo >/dev/null; then sudo=sudo; \
+		else echo "lb-deps must install nginx as root"; exit 1; fi; \
+		echo "installing nginx"; \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq \
+			--no-install-recommends nginx >/dev/null; \
 	}
 
 node-example: node-deps ## build the Node example client (clients/node) into clients/node/dist

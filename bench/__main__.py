@@ -26,7 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import procstat, report
 from bench.auth import AUTH_ROW, resolver_cost, start_switchyard_auth
 from bench.floor import CLIENTS
 from bench.harness import UNARY_SHAPE, Plan, Runner, measure_target, soak
@@ -44,6 +44,7 @@ from bench.targets import (
     stop,
 )
 from tests.postgres import TempPostgres
+from tests.redis_server import TempRedis
 
 RESULTS = ROOT / "bench" / "results"
 IDLE_CONFIG = ROOT / "bench" / "switchyard-idle.toml"
@@ -125,7 +126,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     runner.say(f"logs in {logs}; relay on {relay_url}; file limit {files}")
     rows: dict[str, Any] = {}
-    only = set(args.only.split(",")) if args.only else None
+    only = {n.strip() for n in re.split(r",(?![^()]*\))", args.only)} if args.only else None
     soak_figures: dict[str, Any] | None = None
     ledger_figures: dict[str, Any] | None = None
     auth_figures: dict[str, Any] | None = None
@@ -199,6 +200,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     idle=False,
                     sustain=False,
                 )
+        if only is None or REDIS_ROW in only or REDIS_WORKERS_ROW in only:
+            await _measure_redis(runner, rows, relay_url, logs, args, only)
         if only is None or "ledger" in only:
             ledger_figures = await measure_ledger(args.smoke, runner.say)
             ledger_figures["paired_cpu_ms"] = await _ledger_pairs(runner, relay_url, logs, args)
@@ -247,6 +250,46 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "auth": auth_figures,
         "_logs": str(logs),  # printed, never written: a path of this machine only
     }
+
+
+REDIS_ROW = "switchyard(redis)"
+REDIS_WORKERS_ROW = "switchyard(redis, workers=2)"
+
+
+async def _measure_redis(
+    runner: Runner,
+    rows: dict[str, Any],
+    relay_url: str,
+    logs: Path,
+    args: argparse.Namespace,
+    only: set[str] | None,
+) -> None:
+    """Shared state: one gateway, then two workers, on a Redis and a PostgreSQL of their own.
+
+    The gateway's CPU is its own process tree (both workers and their supervisor);
+    Redis's CPU is reported apart, like the relay's: it is a server of its own.
+    """
+    with TempPostgres() as postgres, TempRedis() as redis:
+        env = {
+            "SWITCHYARD_DATABASE_URL": postgres.url,
+            "SWITCHYARD_REDIS_URL": redis.url,
+            **args.switchyard_env,
+        }
+        for name, extra in ((REDIS_ROW, {}), (REDIS_WORKERS_ROW, {"SWITCHYARD_WORKERS": "2"})):
+            if only is not None and name not in only:
+                continue
+            redis.flushall()
+            cpu0 = procstat.cpu_seconds(redis.pid)
+            await _measure(
+                runner,
+                rows,
+                name,
+                start_switchyard(relay_url, logs, {**env, **extra}, name=name),
+                idle=False,
+                sustain=True,  # the saturation search: 2 workers against 1
+            )
+            if rows[name].get("available", True):
+                rows[name]["redis_cpu_s"] = procstat.cpu_seconds(redis.pid) - cpu0
 
 
 PAIRED = ("switchyard(memory)", "switchyard", "switchyard(postgres)", AUTH_ROW)

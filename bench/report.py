@@ -25,12 +25,16 @@ ORDER = (
     "switchyard(memory)",
     "switchyard(postgres)",
     "switchyard(auth)",
+    "switchyard(redis)",
+    "switchyard(redis, workers=2)",
     "switchyard(otlp)",
     PEER,
 )
 MEMORY = "switchyard(memory)"
 POSTGRES = "switchyard(postgres)"
 AUTH = "switchyard(auth)"
+REDIS = "switchyard(redis)"
+REDIS_WORKERS = "switchyard(redis, workers=2)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +223,35 @@ def checks(results: dict[str, Any]) -> list[Check]:
                 None,
             )
         )
+    redis = rows.get(REDIS) if rows.get(REDIS, {}).get("available", True) else None
+    a, b = _get(redis, "unary_cpu_ms"), _get(floor, "unary_cpu_ms")
+    found.append(
+        Check(
+            "unary CPU/req with Redis (shared state) vs floor",
+            "≤ 1.6×",
+            "not measured" if a is None or not b else f"{a / b:.2f}×",
+            None if a is None or not b else a / b <= 1.6,
+        )
+    )
+    a, b = _get(redis, "c1", "latency_ms", "p50"), _get(floor, "c1", "latency_ms", "p50")
+    found.append(
+        Check(
+            "c=1 p50 added over floor, with Redis",
+            "≤ 0.6 ms",
+            "not measured" if a is None or b is None else f"{a - b:+.3f} ms",
+            None if a is None or b is None else a - b <= 0.6,
+        )
+    )
+    two = rows.get(REDIS_WORKERS) if rows.get(REDIS_WORKERS, {}).get("available", True) else None
+    a, b = _get(two, "saturation_rps"), _get(redis, "saturation_rps")
+    found.append(
+        Check(
+            "saturation, 2 workers vs 1 (with Redis; load generator and relay share the cores)",
+            "report only",
+            "not measured" if a is None or not b else f"{a / b:.2f}× ({a:,.0f} vs {b:,.0f} req/s)",
+            None,
+        )
+    )
     rate = _get(ledger, "insert", "calls_per_s")
     found.append(
         Check(

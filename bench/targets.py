@@ -188,6 +188,8 @@ async def start_switchyard(
         else "SQLite ledger (the default)"
     )
     description = f"defaults, limiter raised, {ledger}"
+    if (extra_env or {}).get("SWITCHYARD_REDIS_URL"):
+        description += ", limits, budgets, breakers and cache in Redis (a server of its own)"
     if otlp_port is not None:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{otlp_port}"
         env["OTEL_EXPORTER_OTLP_INSECURE"] = "true"
@@ -199,7 +201,7 @@ async def start_switchyard(
     changed = " ".join(  # a key's value is never written into the results
         f"{k}={'(set)' if k.endswith('_KEY') else v}"
         for k, v in (extra_env or {}).items()
-        if k != "SWITCHYARD_DATABASE_URL"
+        if k not in ("SWITCHYARD_DATABASE_URL", "SWITCHYARD_REDIS_URL")
     )
     if changed:
         description += f"; also {changed}"

@@ -2,11 +2,14 @@
 
 `python -m server` (or the `switchyard-server` script). Exit codes: 0 after a
 graceful stop, 2 for bad configuration (the message names the setting).
+With SWITCHYARD_WORKERS above 1 it supervises that many gateway processes on
+one port instead (``server/workers.py``; 1 when it gives up restarting one).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -15,6 +18,7 @@ import sys
 from server.app import SERVICE_NAME, App, create_server
 from server.settings import ConfigError, Settings, load_settings, parse_listen
 from server.settings.validation import database_target
+from server.workers import die_with_parent, ready_line, supervise
 
 log = logging.getLogger("switchyard")
 
@@ -26,15 +30,24 @@ def main() -> None:
     except ConfigError as error:
         sys.stderr.write(f"switchyard: configuration error: {error}\n")
         raise SystemExit(2) from None
+    index = settings.server.worker_index
+    tag = f"[worker {index}]" if index else ""  # a worker's lines share its supervisor's stderr
     logging.basicConfig(
         level=settings.server.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s %(name)s{tag}: %(message)s",
     )
     # httpx logs every relay request at INFO; one line per call is noise, and work.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # Alembic announces each of its plugins at INFO; Switchyard logs the migration itself.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    if index:
+        die_with_parent()
     try:
+        if settings.server.workers > 1:
+            code = asyncio.run(
+                supervise(settings, os.environ, functools.partial(supervisor_banner, settings))
+            )
+            raise SystemExit(code)
         asyncio.run(serve(settings))
     except ConfigError as error:
         sys.stderr.write(f"switchyard: configuration error: {error}\n")
@@ -50,7 +63,9 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(signum, stop.set)
     if app.certificates is not None:
         loop.add_signal_handler(signal.SIGHUP, app.certificates.request_reload)
-    print(banner(settings, app), flush=True)
+    # A worker tells its supervisor it serves; the supervisor prints the one banner.
+    worker = settings.server.worker_index
+    print(ready_line(app.port) if worker else banner(settings, app), flush=True)
     await stop.wait()
     grace = settings.server.shutdown_grace
     log.info("stopping: health NOT_SERVING, new calls refused, %gs for calls in flight", grace)
@@ -60,20 +75,38 @@ async def serve(settings: Settings) -> None:
 
 def banner(settings: Settings, app: App) -> str:
     """What the terminal shows once serving: where, on what, and a call to try."""
-    host, _ = parse_listen(settings.server.listen)
-    address = f"{host}:{app.port}" if ":" not in host else f"[{host}]:{app.port}"
     relay = (
         f"embedded relay simulator at {app.relay_url} (set SWITCHYARD_RELAY_URL for a real relay)"
         if app.simulator is not None
         else app.relay_url
     )
+    return _banner(settings, app.port, relay, tls=app.certificates is not None)
+
+
+def supervisor_banner(settings: Settings, port: int, relay_url: str) -> str:
+    """The banner of a supervisor, once its workers all serve."""
+    workers = settings.server.workers
+    relay = (
+        f"embedded relay simulator at {relay_url}, shared by the {workers} workers"
+        " (set SWITCHYARD_RELAY_URL for a real relay)"
+        if settings.relay.url is None
+        else relay_url
+    )
+    return _banner(settings, port, relay, tls=bool(settings.auth.tls_cert), workers=workers)
+
+
+def _banner(settings: Settings, port: int, relay: str, *, tls: bool, workers: int = 1) -> str:
+    host, _ = parse_listen(settings.server.listen)
+    address = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
     mode = settings.auth.effective_mode
-    if app.certificates is None:
+    if not tls:
         transport, url = "plaintext", f"--http2-prior-knowledge http://{address}"
     else:
         transport, url = "TLS", f"https://{address}"
         if settings.auth.tls_client_ca:
             transport += ", client certificates required"
+    if workers > 1:
+        transport += f"; {workers} worker processes, supervised by pid {os.getpid()}"
     header = "" if mode != "api_key" else ' -H "authorization: Bearer $SWITCHYARD_API_KEY"'
     auth = {
         "none": "none (callers name themselves in x-switchyard-caller)",

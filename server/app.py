@@ -95,18 +95,7 @@ async def create_server(settings: Settings, environ: Mapping[str, str] | None = 
     relay_settings = settings.relay
     relay_url = relay_settings.url
     if relay_url is None:
-        from server.simulator import RelaySimulator, SimulatorSettings  # noqa: PLC0415 (only when used)
-
-        # The simulator checks the key like a real relay; this one never leaves the process.
-        key = "sim-" + secrets.token_hex(8)
-        simulator = RelaySimulator(
-            SimulatorSettings(
-                latency_scale=settings.simulator.latency_scale,
-                tokens_per_second=settings.simulator.tokens_per_second,
-                api_key=key,
-            )
-        )
-        relay_url = await simulator.start()
+        simulator, relay_url, key = await start_simulator(settings)
         relay_settings = dataclasses.replace(relay_settings, api_key=key)
 
     relay = RelayClient(relay_url, relay_settings)
@@ -126,7 +115,11 @@ async def create_server(settings: Settings, environ: Mapping[str, str] | None = 
         raise ConfigError(
             "SWITCHYARD_TLS_CERT", f"cannot load the TLS certificate and key: {error}"
         ) from None
-    server = grpc.aio.server(options=_SERVER_OPTIONS)
+    options = dict(_SERVER_OPTIONS)
+    if settings.server.worker_index:
+        # One of the supervisor's workers (server/workers.py): they share the port it holds.
+        options["grpc.so_reuseport"] = 1
+    server = grpc.aio.server(options=tuple(options.items()))
     boundary = _add_services(server, settings, pipeline, telemetry)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -176,6 +169,23 @@ async def create_server(settings: Settings, environ: Mapping[str, str] | None = 
         telemetry,
         certificates,
     )
+
+
+async def start_simulator(settings: Settings) -> tuple[RelaySimulator, str, str]:
+    """The embedded relay simulator on a free loopback port: it, its URL and its key."""
+    from server.simulator import RelaySimulator, SimulatorSettings  # noqa: PLC0415 (only when used)
+
+    # The simulator checks the key like a real relay; this one never leaves the process
+    # (or, under several workers, the supervisor and its workers).
+    key = "sim-" + secrets.token_hex(8)
+    simulator = RelaySimulator(
+        SimulatorSettings(
+            latency_scale=settings.simulator.latency_scale,
+            tokens_per_second=settings.simulator.tokens_per_second,
+            api_key=key,
+        )
+    )
+    return simulator, await simulator.start(), key
 
 
 def _add_services(

@@ -220,6 +220,24 @@ class BudgetUnknownError(SwitchyardError):
         return 1.0
 
 
+class BudgetStoreUnavailableError(SwitchyardError):
+    """The shared budget store (Redis) does not answer: budgets fail closed."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    retryable = True
+
+    def __init__(self, tenant: str) -> None:
+        super().__init__(
+            f"caller {tenant!r} has a spend budget and the budget store (Redis) is"
+            " unreachable, so the budget cannot be checked; retry shortly (operators: see"
+            " the gateway's log for the Redis error)"
+        )
+
+    @property
+    def retry_after(self) -> float | None:
+        return 1.0
+
+
 class DeadlineExceededError(SwitchyardError):
     """The caller's deadline passed before a model answered; nothing more is tried."""
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from tests.leaks import SCAN, ScanHandler
 from tests.postgres import TempPostgres
+from tests.redis_server import TempRedis, redis_server_bin
 
 _databases = itertools.count(1)
 
@@ -75,3 +77,29 @@ def postgres() -> Iterator[TempPostgres]:
     """A PostgreSQL server of this test's own, which it may stop and start (an outage)."""
     with TempPostgres() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[TempRedis]:
+    """One redis-server for the session, on a free port in a temporary folder.
+
+    Without redis-server the tests that need it are skipped, except under CI
+    (CI=true), where a missing server is a failure: CI must run them all."""
+    if redis_server_bin() is None:
+        message = "redis-server is not installed: run `make redis-deps`"
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(message)
+        pytest.skip(message)
+    with TempRedis() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: TempRedis) -> str:
+    """The session's Redis, emptied (and running, unfrozen) for this test."""
+    if redis_server.paused:
+        redis_server.resume()
+    if not redis_server.running:
+        redis_server.start()
+    redis_server.flushall()
+    return redis_server.url

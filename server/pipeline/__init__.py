@@ -244,6 +244,14 @@ def _observe(
         "Calls journalled and not yet written to the ledger's database (how far behind it is)",
         lambda: [(ledger.lag, {})],
     )
+    shared = stores.shared
+    if shared is not None:
+        telemetry.observe(
+            "switchyard.redis.degraded",
+            "1",
+            "1 while Redis does not answer and shared state has fallen back (see the README)",
+            lambda: [(0 if shared.up else 1, {})],
+        )
     responses = stores.responses
     if responses is not None:
         _observe_cache(telemetry, responses)

@@ -7,7 +7,7 @@ so a typo never surfaces as a failing request hours later.
 
 A TOML file may hold these tables (all optional)::
 
-    [server]     listen, shutdown_grace, log_level
+    [server]     listen, shutdown_grace, log_level, workers
     [relay]      url, connect_timeout, read_timeout, timeout, max_connections
     [limits]     relay_rpm, relay_burst, max_waiters, max_wait, other_provider_concurrency
     [limits.provider_concurrency]  anthropic = 10, openai = 20, ...
@@ -27,6 +27,7 @@ A TOML file may hold these tables (all optional)::
     [ledger]     database_url (no password in a file), data_dir, retention_days,
                  flush_interval, batch_size, budgets_until_seeded
     [auth]       mode, rotation_grace, tls_cert, tls_key, tls_client_ca
+    [redis]      url (no password in a file), timeout, replicas, lease_ttl, prefix
 
 The relay key and the admin key are read only from the environment, never from the file.
 
@@ -54,6 +55,7 @@ from server.settings.schema import (
     ConfigError,
     LedgerSettings,
     LimitSettings,
+    RedisSettings,
     RelaySettings,
     RetrySettings,
     RoutingSettings,
@@ -91,6 +93,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         budgets=build_budgets(sources.budgets),
         ledger=sections["ledger"],
         auth=sections["auth"],
+        redis=sections["redis"],
     )
     validate(settings)
     return settings
@@ -110,6 +113,7 @@ __all__ = [
     "ConfigError",
     "LedgerSettings",
     "LimitSettings",
+    "RedisSettings",
     "RelaySettings",
     "RetrySettings",
     "RoutingSettings",

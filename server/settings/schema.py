@@ -37,6 +37,8 @@ class ServerSettings:
     listen: str = "127.0.0.1:50051"
     shutdown_grace: float = 10.0  # seconds in-flight calls get after SIGTERM
     log_level: str = "INFO"
+    workers: int = 1  # gateway processes sharing the port, supervised (server/workers.py)
+    worker_index: int = 0  # set by the supervisor in its workers' environment (1..N); 0: none
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +210,26 @@ class AuthSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RedisSettings:
+    """Shared working state in Redis or Valkey (see ``server/state/redis/``).
+
+    `url` empty keeps every store in this process's memory. Each Redis
+    operation gets `timeout` seconds; past it, or when Redis does not answer,
+    the store falls back as its class of state says (budgets refuse; limits
+    and slots become per-replica limits, each the configured one divided by
+    `replicas`; the cache and breakers become local) until Redis answers
+    again. A concurrency slot is a lease of `lease_ttl` seconds, renewed
+    while its call runs, so the slots of a replica that died come back.
+    """
+
+    url: str = field(default="", repr=False)  # may hold a password: never printed
+    timeout: float = 0.05
+    replicas: int = 1
+    lease_ttl: float = 15.0
+    prefix: str = "switchyard:"
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything Switchyard needs to start."""
 
@@ -224,3 +246,4 @@ class Settings:
     budgets: BudgetSettings = BudgetSettings()
     ledger: LedgerSettings = LedgerSettings()
     auth: AuthSettings = AuthSettings()
+    redis: RedisSettings = RedisSettings()

@@ -33,6 +33,7 @@ from server.settings.schema import (
     ConfigError,
     LedgerSettings,
     LimitSettings,
+    RedisSettings,
     RelaySettings,
     RetrySettings,
     RoutingSettings,
@@ -49,6 +50,8 @@ ENV_KEYS: dict[str, tuple[str, str]] = {
     "LISTEN": ("server", "listen"),
     "SHUTDOWN_GRACE": ("server", "shutdown_grace"),
     "LOG_LEVEL": ("server", "log_level"),
+    "WORKERS": ("server", "workers"),
+    "WORKER_INDEX": ("server", "worker_index"),  # set by the supervisor for its workers only
     "RELAY_URL": ("relay", "url"),
     "RELAY_API_KEY": ("relay", "api_key"),
     "RELAY_CONNECT_TIMEOUT": ("relay", "connect_timeout"),
@@ -90,6 +93,11 @@ ENV_KEYS: dict[str, tuple[str, str]] = {
     "TLS_CERT": ("auth", "tls_cert"),
     "TLS_KEY": ("auth", "tls_key"),
     "TLS_CLIENT_CA": ("auth", "tls_client_ca"),
+    "REDIS_URL": ("redis", "url"),
+    "REDIS_TIMEOUT": ("redis", "timeout"),
+    "REPLICAS": ("redis", "replicas"),
+    "REDIS_LEASE_TTL": ("redis", "lease_ttl"),
+    "REDIS_PREFIX": ("redis", "prefix"),
 }
 SECTIONS: dict[str, type[Any]] = {
     "server": ServerSettings,
@@ -103,6 +111,7 @@ SECTIONS: dict[str, type[Any]] = {
     "cache": CacheSettings,
     "ledger": LedgerSettings,
     "auth": AuthSettings,
+    "redis": RedisSettings,
 }
 _BUDGET_PERIODS = ("day", "month")
 
@@ -143,12 +152,16 @@ def read_sources(environ: Mapping[str, str]) -> Sources:
             "SWITCHYARD_CONFIG auth.admin_key",
             "keys do not belong in files; set SWITCHYARD_ADMIN_KEY instead",
         )
-    file_url = file_tables.get("ledger", {}).get("database_url")
-    if isinstance(file_url, str) and _has_password(file_url):
-        raise ConfigError(
-            "SWITCHYARD_CONFIG ledger.database_url",
-            "passwords do not belong in files; set SWITCHYARD_DATABASE_URL instead",
-        )
+    for section, key, variable in (
+        ("ledger", "database_url", "SWITCHYARD_DATABASE_URL"),
+        ("redis", "url", "SWITCHYARD_REDIS_URL"),
+    ):
+        file_url = file_tables.get(section, {}).get(key)
+        if isinstance(file_url, str) and _has_password(file_url):
+            raise ConfigError(
+                f"SWITCHYARD_CONFIG {section}.{key}",
+                f"passwords do not belong in files; set {variable} instead",
+            )
 
     overrides: dict[str, dict[str, tuple[str, object]]] = {name: {} for name in SECTIONS}
     routing_file = dict(file_tables.get("routing", {}))

@@ -73,6 +73,7 @@ def validate(settings: Settings) -> None:
             raise ConfigError(key, f"must be at least 1, got {value}")
     _validate_auth(settings)
     database_target(settings)
+    _validate_redis(settings)
     ledger = settings.ledger
     if ledger.retention_days < 1:
         raise ConfigError("SWITCHYARD_LEDGER_RETENTION_DAYS", "must be at least 1 (days)")
@@ -85,6 +86,7 @@ def validate(settings: Settings) -> None:
         raise ConfigError("SWITCHYARD_BUDGETS_UNTIL_SEEDED", "expected refuse or admit")
     if not ledger.data_dir.strip():
         raise ConfigError("SWITCHYARD_DATA_DIR", "must name a directory")
+    _validate_workers(settings)
     routing = settings.routing
     if not routing.keywords:
         raise ConfigError("SWITCHYARD_CONFIG routing.keywords", "must name at least one keyword")
@@ -113,7 +115,65 @@ def database_target(settings: Settings) -> DatabaseTarget:
         raise ConfigError("SWITCHYARD_DATABASE_URL", str(error)) from None
 
 
+def _validate_workers(settings: Settings) -> None:
+    """Several workers (server/workers.py) must share every piece of state they keep."""
+    server = settings.server
+    if server.workers < 1:
+        raise ConfigError("SWITCHYARD_WORKERS", f"expected 1 or more, got {server.workers}")
+    if server.worker_index < 0 or (server.worker_index and server.workers > 1):
+        raise ConfigError(
+            "SWITCHYARD_WORKER_INDEX", "set by the supervisor for its workers only; leave it unset"
+        )
+    workers = server.workers
+    if workers == 1:
+        return
+    if not settings.redis.url:
+        raise ConfigError(
+            "SWITCHYARD_WORKERS",
+            f"{workers} workers need shared state: set SWITCHYARD_REDIS_URL (redis:// or"
+            " rediss://) so limits, budgets and the cache are shared, or run one worker",
+        )
+    target = database_target(settings)
+    if target.kind != "postgresql":
+        what = (
+            f"several processes must not write one SQLite file ({target.shown})"
+            if target.kind == "sqlite"
+            else "an in-memory ledger (with its tenants and keys) would be each worker's own"
+        )
+        raise ConfigError(
+            "SWITCHYARD_WORKERS",
+            f"{workers} workers need one ledger they share, and {what}: set"
+            " SWITCHYARD_DATABASE_URL to a PostgreSQL URL (postgresql://user@host:port/dbname),"
+            " or run one worker",
+        )
+    metrics = settings.telemetry.prometheus_port
+    if metrics and metrics + workers - 1 > 65535:
+        raise ConfigError(
+            "SWITCHYARD_PROMETHEUS_PORT",
+            f"worker N serves /metrics on this port + N - 1, and {metrics} + {workers - 1}"
+            " is past 65535",
+        )
+
+
 MIN_ADMIN_KEY = 32
+
+
+def _validate_redis(settings: Settings) -> None:
+    redis = settings.redis
+    if redis.url:
+        scheme, sep, rest = redis.url.partition("://")
+        if not sep or scheme not in ("redis", "rediss") or not rest:
+            raise ConfigError(
+                "SWITCHYARD_REDIS_URL",
+                f"expected redis://host:port/db or rediss://host:port/db, got a {scheme or 'bare'}"
+                " value",
+            )
+    if not 0 < redis.timeout <= 5:
+        raise ConfigError("SWITCHYARD_REDIS_TIMEOUT", "expected seconds above 0, at most 5")
+    if redis.replicas < 1:
+        raise ConfigError("SWITCHYARD_REPLICAS", "expected the number of replicas, 1 or more")
+    if redis.lease_ttl < 3:
+        raise ConfigError("SWITCHYARD_REDIS_LEASE_TTL", "expected at least 3 seconds")
 
 
 def is_loopback(host: str) -> bool:

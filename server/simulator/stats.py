@@ -33,6 +33,7 @@ class ModelStats:
     input_tokens: int = 0  # reported to clients
     output_tokens: int = 0  # reported to clients
     tokens_sent: int = 0  # answer tokens written, whether or not usage was reported
+    max_in_flight: int = 0  # the most requests served at once, since start
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +65,18 @@ class SimulatorStats:
 
 
 class _Counters:
-    __slots__ = ("in_flight", "input_tokens", "output_tokens", "requests", "tokens_sent")
+    __slots__ = (
+        "in_flight",
+        "input_tokens",
+        "max_in_flight",
+        "output_tokens",
+        "requests",
+        "tokens_sent",
+    )
 
     def __init__(self) -> None:
         self.requests = self.in_flight = self.input_tokens = self.output_tokens = 0
-        self.tokens_sent = 0
+        self.tokens_sent = self.max_in_flight = 0
 
 
 class ResponseTally:
@@ -159,6 +167,7 @@ class StatsBook:
         """Hold one in-flight slot of ``model`` while the response is produced."""
         counters = self._models.setdefault(model, _Counters())
         counters.in_flight += 1
+        counters.max_in_flight = max(counters.max_in_flight, counters.in_flight)
         self.changed()
         try:
             yield ResponseTally(self, counters)
@@ -170,7 +179,12 @@ class StatsBook:
         """An immutable copy of every counter."""
         models = {
             name: ModelStats(
-                c.requests, c.in_flight, c.input_tokens, c.output_tokens, c.tokens_sent
+                c.requests,
+                c.in_flight,
+                c.input_tokens,
+                c.output_tokens,
+                c.tokens_sent,
+                c.max_in_flight,
             )
             for name, c in self._models.items()
         }

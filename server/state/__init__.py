@@ -7,11 +7,15 @@
     responses.py  ResponseStore    get / peek / put, and the cache key
     directory.py  Directory        tenants and API keys (with the ledger, in SQL or memory)
 
+Backends: `memory/` (one process), `sql/` (the ledger and the directory:
+SQLite or PostgreSQL) and `redis/` (budgets, gates, breakers and the cache
+shared by every replica, when SWITCHYARD_REDIS_URL is set).
+
 Each protocol module also holds what every backend shares (records, refusal
 messages, the key). A backend is a package beside them (`memory/` today)
 with one class per protocol; `open_stores` is the one switch that picks a
 backend per store from the settings, so adding one is a package here plus a
-line below. `sql/` is the ledger's durable backend (SQLite or PostgreSQL).
+line below.
 Stages see only the protocols: a stage never knows which backend it has, and
 a store never imports a stage.
 """
@@ -42,6 +46,7 @@ from server.state.memory import (
     MemoryLedger,
     MemoryResponseStore,
 )
+from server.state.redis.link import RedisLink
 from server.state.responses import ResponseStore
 
 log = logging.getLogger("switchyard")
@@ -60,6 +65,7 @@ class Stores:
         "gates",
         "ledger",
         "responses",
+        "shared",
     )
 
     def __init__(
@@ -72,6 +78,7 @@ class Stores:
         *,
         directory: Directory | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        shared: RedisLink | None = None,
     ) -> None:
         self.budgets = budgets
         self.ledger = ledger
@@ -81,6 +88,7 @@ class Stores:
         self.responses = responses
         self._clock = clock
         self._seeding: asyncio.Task[None] | None = None
+        self.shared = shared  # the Redis link when state is shared, for start, close and gauges
 
     async def start(self) -> None:
         """Open the ledger, then read each tenant's spend back into the budgets.
@@ -90,9 +98,20 @@ class Stores:
         with a budget.
         """
         await self.ledger.start()
+        if self.shared is not None:
+            await self.shared.check()
+            for store in (self.breakers, self.budgets):
+                start = getattr(store, "start", None)
+                if start is not None:
+                    start()
         if self.budgets.seeded:
             return
         if not await self._seed_once():
+            self.request_seed()
+
+    def request_seed(self) -> None:
+        """Read the spend back from the ledger in the background (unless already doing so)."""
+        if self._seeding is None or self._seeding.done():
             self._seeding = asyncio.get_running_loop().create_task(
                 self._seed_until_done(), name="budget-seed"
             )
@@ -109,9 +128,11 @@ class Stores:
         return True
 
     async def _seed_until_done(self) -> None:
-        log.warning("budgets: the ledger does not answer; tenants with a budget wait for it")
-        while not await self._seed_once():
+        if not await self._seed_once():
+            log.warning("budgets: the spend cannot be read back yet; tenants with a budget wait")
+        while not self.budgets.seeded:
             await self._clock.sleep(_SEED_RETRY)
+            await self._seed_once()
 
     async def aclose(self, within: float = 10.0) -> None:
         """Write out what the stores still hold in queues (the ledger's records)."""
@@ -120,6 +141,12 @@ class Stores:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._seeding
         await self.ledger.aclose(within)
+        if self.shared is not None:
+            for store in (self.gates, self.budgets, self.breakers):
+                close = getattr(store, "aclose", None)
+                if close is not None:
+                    await close()
+            await self.shared.aclose()
 
 
 def open_ledger(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> tuple[Ledger, Directory]:
@@ -151,18 +178,24 @@ def open_ledger(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> tuple[Ledger
 def open_stores(
     settings: Settings, models: Iterable[ModelSpec], clock: Clock = SYSTEM_CLOCK
 ) -> Stores:
-    """The stores `settings` ask for: the ledger per SWITCHYARD_DATABASE_URL, the rest in memory."""
+    """The stores `settings` ask for: the ledger per SWITCHYARD_DATABASE_URL, the rest in
+    Redis when SWITCHYARD_REDIS_URL is set, else in memory."""
+    models = tuple(models)
     limits = settings.limits
     ledger, directory = open_ledger(settings, clock)
     durable = not isinstance(ledger, MemoryLedger)
+    admit_unseeded = settings.ledger.budgets_until_seeded == "admit"
+    # With keys, tenants are known and their budgets change at run time.
+    track_all = settings.auth.effective_mode != "none"
+    if settings.redis.url:
+        return _open_shared(settings, models, clock, ledger, directory)
     return Stores(
         budgets=MemoryBudgetStore(
             settings.budgets,
             clock,
             seeded=not durable,
-            admit_unseeded=settings.ledger.budgets_until_seeded == "admit",
-            # With keys, tenants are known and their budgets change at run time.
-            track_all=settings.auth.effective_mode != "none",
+            admit_unseeded=admit_unseeded,
+            track_all=track_all,
         ),
         ledger=ledger,
         gates=MemoryGates(limits.max_waiters, limits.max_wait, clock),
@@ -171,3 +204,54 @@ def open_stores(
         directory=directory,
         clock=clock,
     )
+
+
+def _open_shared(
+    settings: Settings,
+    models: tuple[ModelSpec, ...],
+    clock: Clock,
+    ledger: Ledger,
+    directory: Directory,
+) -> Stores:
+    """Budgets, gates, breakers and the cache in Redis; the ledger and directory in SQL."""
+    from server.state.redis import (  # noqa: PLC0415 (only with Redis)
+        RedisBreakers,
+        RedisBudgetStore,
+        RedisGates,
+        RedisResponseStore,
+    )
+
+    redis = settings.redis
+    link = RedisLink(redis, clock)
+    budgets = RedisBudgetStore(
+        link,
+        settings.budgets,
+        clock,
+        admit_unseeded=settings.ledger.budgets_until_seeded == "admit",
+        track_all=settings.auth.effective_mode != "none",
+        lease_ttl=redis.lease_ttl,
+    )
+    limits = settings.limits
+    stores = Stores(
+        budgets=budgets,
+        ledger=ledger,
+        gates=RedisGates(
+            link,
+            limits.max_waiters,
+            limits.max_wait,
+            lease_ttl=redis.lease_ttl,
+            replicas=redis.replicas,
+            clock=clock,
+        ),
+        breakers=RedisBreakers(link, models, settings.breaker, clock),
+        responses=(
+            RedisResponseStore(link, settings.cache, {m.name: m for m in models}, clock)
+            if settings.cache.enabled
+            else None
+        ),
+        directory=directory,
+        clock=clock,
+        shared=link,
+    )
+    budgets.on_lost = stores.request_seed
+    return stores

@@ -99,3 +99,16 @@ class CircuitBreaker:
     def neutral(self) -> None:
         """The try ended in a way that says nothing about the model."""
         self._probing = False
+
+    def opened_elsewhere(self, now: float, left: float) -> None:
+        """Another replica opened this circuit; its cooldown ends in `left` seconds."""
+        if self._opened_at is not None and self.status(now).state is not CircuitState.CLOSED:
+            return  # already open (or probing) here
+        self._failures = max(self._failures, self._limit)
+        self._opened_at = now - max(self._cooldown - left, 0.0)
+        self._probing = False
+
+    @property
+    def cooldown(self) -> float:
+        """Seconds a circuit stays open before a probe."""
+        return self._cooldown

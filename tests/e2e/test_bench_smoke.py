@@ -74,3 +74,41 @@ def test_bench_smoke_reports_sane_figures(tmp_path: Path) -> None:
     # The relay must be far cheaper than any gateway, or it would be the bottleneck.
     relay_cpu = results["rows"]["relay"]["unary_cpu_ms"]
     assert 0 <= relay_cpu < results["rows"]["floor(aiohttp)"]["unary_cpu_ms"]
+
+
+@pytest.mark.timeout(180)
+def test_bench_smoke_measures_shared_state_with_one_and_two_workers(tmp_path: Path) -> None:
+    """The Redis rows run: one gateway, then two workers, every phase without an error."""
+    if not SWITCHYARD_PRESENT:
+        pytest.skip("no gateway on this branch")
+    rows = ("switchyard(redis)", "switchyard(redis, workers=2)")
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--smoke",
+            "--quiet",
+            "--only",
+            ",".join(("relay", "floor(aiohttp)", *rows)),
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    [figures] = tmp_path.glob("*.json")
+    results = json.loads(figures.read_text())
+    for name in rows:
+        row = results["rows"][name]
+        assert row["available"], row
+        for phase in ("c1", "saturate", "open", "stream", "burst", "ttft", "sustained"):
+            assert row[phase]["requests"] > 0 and row[phase]["errors"] == 0, (name, phase)
+        assert row["saturation_rps"] > 0 and row["redis_cpu_s"] > 0, row
+    two = results["rows"]["switchyard(redis, workers=2)"]
+    assert "SWITCHYARD_WORKERS=2" in two["description"]
+    assert "redis://" not in run.stdout and "postgresql://" not in run.stdout  # no URL printed

@@ -122,7 +122,7 @@ async def test_the_tls_and_key_snippet_works(
 @pytest.mark.timeout(180)
 async def test_the_keys_walkthrough_runs_from_bootstrap_to_authenticated_calls(tmp_path: Path):
     """The README's `shell` block, as a newcomer pastes it, in an empty directory."""
-    [walkthrough] = blocks("shell")
+    walkthrough = blocks("shell")[0]
     port = free_port()
     script = "set -e; trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n" + walkthrough.replace(
         ".venv/bin/", f"{ROOT}/.venv/bin/"
@@ -158,6 +158,56 @@ async def test_the_keys_walkthrough_runs_from_bootstrap_to_authenticated_calls(t
     assert "caller     search" in text and "requests   2 (0 failed)" in text
     assert "shown this once" in errors
     assert not re.search(r"sy-[0-9a-f]{12}-[A-Za-z0-9_-]{43}", text + errors)  # never echoed
+
+
+@pytest.mark.timeout(240)
+async def test_the_replicas_walkthrough_shares_one_cache_and_one_ledger(
+    tmp_path: Path, redis_url: str, postgres_url: str
+):
+    """The README's second `shell` block: three replicas, Redis, PostgreSQL and nginx."""
+    walkthrough = blocks("shell")[1]
+    script = walkthrough.replace(".venv/bin/", f"{ROOT}/.venv/bin/")
+    script = script.replace("redis://127.0.0.1:6379/0", redis_url)
+    script = script.replace("postgresql://switchyard@127.0.0.1:5432/switchyard", postgres_url)
+    ports = {port: str(free_port()) for port in ("8090", "50061", "50062", "50063", "50051")}
+    for readme_port, port in ports.items():  # the README's ports: free ones
+        script = script.replace(readme_port, port)
+    script = "set -e; trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n" + script
+    process = await asyncio.create_subprocess_exec(
+        "bash",
+        "-c",
+        script,
+        cwd=tmp_path,
+        env={
+            **ENV,
+            "PATH": f"{ENV.get('PATH', '')}:/usr/sbin",
+            "SWITCHYARD_ADDRESS": f"127.0.0.1:{ports['50051']}",  # the CLI's default, moved
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), 180)
+    except TimeoutError:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = await process.communicate()
+        logs = await asyncio.to_thread(read_logs, tmp_path, "*.log")
+        raise AssertionError(
+            f"the walkthrough did not finish:\n{out.decode()}\n{err.decode()}\n{logs}"
+        ) from None
+    text, errors = out.decode(), err.decode()
+    logs = await asyncio.to_thread(read_logs, tmp_path, "replica-*.log")
+    assert process.returncode == 0, errors + logs
+    answers = [line for line in (text + errors).splitlines() if line.startswith("model=")]
+    assert len(answers) == 3 and "cached=yes" not in answers[0], text
+    assert all("cached=yes" in line for line in answers[1:]), text  # from Redis, whichever replica
+    assert "requests   3 (0 failed)" in text, text  # all three, read back from PostgreSQL
+    assert logs.count("redis: shared state in") == 3, logs
+
+
+def read_logs(folder: Path, pattern: str) -> str:
+    return "".join(path.read_text() for path in sorted(folder.glob(pattern)))
 
 
 def free_port() -> int:

@@ -316,3 +316,71 @@ def test_redact_hides_only_the_password():
         "postgresql://svc:***@db:5432/x?sslmode=require"
     )
     assert redact("http://relay.internal/v1") == "http://relay.internal/v1"
+
+
+# Several workers (server/workers.py) must share their state: Redis, and one PostgreSQL ledger.
+SHARED = {
+    "SWITCHYARD_REDIS_URL": "redis://127.0.0.1:6379/0",
+    "SWITCHYARD_DATABASE_URL": "postgresql://svc@db/ledger",
+}
+
+
+def test_workers_default_to_one_and_may_be_several_with_shared_state():
+    assert load_settings({}).server.workers == 1
+    settings = load_settings({"SWITCHYARD_WORKERS": "4", **SHARED})
+    assert (settings.server.workers, settings.server.worker_index) == (4, 0)
+    # Port 0 too: the supervisor picks the free port and gives it to every worker.
+    assert load_settings({"SWITCHYARD_WORKERS": "2", "SWITCHYARD_LISTEN": "127.0.0.1:0", **SHARED})
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_workers_must_be_one_or_more(value):
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"SWITCHYARD_WORKERS": value})
+    assert caught.value.key == "SWITCHYARD_WORKERS"
+
+
+def test_several_workers_without_redis_are_refused_saying_what_to_set():
+    env = {"SWITCHYARD_WORKERS": "2", "SWITCHYARD_DATABASE_URL": SHARED["SWITCHYARD_DATABASE_URL"]}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env)
+    assert caught.value.key == "SWITCHYARD_WORKERS"
+    assert str(caught.value) == (
+        "SWITCHYARD_WORKERS: 2 workers need shared state: set SWITCHYARD_REDIS_URL (redis:// or"
+        " rediss://) so limits, budgets and the cache are shared, or run one worker"
+    )
+
+
+@pytest.mark.parametrize(
+    ("database_url", "why"),
+    [
+        ("", "several processes must not write one SQLite file (sqlite:///.switchyard/ledger.db)"),
+        ("sqlite:///ledger.db", "several processes must not write one SQLite file"),
+        ("memory", "an in-memory ledger (with its tenants and keys) would be each worker's own"),
+    ],
+)
+def test_several_workers_on_a_ledger_of_their_own_are_refused(database_url, why):
+    env = {"SWITCHYARD_WORKERS": "2", "SWITCHYARD_REDIS_URL": SHARED["SWITCHYARD_REDIS_URL"]}
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**env, "SWITCHYARD_DATABASE_URL": database_url})
+    assert caught.value.key == "SWITCHYARD_WORKERS"
+    message = str(caught.value)
+    assert why in message
+    assert "set SWITCHYARD_DATABASE_URL to a PostgreSQL URL" in message
+
+
+def test_the_worker_index_is_the_supervisor_s_to_set():
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"SWITCHYARD_WORKERS": "2", "SWITCHYARD_WORKER_INDEX": "1", **SHARED})
+    assert caught.value.key == "SWITCHYARD_WORKER_INDEX"
+    with pytest.raises(ConfigError, match="SWITCHYARD_WORKER_INDEX"):
+        load_settings({"SWITCHYARD_WORKER_INDEX": "-1"})
+    assert load_settings({"SWITCHYARD_WORKER_INDEX": "3"}).server.worker_index == 3
+
+
+def test_each_worker_s_metrics_port_must_exist():
+    env = {"SWITCHYARD_WORKERS": "3", **SHARED}
+    assert load_settings({**env, "SWITCHYARD_PROMETHEUS_PORT": "65533"}).server.workers == 3
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**env, "SWITCHYARD_PROMETHEUS_PORT": "65534"})
+    assert caught.value.key == "SWITCHYARD_PROMETHEUS_PORT"

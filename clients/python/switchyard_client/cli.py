@@ -143,13 +143,21 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         return sub
 
-    add(
+    serve = add(
         "serve",
         _serve,
         "serve the gateway (the same as `python -m server`; configured by SWITCHYARD_* variables)",
         [],
         "exit codes:\n  0        stopped gracefully (SIGTERM or Ctrl-C)\n"
+        "  1        a worker kept failing (--workers): the supervisor gave up\n"
         "  2        bad configuration; the message names the setting\n",
+    )
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        metavar="N",
+        help="gateway processes sharing the port, supervised (sets SWITCHYARD_WORKERS;"
+        " more than 1 needs SWITCHYARD_REDIS_URL and a PostgreSQL SWITCHYARD_DATABASE_URL)",
     )
 
     query = add(
@@ -273,8 +281,20 @@ def _prompt_and_options(args: argparse.Namespace) -> tuple[str, QueryOptions]:
 def _serve(args: argparse.Namespace, terminal: Terminal) -> int:
     from server.__main__ import main as serve  # noqa: PLC0415 (the client needs no server code)
 
+    if args.workers is not None:  # the server reads its settings from the environment
+        os.environ["SWITCHYARD_WORKERS"] = str(args.workers)
     serve()
     return EXIT_OK
+
+
+def _workers(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 1 or more")
+    return count
 
 
 def _query(args: argparse.Namespace, terminal: Terminal) -> int:

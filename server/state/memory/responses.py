@@ -68,7 +68,7 @@ class MemoryResponseStore:
 
     async def put(self, key: CacheKey, answer: CachedAnswer) -> bool:
         """Store (or replace) the answer for `key`; False when it is too large to keep."""
-        size = _size(key, answer)
+        size = entry_size(key, answer)
         if key in self._entries:
             self._drop(key)
         if size > self._max_bytes:
@@ -95,7 +95,7 @@ def _text_bytes(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
-def _size(key: CacheKey, answer: CachedAnswer) -> int:
+def entry_size(key: CacheKey, answer: CachedAnswer) -> int:
     tenant, model, _, _, _, stop, _, roles, messages = key
     size = ENTRY_OVERHEAD + _text_bytes(tenant) + len(model) + len(roles) * 16
     for text in (*stop, answer.content):

@@ -124,6 +124,8 @@ class Stores:
         except LedgerUnavailableError:
             return False
         await self.budgets.seed(spend, now)
+        if not self.budgets.seeded:  # the budget store (Redis) did not take it: try again
+            return False
         log.info("budgets: spend of %d tenants read back from the ledger", len(spend))
         return True
 

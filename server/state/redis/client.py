@@ -14,8 +14,15 @@ int, list, None) or raises `ReplyError` for an error reply. Connecting is lazy
 and happens again after the connection is lost; every command in flight when
 it is lost fails with ConnectionError. `redis://` and `rediss://` (TLS) URLs,
 with a user and password (AUTH) and a database number (SELECT), are accepted.
-Timeouts are the caller's (``link.py`` wraps each call in one): a command that
-timed out still has its reply read later, in order, and dropped.
+
+Each command has `timeout` seconds (TimeoutError after it). The timer is a
+plain loop callback on the reply's future, not a cancellation of the caller:
+asyncio runs a turn's I/O callbacks before its timers, so a reply that has
+arrived is taken even when a busy process looks at it late; only a reply that
+is really not there yet times out. (A task cancelled by `asyncio.timeout`
+would lose such a reply to its timer, and a busy gateway would call a healthy
+Redis down.) A command that timed out still has its reply read later, in
+order, and dropped.
 """
 
 from __future__ import annotations
@@ -97,6 +104,13 @@ def encode(args: tuple[Any, ...]) -> bytes:
     return b"".join(out)
 
 
+def _expire(futures: list[asyncio.Future[Any]]) -> None:
+    """The timer: replies not there now time out (those that arrived were taken first)."""
+    for future in futures:
+        if not future.done():
+            future.set_exception(TimeoutError("Redis did not answer in time"))
+
+
 class RedisClient:
     """One pipelined connection to the Redis of `url` (see the module)."""
 
@@ -108,10 +122,12 @@ class RedisClient:
         "_password",
         "_port",
         "_ssl",
+        "_timeout",
         "_user",
     )
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeout: float = 1.0) -> None:
+        self._timeout = timeout
         parts = urllib.parse.urlsplit(url)
         self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port or 6379
@@ -134,9 +150,10 @@ class RedisClient:
             if connection is not None and connection.usable:
                 return connection
             loop = asyncio.get_running_loop()
-            _, protocol = await loop.create_connection(
-                _Connection, self._host, self._port, ssl=self._ssl
-            )
+            async with asyncio.timeout(max(self._timeout, 0.2)):
+                _, protocol = await loop.create_connection(
+                    _Connection, self._host, self._port, ssl=self._ssl
+                )
             hello: list[tuple[Any, ...]] = []
             if self._password is not None:
                 hello.append(
@@ -145,8 +162,8 @@ class RedisClient:
             if self._db:
                 hello.append(("SELECT", self._db))
             if hello:
-                replies = await asyncio.gather(
-                    *protocol.send(b"".join(encode(c) for c in hello), len(hello))
+                replies = await self._within(
+                    protocol.send(b"".join(encode(c) for c in hello), len(hello))
                 )
                 for reply in replies:
                     if isinstance(reply, ReplyError):
@@ -155,13 +172,20 @@ class RedisClient:
             self._connection = protocol
             return protocol
 
+    async def _within(self, futures: list[asyncio.Future[Any]]) -> list[Any]:
+        """The replies of `futures`, or TimeoutError for those not there within the timeout."""
+        timer = asyncio.get_running_loop().call_later(self._timeout, _expire, futures)
+        try:
+            return [await future for future in futures]
+        finally:
+            timer.cancel()
+
     async def call(self, *args: Any) -> Any:
-        """Send one command; its reply, or ReplyError."""
+        """Send one command; its reply, or ReplyError (TimeoutError past the timeout)."""
         connection = self._connection
         if connection is None or not connection.usable:
             connection = await self._connected()
-        [future] = connection.send(encode(args), 1)
-        reply = await future
+        [reply] = await self._within(connection.send(encode(args), 1))
         if isinstance(reply, ReplyError):
             raise reply
         return reply
@@ -172,7 +196,7 @@ class RedisClient:
         if connection is None or not connection.usable:
             connection = await self._connected()
         payload = b"".join(encode(command) for command in commands)
-        return list(await asyncio.gather(*connection.send(payload, len(commands))))
+        return await self._within(connection.send(payload, len(commands)))
 
     def drop(self) -> None:
         """Close the connection now (commands in flight fail); the next call reconnects."""

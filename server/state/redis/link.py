@@ -78,7 +78,7 @@ class RedisLink:
         *,
         retry_every: float = 0.5,
     ) -> None:
-        self._client = RedisClient(settings.url)
+        self._client = RedisClient(settings.url, settings.timeout)
         self._timeout = settings.timeout
         self._clock = clock
         self._retry_every = retry_every
@@ -150,8 +150,7 @@ class RedisLink:
         if self._down_since is not None:
             raise RedisDownError("redis is down")
         try:
-            async with asyncio.timeout(self._timeout):
-                return await operation()
+            return await operation()  # each command has the timeout (see client.py)
         except ReplyError as error:
             if not str(error).startswith(_UNAVAILABLE):
                 raise  # a script's own error: a bug, not an outage
@@ -186,8 +185,7 @@ class RedisLink:
         while True:
             await asyncio.sleep(self._retry_every)  # real time
             try:
-                async with asyncio.timeout(max(self._timeout, 0.2)):
-                    await self._client.call("PING")
+                await self._client.call("PING")
             except (TimeoutError, ReplyError, OSError):
                 self._client.drop()  # a fresh connection for the next try
                 continue

@@ -10,9 +10,9 @@ the byte bound as in memory, and an LRU sorted set (last use) keeps at most
 script. Tenants stay apart because the tenant is part of the key.
 
 Coalescing of identical calls in flight stays per replica (the cache stage's):
-across replicas it would need a lock held for the whole call, which a dead
-replica would leave behind; two replicas answering the same new question at
-once pay for it twice, as the README says.
+two replicas answering the same new question at once pay for it twice, as the
+README says (a flight marker kept as a renewed lease would do it across
+replicas without outliving a dead one; not built yet).
 
 Failure policy: while Redis does not answer the cache is this replica's own
 memory cache, so calls are still answered (from the relay on a miss).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -79,5 +80,27 @@ async def test_a_lost_connection_fails_what_was_in_flight_and_the_next_call_reco
             await client.call("PING")
         redis_server.restart()
         assert await client.call("PING") == b"PONG"
+    finally:
+        await client.aclose()
+
+
+async def test_a_reply_that_arrived_while_the_process_was_busy_is_not_a_timeout(
+    redis_server: TempRedis, redis_url: str
+):
+    client = RedisClient(redis_url, timeout=0.05)
+    try:
+        await client.call("PING")
+        pending = asyncio.ensure_future(client.call("SET", "k", "v"))
+        await asyncio.sleep(0)  # sent
+        time.sleep(0.2)  # noqa: ASYNC251 (the point: a loop blocked past the timeout)
+        assert await pending == b"OK"  # the reply was there: taken, not timed out
+        redis_server.pause()
+        try:
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                await client.call("GET", "k")  # really not answering: a timeout
+            assert time.monotonic() - started < 0.5
+        finally:
+            redis_server.resume()
     finally:
         await client.aclose()

@@ -165,8 +165,8 @@ def _validate_redis(settings: Settings) -> None:
         if not sep or scheme not in ("redis", "rediss") or not rest:
             raise ConfigError(
                 "SWITCHYARD_REDIS_URL",
-                f"expected redis://host:port/db or rediss://host:port/db, got a {scheme or 'bare'}"
-                " value",
+                "expected redis://host:port/db or rediss://host:port/db (TLS), got "
+                + (f"a {scheme}:// URL" if sep else "no URL scheme"),
             )
     if not 0 < redis.timeout <= 5:
         raise ConfigError("SWITCHYARD_REDIS_TIMEOUT", "expected seconds above 0, at most 5")

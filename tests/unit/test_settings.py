@@ -297,6 +297,37 @@ def test_a_database_password_does_not_belong_in_a_file(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"SWITCHYARD_REDIS_URL": "http://svc:hunter2@cache:6379/0"}, "SWITCHYARD_REDIS_URL"),
+        ({"SWITCHYARD_REDIS_URL": "cache:6379"}, "SWITCHYARD_REDIS_URL"),
+        ({"SWITCHYARD_REDIS_TIMEOUT": "0"}, "SWITCHYARD_REDIS_TIMEOUT"),
+        ({"SWITCHYARD_REDIS_TIMEOUT": "30"}, "SWITCHYARD_REDIS_TIMEOUT"),
+        ({"SWITCHYARD_REPLICAS": "0"}, "SWITCHYARD_REPLICAS"),
+        ({"SWITCHYARD_REDIS_LEASE_TTL": "1"}, "SWITCHYARD_REDIS_LEASE_TTL"),
+    ],
+)
+def test_bad_redis_settings_name_the_variable_and_never_the_password(env, key):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env)
+    assert caught.value.key == key
+    assert "hunter2" not in str(caught.value)
+
+
+def test_redis_settings_and_a_password_that_does_not_belong_in_a_file(tmp_path):
+    settings = load_settings(
+        {"SWITCHYARD_REDIS_URL": "rediss://svc:hunter2@cache:6380/2", "SWITCHYARD_REPLICAS": "3"}
+    )
+    assert settings.redis.url.startswith("rediss://") and settings.redis.replicas == 3
+    assert settings.redis.timeout == 0.05 and settings.redis.lease_ttl == 15.0
+    assert "hunter2" not in repr(settings)
+    text = '[redis]\nurl = "redis://svc:hunter2@cache/0"\n'
+    with pytest.raises(ConfigError, match="set SWITCHYARD_REDIS_URL instead") as caught:
+        load_settings(write(tmp_path, text))
+    assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
     ("name", "value"),
     [
         ("SWITCHYARD_LEDGER_RETENTION_DAYS", "0"),

@@ -166,9 +166,9 @@ class RedisClient:
                     protocol.send(b"".join(encode(c) for c in hello), len(hello))
                 )
                 for reply in replies:
-                    if isinstance(reply, ReplyError):
+                    if isinstance(reply, ReplyError):  # a wrong password or database: no link
                         protocol.close()
-                        raise reply
+                        raise ConnectionError(f"Redis refused the connection: {reply}")
             self._connection = protocol
             return protocol
 

@@ -165,3 +165,20 @@ async def test_a_circuit_opened_on_one_replica_opens_on_the_other_within_a_secon
     assert two.snapshot(models[1].name).state.name == "CLOSED"
     await one.aclose()
     await two.aclose()
+
+
+async def test_a_refused_password_is_an_outage_logged_without_the_password(
+    redis, links, caplog: pytest.LogCaptureFixture
+):
+    url = redis.url.replace("redis://", "redis://svc:hunter2-not-the-password@")
+    link = RedisLink(RedisSettings(url=url), retry_every=0.05)
+    links.append(link)
+    budgets = RedisBudgetStore(link, BudgetSettings(BudgetLimits(day=USD)))
+    with (
+        caplog.at_level("WARNING", logger="switchyard"),
+        pytest.raises(BudgetStoreUnavailableError),
+    ):
+        await budgets.reserve("svc", 1)
+    assert not link.up
+    assert "DEGRADED" in caplog.text and "svc:***@" in caplog.text
+    assert "hunter2" not in caplog.text

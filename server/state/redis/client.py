@@ -13,7 +13,8 @@ hiredis parses the replies in C.
 int, list, None) or raises `ReplyError` for an error reply. Connecting is lazy
 and happens again after the connection is lost; every command in flight when
 it is lost fails with ConnectionError. `redis://` and `rediss://` (TLS) URLs,
-with a user and password (AUTH) and a database number (SELECT), are accepted.
+with a user and password (AUTH) and a database number (SELECT), are accepted;
+the Lua scripts the client is given are loaded on every new connection.
 
 Each command has `timeout` seconds (TimeoutError after it). The timer is a
 plain loop callback on the reply's future, not a cancellation of the caller:
@@ -31,6 +32,7 @@ import asyncio
 import ssl
 import urllib.parse
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import hiredis
@@ -39,13 +41,14 @@ ReplyError = hiredis.ReplyError
 
 
 class _Connection(asyncio.Protocol):
-    __slots__ = ("_closed", "_reader", "_transport", "_waiting")
+    __slots__ = ("_closed", "_corked", "_reader", "_transport", "_waiting")
 
     def __init__(self) -> None:
         self._reader = hiredis.Reader()
         self._waiting: deque[asyncio.Future[Any]] = deque()
         self._transport: asyncio.Transport | None = None
         self._closed = False
+        self._corked: list[bytes] | None = None  # this turn's writes after its first
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -74,12 +77,32 @@ class _Connection(asyncio.Protocol):
         return not self._closed and self._transport is not None
 
     def send(self, payload: bytes, replies: int) -> list[asyncio.Future[Any]]:
-        assert self._transport is not None
+        """Write `payload`: the first of a loop turn at once, the others of the same turn
+        together at its end (one system call for many calls in flight, no wait for one)."""
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in range(replies)]
         self._waiting.extend(futures)
-        self._transport.write(payload)
+        self._write(payload, loop)
         return futures
+
+    def _write(self, payload: bytes, loop: asyncio.AbstractEventLoop) -> None:
+        if self._corked is None:  # the first write of this turn
+            assert self._transport is not None
+            self._transport.write(payload)
+            self._corked = []
+            loop.call_soon(self._flush)
+        else:
+            self._corked.append(payload)
+
+    def _flush(self) -> None:
+        corked, self._corked = self._corked, None
+        if corked and self._transport is not None and not self._closed:
+            self._transport.write(b"".join(corked))
+
+    def write_after(self, payload: bytes, futures: list[asyncio.Future[Any]]) -> None:
+        """Queue commands whose futures already exist (the client's backlog)."""
+        self._waiting.extend(futures)
+        self._write(payload, asyncio.get_running_loop())
 
     def close(self) -> None:
         if self._transport is not None:
@@ -115,19 +138,25 @@ class RedisClient:
     """One pipelined connection to the Redis of `url` (see the module)."""
 
     __slots__ = (
+        "_backlog",
         "_connecting",
         "_connection",
+        "_connector",
         "_db",
         "_host",
         "_password",
         "_port",
+        "_scripts",
         "_ssl",
         "_timeout",
         "_user",
     )
 
-    def __init__(self, url: str, timeout: float = 1.0) -> None:
+    def __init__(
+        self, url: str, timeout: float = 1.0, scripts: Callable[[], list[str]] = list
+    ) -> None:
         self._timeout = timeout
+        self._scripts = scripts  # Lua sources loaded on every new connection
         parts = urllib.parse.urlsplit(url)
         self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port or 6379
@@ -138,6 +167,8 @@ class RedisClient:
         self._ssl = ssl.create_default_context() if parts.scheme == "rediss" else None
         self._connection: _Connection | None = None
         self._connecting: asyncio.Lock | None = None
+        self._connector: asyncio.Task[None] | None = None
+        self._backlog: list[tuple[bytes, asyncio.Future[Any]]] = []
 
     async def _connected(self) -> _Connection:
         connection = self._connection
@@ -161,6 +192,9 @@ class RedisClient:
                 )
             if self._db:
                 hello.append(("SELECT", self._db))
+            # The scripts, on every new connection: a Redis that restarted has none, and a
+            # command sent without waiting could not be sent again in its place.
+            hello += [("SCRIPT", "LOAD", source) for source in self._scripts()]
             if hello:
                 replies = await self._within(
                     protocol.send(b"".join(encode(c) for c in hello), len(hello))
@@ -169,6 +203,9 @@ class RedisClient:
                     if isinstance(reply, ReplyError):  # a wrong password or database: no link
                         protocol.close()
                         raise ConnectionError(f"Redis refused the connection: {reply}")
+            if self._backlog:  # commands sent while connecting go first, in order
+                backlog, self._backlog = self._backlog, []
+                protocol.write_after(b"".join(p for p, _ in backlog), [f for _, f in backlog])
             self._connection = protocol
             return protocol
 
@@ -189,6 +226,35 @@ class RedisClient:
         if isinstance(reply, ReplyError):
             raise reply
         return reply
+
+    def send(self, *args: Any) -> asyncio.Future[Any]:
+        """Send one command now without waiting: its reply's future (with the timeout).
+
+        Not connected yet: the command waits in a backlog that is written first, in
+        order, as soon as the connection is up, so it still goes before anything sent
+        after it.
+        """
+        loop = asyncio.get_running_loop()
+        connection = self._connection
+        if connection is not None and connection.usable:
+            futures = connection.send(encode(args), 1)
+        else:
+            futures = [loop.create_future()]
+            self._backlog.append((encode(args), futures[0]))
+            if self._connector is None or self._connector.done():
+                self._connector = loop.create_task(self._connect_quietly())
+        timer = loop.call_later(self._timeout, _expire, futures)
+        futures[0].add_done_callback(lambda _: timer.cancel())
+        return futures[0]
+
+    async def _connect_quietly(self) -> None:
+        try:
+            await self._connected()
+        except (OSError, TimeoutError, ConnectionError) as error:
+            backlog, self._backlog = self._backlog, []
+            for _, future in backlog:
+                if not future.done():
+                    future.set_exception(ConnectionError(f"cannot connect to Redis: {error}"))
 
     async def pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Send several commands in one write; their replies (errors as ReplyError values)."""

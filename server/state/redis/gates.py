@@ -555,11 +555,13 @@ class RedisGates:
         for gate, amount in refunds_:
             args += [gate.t_ms, amount]
         keys = [cap.key for cap in held] + [gate.key for gate, _ in refunds_]
-        with contextlib.suppress(RedisDownError):
-            # Down: the leases are no longer renewed and expire; the refund is lost (safe side).
-            await self._link.run(self._give, keys, args)
+        # Sent now, not waited for: the try is over. Whatever this process sends next goes
+        # after it on the one connection, so a waiter woken below finds the slot free. If
+        # Redis does not answer, the leases are no longer renewed and expire, and the refund
+        # is lost (the safe side).
+        self._link.fire(self._give, keys, args)
         for cap in held:
-            cap.freed.set()  # after the script: a waiter woken now finds the slot free
+            cap.freed.set()
 
     async def refund(self, refunds: Sequence[tuple[RedisRateGate, float]]) -> None:
         """Give back amounts of earlier acquires (the single-gate `refund`)."""

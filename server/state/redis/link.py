@@ -61,6 +61,7 @@ class RedisLink:
         "_client",
         "_clock",
         "_down_since",
+        "_fired",
         "_on_up",
         "_probe",
         "_retry_every",
@@ -78,7 +79,7 @@ class RedisLink:
         *,
         retry_every: float = 0.5,
     ) -> None:
-        self._client = RedisClient(settings.url, settings.timeout)
+        self._client = RedisClient(settings.url, settings.timeout, self._sources)
         self._timeout = settings.timeout
         self._clock = clock
         self._retry_every = retry_every
@@ -86,6 +87,7 @@ class RedisLink:
         self._probe: asyncio.Task[None] | None = None
         self._on_up: list[Callable[[], Awaitable[None]]] = []
         self._scripts: dict[str, Script] = {}
+        self._fired: set[asyncio.Task[None]] = set()
         self._shown = redact(settings.url)
         self.prefix = settings.prefix
         self.failures = 0  # operations that failed since start-up
@@ -104,6 +106,9 @@ class RedisLink:
         """Call `callback` each time Redis answers again after being down."""
         self._on_up.append(callback)
 
+    def _sources(self) -> list[str]:
+        return [script.source for script in self._scripts.values()]
+
     def script(self, source: str) -> Script:
         """A Lua script known to this link (loaded again whenever Redis lost it)."""
         script = Script(source)
@@ -113,6 +118,56 @@ class RedisLink:
     async def run(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """EVALSHA `script` within the timeout; RedisDownError when Redis does not answer."""
         return await self.call(lambda: self._evalsha(script, keys, args))
+
+    def fire(
+        self,
+        script: Script,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        on_failure: Callable[[], None] | None = None,
+        on_reply: Callable[[Any], None] | None = None,
+    ) -> None:
+        """EVALSHA `script` without waiting for its answer (a give-back, a cache write).
+
+        The command is written at once, so anything sent after it by this process
+        reaches Redis after it (one connection, in order). A failure marks the link
+        down like any other and calls `on_failure`; a script Redis lost is loaded and
+        sent again.
+        """
+        if self._down_since is not None:
+            if on_failure is not None:
+                on_failure()
+            return
+        future = self._client.send("EVALSHA", script.sha, len(keys), *keys, *args)
+
+        def done(reply: asyncio.Future[Any]) -> None:
+            error = reply.exception()
+            if error is None:
+                result = reply.result()
+                if not isinstance(result, ReplyError):
+                    if on_reply is not None:
+                        on_reply(result)
+                    return
+                error = result
+            if isinstance(error, ReplyError) and not str(error).startswith(_UNAVAILABLE):
+                if _no_script(error):
+                    task = asyncio.get_running_loop().create_task(
+                        self._fire_later(script, keys, args)
+                    )
+                    self._fired.add(task)
+                    task.add_done_callback(self._fired.discard)
+                else:
+                    log.error("redis: a script failed: %s", error)
+                return
+            self._went_down(error)
+            if on_failure is not None:
+                on_failure()
+
+        future.add_done_callback(done)
+
+    async def _fire_later(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> None:
+        with contextlib.suppress(RedisDownError):
+            await self.run(script, keys, args)
 
     async def _evalsha(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:

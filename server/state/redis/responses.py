@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Mapping
+from typing import Any
 
 import orjson
 
@@ -171,17 +172,19 @@ class RedisResponseStore:
                 "x": self._clock.wall() + self._ttl_ms / 1000,  # expiry, on the gateway's clock
             }
         )
-        try:
-            entries, evicted = await self._link.run(
-                self._put,
-                [name, self._lru],
-                [value, self._ttl_ms + 1000, self._clock.wall() * 1000, self._max_entries],
-            )
-        except RedisDownError:
-            return await self._local.put(key, answer)
+        # Written, not waited for: the caller has its answer already.
+        self._link.fire(
+            self._put,
+            [name, self._lru],
+            [value, self._ttl_ms + 1000, self._clock.wall() * 1000, self._max_entries],
+            on_reply=self._stored,
+        )
+        return True
+
+    def _stored(self, reply: Any) -> None:
+        entries, evicted = reply
         self._entries = int(entries)
         self._evictions += int(evicted)
-        return True
 
     def stats(self) -> CacheStats:
         """This replica's counters; entries as Redis last reported them (no I/O here)."""

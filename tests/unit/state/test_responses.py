@@ -1,7 +1,7 @@
 """The response store contract: TTL, replacing, and peeks that change nothing."""
 
 from server.settings import CacheSettings
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, until
 
 from .test_response_key import answer, key_of
 
@@ -23,7 +23,8 @@ async def test_put_replaces_and_peek_changes_nothing(backend):
     key = key_of(prompt="hi")
     await cache.put(key, answer("old"))
     await cache.put(key, answer("new"))
-    assert cache.stats().entries == 1
+    # Redis reports its count when the write is answered (a put does not wait for it).
+    await until(lambda: cache.stats().entries == 1, within=2)
     assert await cache.peek(key) and cache.stats().hits == 0
     found = await cache.get(key)
     assert found is not None and found.content == "new"

@@ -28,10 +28,13 @@ back, the global relay budget does not).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Protocol
 
-from server.errors import CapacityError
+from server.errors import CapacityError, ModelBusyError
+
+BUSY_RETRY_AFTER = 1.0  # a slot's wait cannot be predicted; this hint is honest enough
 
 
 class Lease:
@@ -43,6 +46,35 @@ class Lease:
         self.taken_at = taken_at  # monotonic seconds
         self.expires_at = expires_at  # None: never (the holder is this process)
         self.released = False
+
+
+def too_big(
+    error: type[CapacityError], name: str, burst: float, unit: str, amount: float
+) -> CapacityError:
+    """The refusal of an amount larger than a rate gate's whole burst (every backend's)."""
+    return error(
+        f"{name} allows at most {burst:g} {unit} at once and this call needs {amount:g};"
+        " ask for fewer tokens",
+        60.0,
+    )
+
+
+def rate_refusal(
+    error: type[CapacityError], name: str, per_minute: float, unit: str, *, wait: float, why: str
+) -> CapacityError:
+    """The refusal of a wait for a rate gate that may not happen (every backend's)."""
+    retry_after = math.ceil(wait * 10) / 10  # whole tenths read better than 0.4173 s
+    return error(
+        f"{name} ({per_minute:g} {unit}/min) is spent and {why}; retry in {retry_after:g} s",
+        retry_after,
+    )
+
+
+def busy(name: str, limit: int) -> ModelBusyError:
+    """The refusal of a try that found a concurrency cap full until it could wait no longer."""
+    return ModelBusyError(
+        f"{name} has {limit} calls in flight, its limit; retry shortly", BUSY_RETRY_AFTER
+    )
 
 
 class Ticket:

@@ -16,7 +16,6 @@ slots go in arrival order and a waiter that gives up passes its slot on.
 from __future__ import annotations
 
 import asyncio
-import math
 from collections import deque
 from collections.abc import Sequence
 
@@ -30,10 +29,11 @@ from server.state.gates import (
     RateGate,
     Ticket,
     admit_in_turn,
+    busy,
     give_back_in_turn,
+    rate_refusal,
+    too_big,
 )
-
-BUSY_RETRY_AFTER = 1.0  # a slot's wait cannot be predicted; this hint is honest enough
 
 
 class Bucket(AsyncLimiter):
@@ -108,11 +108,7 @@ class MemoryRateGate:
     async def acquire(self, amount: float, deadline: float | None) -> float:
         """Take `amount`, waiting in line while the deadline allows (see RateGate)."""
         if amount > self._bucket.max_rate:
-            raise self._error(
-                f"{self.name} allows at most {self._bucket.max_rate:g} {self.unit} at once"
-                f" and this call needs {amount:g}; ask for fewer tokens",
-                60.0,
-            )
+            raise too_big(self._error, self.name, self._bucket.max_rate, self.unit, amount)
         wait = self._bucket.wait_time(self._queued + amount)
         if wait > 0:
             if self._waiters >= self._max_waiters:
@@ -138,12 +134,7 @@ class MemoryRateGate:
             self._bucket.refund(amount)
 
     def _refusal(self, wait: float, why: str) -> CapacityError:
-        retry_after = math.ceil(wait * 10) / 10  # whole tenths read better than 0.4173 s
-        return self._error(
-            f"{self.name} ({self.per_minute:g} {self.unit}/min) is spent"
-            f" and {why}; retry in {retry_after:g} s",
-            retry_after,
-        )
+        return rate_refusal(self._error, self.name, self.per_minute, self.unit, wait=wait, why=why)
 
 
 class MemoryConcurrencyGate:
@@ -219,10 +210,7 @@ class MemoryConcurrencyGate:
         self._in_use -= 1
 
     def _busy(self) -> ModelBusyError:
-        return ModelBusyError(
-            f"{self.name} has {self.limit} calls in flight, its limit; retry shortly",
-            BUSY_RETRY_AFTER,
-        )
+        return busy(self.name, self.limit)
 
 
 class MemoryGates:

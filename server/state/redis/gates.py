@@ -52,9 +52,12 @@ from server.state.gates import (
     RateGate,
     Ticket,
     admit_in_turn,
+    busy,
     give_back_in_turn,
+    rate_refusal,
+    too_big,
 )
-from server.state.memory.gates import BUSY_RETRY_AFTER, MemoryConcurrencyGate, MemoryRateGate
+from server.state.memory.gates import MemoryConcurrencyGate, MemoryRateGate
 from server.state.redis.link import RedisDownError, RedisLink
 
 log = logging.getLogger("switchyard")
@@ -198,20 +201,11 @@ class RedisRateGate:
 
     def too_big(self, amount: float) -> CapacityError:
         """The refusal of an amount larger than the whole burst (as in memory)."""
-        return self.error(
-            f"{self.name} allows at most {self.burst:g} {self.unit} at once"
-            f" and this call needs {amount:g}; ask for fewer tokens",
-            60.0,
-        )
+        return too_big(self.error, self.name, self.burst, self.unit, amount)
 
     def refusal(self, wait: float, why: str) -> CapacityError:
         """The refusal of a wait that may not happen (as in memory)."""
-        retry_after = math.ceil(wait * 10) / 10
-        return self.error(
-            f"{self.name} ({self.per_minute:g} {self.unit}/min) is spent"
-            f" and {why}; retry in {retry_after:g} s",
-            retry_after,
-        )
+        return rate_refusal(self.error, self.name, self.per_minute, self.unit, wait=wait, why=why)
 
 
 class RedisConcurrencyGate:
@@ -254,10 +248,7 @@ class RedisConcurrencyGate:
 
     def busy(self) -> ModelBusyError:
         """The refusal of a try that found the cap full until it could wait no longer."""
-        return ModelBusyError(
-            f"{self.name} has {self.limit} calls in flight, its limit; retry shortly",
-            BUSY_RETRY_AFTER,
-        )
+        return busy(self.name, self.limit)
 
 
 class RedisGates:

@@ -17,6 +17,7 @@ import sys
 
 from server.app import SERVICE_NAME, App, create_server
 from server.settings import ConfigError, Settings, load_settings, parse_listen
+from server.settings.database import redact
 from server.settings.validation import database_target
 from server.workers import die_with_parent, ready_line, supervise
 
@@ -78,7 +79,7 @@ def banner(settings: Settings, app: App) -> str:
     relay = (
         f"embedded relay simulator at {app.relay_url} (set SWITCHYARD_RELAY_URL for a real relay)"
         if app.simulator is not None
-        else app.relay_url
+        else redact(app.relay_url)  # a password in the URL is never printed
     )
     return _banner(settings, app.port, relay, tls=app.certificates is not None)
 
@@ -90,7 +91,7 @@ def supervisor_banner(settings: Settings, port: int, relay_url: str) -> str:
         f"embedded relay simulator at {relay_url}, shared by the {workers} workers"
         " (set SWITCHYARD_RELAY_URL for a real relay)"
         if settings.relay.url is None
-        else relay_url
+        else redact(relay_url)
     )
     return _banner(settings, port, relay, tls=bool(settings.auth.tls_cert), workers=workers)
 

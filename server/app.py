@@ -27,11 +27,13 @@ from switchyard.v1 import gateway_pb2, gateway_pb2_grpc
 
 from server import admin, reflection
 from server.boundary import RpcBoundary
+from server.decoding import add_service
 from server.identity import ApiKeyResolver, resolver_for
 from server.pipeline import Pipeline, build_pipeline
 from server.relay.client import RelayClient
 from server.servicer import GatewayServicer
 from server.settings import ConfigError, Settings, parse_listen
+from server.settings.database import redact
 from server.settings.validation import database_target, is_loopback
 from server.telemetry import Telemetry
 from server.telemetry import setup as setup_telemetry
@@ -122,7 +124,7 @@ async def create_server(settings: Settings, environ: Mapping[str, str] | None = 
     server = grpc.aio.server(options=tuple(options.items()))
     boundary = _add_services(server, settings, pipeline, telemetry)
     health = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    add_service(server, health_pb2_grpc.add_HealthServicer_to_server, health)
     reflection.enable((SERVICE_NAME, admin.SERVICE, "grpc.health.v1.Health"), server)
 
     host, _ = parse_listen(settings.server.listen)
@@ -154,7 +156,7 @@ async def create_server(settings: Settings, environ: Mapping[str, str] | None = 
         port,
         "plaintext" if certificates is None else "TLS",
         settings.auth.effective_mode,
-        relay_url,
+        redact(relay_url),
         database_target(settings).shown,
     )
     return App(
@@ -195,8 +197,10 @@ def _add_services(
     directory = pipeline.stores.directory
     resolver = resolver_for(settings, directory)
     boundary = RpcBoundary(resolver, telemetry)
-    gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
-        GatewayServicer(pipeline, boundary), server
+    add_service(
+        server,
+        gateway_pb2_grpc.add_GatewayServiceServicer_to_server,
+        GatewayServicer(pipeline, boundary),
     )
     # The admin API admits the admin credential only, whatever SWITCHYARD_AUTH is; with
     # api_key auth it shares the gateway's key cache (told of each change at once) and
@@ -206,7 +210,9 @@ def _add_services(
     admin_boundary = RpcBoundary(
         admin.AdminResolver(admin_keys, settings.auth.admin_key), telemetry, service=admin.SERVICE
     )
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(
+    add_service(
+        server,
+        admin_pb2_grpc.add_AdminServiceServicer_to_server,
         admin.AdminServicer(
             directory,
             admin_boundary,
@@ -214,7 +220,6 @@ def _add_services(
             keys=keys,
             rotation_grace=settings.auth.rotation_grace,
         ),
-        server,
     )
     return boundary
 

@@ -153,7 +153,7 @@ class RpcScope:
             self._finish(grpc.StatusCode.OK, None)
         elif isinstance(exc, SwitchyardError):
             self._finish(exc.code, exc)
-            await _abort(self._context, exc, self.request_id, self.call)
+            await _abort(self._context, exc, self.request_id, self.call, self.method)
         elif isinstance(exc, grpc.aio.AbortError):
             self._finish(self._context.code() or grpc.StatusCode.UNKNOWN, exc)
         elif isinstance(exc, Exception):  # a bug: keep its details in our log only
@@ -174,14 +174,16 @@ class RpcScope:
 
 
 async def _abort(
-    context: Context, error: SwitchyardError, request_id: str, call: Call | None
+    context: Context, error: SwitchyardError, request_id: str, call: Call | None, method: str
 ) -> NoReturn:
     """End the RPC with the error's status, message, retry hints and attempts."""
     if error.code in _CALLER_ERRORS:
-        log.info("call %s refused: %s", request_id, error.code.name)
+        # One line an operator can act on: which call, which method, why (the message,
+        # which never holds the prompt, a key or a traceback).
+        log.info("call %s %s refused: %s (%s)", request_id, method, error.code.name, error.message)
     else:
         why = error.reason if isinstance(error, RelayError) else type(error).__name__
-        log.warning("call %s failed: %s (%s)", request_id, error.code.name, why)
+        log.warning("call %s %s failed: %s (%s)", request_id, method, error.code.name, why)
     metadata: list[tuple[str, str | bytes]] = [(REQUEST_ID_HEADER, request_id)]
     details = _details(error, call.attempts if call is not None else ())
     if details:

@@ -300,10 +300,15 @@ def _outcome(call: Call, completion: Completion, now: float) -> dict[str, Any]:
     }
 
 
+_LAST_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z, the last a Timestamp holds
+_FIRST_US = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z
+
+
 def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
-    """Wall-clock seconds as a protobuf Timestamp (to the microsecond)."""
+    """Wall-clock seconds as a protobuf Timestamp (to the microsecond), kept within the
+    years 0001 to 9999 a Timestamp can hold (a window rounded past 9999 ends there)."""
     stamp = timestamp_pb2.Timestamp()
-    stamp.FromMicroseconds(round(seconds * 1_000_000))
+    stamp.FromMicroseconds(min(max(round(seconds * 1_000_000), _FIRST_US), _LAST_US))
     return stamp
 
 

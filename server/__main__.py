@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
 from server.app import SERVICE_NAME, App, create_server
 from server.settings import ConfigError, Settings, load_settings, parse_listen
@@ -24,8 +25,27 @@ from server.workers import die_with_parent, ready_line, supervise
 log = logging.getLogger("switchyard")
 
 
-def main() -> None:
-    """Run the gateway until a signal asks it to stop."""
+USAGE = """usage: python -m server   (or: switchyard serve [--workers N])
+
+Serves the Switchyard gateway until SIGTERM or SIGINT. It takes no arguments: it is
+configured by SWITCHYARD_* environment variables and the TOML file SWITCHYARD_CONFIG
+names (the README's Configuration section lists them all). With no SWITCHYARD_RELAY_URL
+it serves its embedded relay simulator on 127.0.0.1:50051.
+
+exit codes: 0 after a graceful stop, 2 for bad configuration (the message names the
+setting)
+"""
+
+
+def main(arguments: list[str] | None = None) -> None:
+    """Run the gateway until a signal asks it to stop (`arguments`: the command line's)."""
+    arguments = sys.argv[1:] if arguments is None else arguments
+    if arguments:
+        if arguments[0] in ("-h", "--help"):
+            sys.stdout.write(USAGE)
+            raise SystemExit(0)
+        sys.stderr.write(f"switchyard: unexpected argument {arguments[0]!r}\n{USAGE}")
+        raise SystemExit(2)
     try:
         settings = load_settings(os.environ)
     except ConfigError as error:
@@ -119,11 +139,23 @@ def _banner(settings: Settings, port: int, relay: str, *, tls: bool, workers: in
         f"relay: {relay}\n"
         f"ledger: {database_target(settings).shown}\n"
         f"auth: {auth}\n"
-        "try it (buf is installed in .venv/bin):\n"
-        f"  buf curl --protocol grpc{header} {url}/{SERVICE_NAME}/StreamQuery"
+        "try it:\n"
+        f"  {_buf()} curl --protocol grpc{header} {url}/{SERVICE_NAME}/StreamQuery"
         """ -d '{"query": {"prompt": "Compare two sorting algorithms"}}'\n"""
         "stop with Ctrl-C"
     )
+
+
+def _buf() -> str:
+    """buf as a command that works when pasted here: the one beside this Python (make run
+    installs it into .venv/bin), relative to the current folder when it is below it."""
+    beside = Path(sys.executable).parent / "buf"
+    if not beside.exists():
+        return "buf"
+    try:
+        return str(beside.relative_to(Path.cwd()))
+    except ValueError:
+        return str(beside)
 
 
 if __name__ == "__main__":

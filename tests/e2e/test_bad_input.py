@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,7 +27,9 @@ from server.boundary import REQUEST_ID_HEADER
 from server.simulator import RelaySimulator, SimulatorSettings
 from tests.leaks import SCAN
 
-from .conftest import RELAY_KEY, start_gateway_process
+from .conftest import ENV, RELAY_KEY, start_gateway_process
+
+ROOT = Path(__file__).resolve().parents[2]
 
 NOT_PROTOBUF = b"\xff\xff\xff"  # no protobuf message at all: a tag that never ends
 
@@ -178,3 +181,41 @@ async def test_a_server_stream_written_with_context_write_still_streams(running:
     first = await asyncio.wait_for(watch.read(), 5)
     assert first.status == health_pb2.HealthCheckResponse.SERVING
     watch.cancel()
+
+
+async def test_python_m_server_help_prints_help_and_starts_nothing():
+    for argument, code in (("--help", 0), ("--listen", 2)):
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "server",
+            argument,
+            env={**ENV, "SWITCHYARD_LISTEN": "127.0.0.1:1"},  # would fail to bind, if started
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+        assert process.returncode == code, err
+        assert "SWITCHYARD_" in (out if code == 0 else err).decode()
+        assert b"serving" not in out + err
+
+
+async def test_the_banners_buf_curl_works_when_pasted(tmp_path: Path):
+    sim = RelaySimulator(SimulatorSettings(latency_scale=0, api_key=RELAY_KEY))
+    url = await sim.start()
+    process, _ = await start_gateway_process(url, cwd=ROOT)
+    try:
+        assert process.stdout is not None
+        banner = (await asyncio.wait_for(process.stdout.read(4000), 5)).decode()
+        [command] = [line.strip() for line in banner.splitlines() if " curl " in line]
+        assert command.startswith(".venv/bin/buf curl"), command  # make run's buf, pasteable
+        pasted = await asyncio.create_subprocess_shell(
+            command, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        out, err = await asyncio.wait_for(pasted.communicate(), 60)
+        assert pasted.returncode == 0, err
+        assert b'"end"' in out or b'"delta"' in out, out
+    finally:
+        process.terminate()
+        await process.wait()
+        await sim.stop()

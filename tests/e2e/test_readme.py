@@ -165,13 +165,13 @@ async def test_the_replicas_walkthrough_shares_one_cache_and_one_ledger(
     tmp_path: Path, redis_url: str, postgres_url: str
 ):
     """The README's second `shell` block: three replicas, Redis, PostgreSQL and nginx."""
-    walkthrough = blocks("shell")[1]
-    script = walkthrough.replace(".venv/bin/", f"{ROOT}/.venv/bin/")
+    script = blocks("shell")[1].replace(".venv/bin/", f"{ROOT}/.venv/bin/")
+    ports = {port: str(free_port()) for port in ("8090", "50061", "50062", "50063", "50051")}
+    # The README's ports become free ones, all at once, and before the URLs go in (whose
+    # own ports must stay as they are).
+    script = re.sub("|".join(ports), lambda m: ports[m.group(0)], script)
     script = script.replace("redis://127.0.0.1:6379/0", redis_url)
     script = script.replace("postgresql://switchyard@127.0.0.1:5432/switchyard", postgres_url)
-    ports = {port: str(free_port()) for port in ("8090", "50061", "50062", "50063", "50051")}
-    for readme_port, port in ports.items():  # the README's ports: free ones
-        script = script.replace(readme_port, port)
     script = "set -e; trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n" + script
     process = await asyncio.create_subprocess_exec(
         "bash",

@@ -283,7 +283,7 @@ def _serve(args: argparse.Namespace, terminal: Terminal) -> int:
 
     if args.workers is not None:  # the server reads its settings from the environment
         os.environ["SWITCHYARD_WORKERS"] = str(args.workers)
-    serve()
+    serve([])  # its options are this command's, already read
     return EXIT_OK
 
 

@@ -58,7 +58,12 @@ class _Connection(asyncio.Protocol):
         self._reader.feed(data)
         waiting = self._waiting
         while True:
-            reply = self._reader.gets()
+            try:
+                reply = self._reader.gets()
+            except hiredis.ProtocolError:  # not a Redis at the other end: drop the connection
+                if self._transport is not None:
+                    self._transport.close()  # connection_lost fails what is in flight
+                return
             if reply is False:
                 return
             future = waiting.popleft()
@@ -125,6 +130,12 @@ def encode(args: tuple[Any, ...]) -> bytes:
             raise TypeError(f"cannot send a {type(arg).__name__} to Redis")
         out.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(out)
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Read a failed reply nobody waits for any more (so asyncio does not report it)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _expire(futures: list[asyncio.Future[Any]]) -> None:
@@ -214,6 +225,10 @@ class RedisClient:
         timer = asyncio.get_running_loop().call_later(self._timeout, _expire, futures)
         try:
             return [await future for future in futures]
+        except BaseException:
+            for future in futures:  # the rest fail too, later: nobody is left to read them
+                future.add_done_callback(_consume)
+            raise
         finally:
             timer.cancel()
 

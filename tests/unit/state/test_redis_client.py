@@ -104,3 +104,23 @@ async def test_a_reply_that_arrived_while_the_process_was_busy_is_not_a_timeout(
             redis_server.resume()
     finally:
         await client.aclose()
+
+
+async def test_a_server_that_does_not_speak_redis_is_a_lost_connection_not_a_crash():
+    async def http2(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)
+        writer.write(b"\x00\x00\x12\x04\x00\x00\x00\x00\x00")  # an HTTP/2 SETTINGS frame
+        await writer.drain()
+        await asyncio.sleep(1)
+        writer.close()
+
+    server = await asyncio.start_server(http2, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = RedisClient(f"redis://127.0.0.1:{port}/0", timeout=0.5)
+    try:
+        with pytest.raises(ConnectionError):
+            await client.pipeline([("PING",), ("PING",), ("PING",)])
+    finally:
+        await client.aclose()
+        server.close()
+        await server.wait_closed()

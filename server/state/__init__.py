@@ -190,7 +190,15 @@ def open_stores(
     # With keys, tenants are known and their budgets change at run time.
     track_all = settings.auth.effective_mode != "none"
     if settings.redis.url:
-        return _open_shared(settings, models, clock, ledger, directory)
+        return _open_shared(
+            settings,
+            models,
+            clock,
+            ledger,
+            directory,
+            admit_unseeded=admit_unseeded,
+            track_all=track_all,
+        )
     return Stores(
         budgets=MemoryBudgetStore(
             settings.budgets,
@@ -214,6 +222,9 @@ def _open_shared(
     clock: Clock,
     ledger: Ledger,
     directory: Directory,
+    *,
+    admit_unseeded: bool,
+    track_all: bool,
 ) -> Stores:
     """Budgets, gates, breakers and the cache in Redis; the ledger and directory in SQL."""
     from server.state.redis import (  # noqa: PLC0415 (only with Redis)
@@ -229,8 +240,8 @@ def _open_shared(
         link,
         settings.budgets,
         clock,
-        admit_unseeded=settings.ledger.budgets_until_seeded == "admit",
-        track_all=settings.auth.effective_mode != "none",
+        admit_unseeded=admit_unseeded,
+        track_all=track_all,
         lease_ttl=redis.lease_ttl,
     )
     limits = settings.limits

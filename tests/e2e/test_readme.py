@@ -170,8 +170,11 @@ async def test_the_replicas_walkthrough_shares_one_cache_and_one_ledger(
     # The README's ports become free ones, all at once, and before the URLs go in (whose
     # own ports must stay as they are).
     script = re.sub("|".join(ports), lambda m: ports[m.group(0)], script)
-    script = script.replace("redis://127.0.0.1:6379/0", redis_url)
-    script = script.replace("postgresql://switchyard@127.0.0.1:5432/switchyard", postgres_url)
+    script = script.replace("redis://redis.internal/0", redis_url)
+    script = script.replace("postgresql://switchyard@db.internal/switchyard", postgres_url)
+    assert (
+        redis_url in script and postgres_url in script
+    )  # the tests' own servers, not the README's
     script = "set -e; trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n" + script
     process = await asyncio.create_subprocess_exec(
         "bash",

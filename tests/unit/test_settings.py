@@ -351,7 +351,7 @@ def test_redact_hides_only_the_password():
 
 # Several workers (server/workers.py) must share their state: Redis, and one PostgreSQL ledger.
 SHARED = {
-    "SWITCHYARD_REDIS_URL": "redis://127.0.0.1:6379/0",
+    "SWITCHYARD_REDIS_URL": "redis://cache.internal/0",  # read, never connected to
     "SWITCHYARD_DATABASE_URL": "postgresql://svc@db/ledger",
 }
 

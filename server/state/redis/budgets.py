@@ -45,7 +45,7 @@ from server.state.budgets import (
     period_starts,
     spent_until_reset,
 )
-from server.state.redis.link import RedisDownError, RedisLink
+from server.state.redis.link import RedisDownError, RedisLink, Script
 
 log = logging.getLogger("switchyard")
 
@@ -358,44 +358,31 @@ class RedisBudgetStore:
                 return
         self._pending.append((reservation, actual, now))
 
+    def _settlement(
+        self, reservation: RedisReservation, actual: int, at: float
+    ) -> tuple[Script, list[str], list[object]]:
+        """The SETTLE script's call for `reservation`, settled at `at`."""
+        day_start, month_start = period_starts(at)
+        args: list[object] = [
+            reservation.id,
+            f"d:{int(day_start)}",
+            f"m:{int(month_start)}",
+            actual,
+            f"d:{int(day_start - 2 * DAY)}",
+            _KEY_LIFETIME,
+        ]
+        return self._settle, self._keys(reservation.tenant), args
+
     async def _write_settlement(
         self, reservation: RedisReservation, actual: int, at: float
     ) -> None:
-        day_start, month_start = period_starts(at)
-        await self._link.run(
-            self._settle,
-            self._keys(reservation.tenant),
-            [
-                reservation.id,
-                f"d:{int(day_start)}",
-                f"m:{int(month_start)}",
-                actual,
-                f"d:{int(day_start - 2 * DAY)}",
-                _KEY_LIFETIME,
-            ],
-        )
+        await self._link.run(*self._settlement(reservation, actual, at))
 
     async def _resume(self) -> None:
         """Redis answers again: write the queued settlements (in one round trip per 500)."""
         while self._pending:
             batch = [self._pending.popleft() for _ in range(min(len(self._pending), 500))]
-            calls = []
-            for reservation, actual, at in batch:
-                day_start, month_start = period_starts(at)
-                calls.append(
-                    (
-                        self._settle,
-                        self._keys(reservation.tenant),
-                        [
-                            reservation.id,
-                            f"d:{int(day_start)}",
-                            f"m:{int(month_start)}",
-                            actual,
-                            f"d:{int(day_start - 2 * DAY)}",
-                            _KEY_LIFETIME,
-                        ],
-                    )
-                )
+            calls = [self._settlement(*queued) for queued in batch]
             try:
                 await self._link.batch(calls)
             except RedisDownError:
@@ -433,9 +420,8 @@ class RedisBudgetStore:
             self._refusal(result, tenant, day=day, month=month, amount=amount, now=now).message,
         )
 
-    async def _used(
-        self, tenant: str, day: int | None, month: int | None
-    ) -> tuple[int, int] | None:
+    async def _used(self, tenant: str) -> tuple[int, int] | None:
+        """The tenant's day and month use now (spend plus holds), or None without Redis."""
         if not self._link.up:
             return None
         try:
@@ -456,7 +442,7 @@ class RedisBudgetStore:
         day, month = self._limits(tenant, policy)
         if fraction is None or not self._enabled or (day is None and month is None):
             return None
-        used = await self._used(tenant, day, month)
+        used = await self._used(tenant)
         if used is None:
             return None
         for name, limit, spent in (("day", day, used[0]), ("month", month, used[1])):
@@ -471,7 +457,7 @@ class RedisBudgetStore:
         day, month = self._limits(tenant, policy)
         if not self._enabled or (day is None and month is None):
             return ()
-        used = await self._used(tenant, day, month)
+        used = await self._used(tenant)
         if used is None:
             return ()
         now = self._clock.wall()

@@ -256,7 +256,6 @@ class RedisGates:
 
     __slots__ = (
         "_admit",
-        "_background",
         "_clock",
         "_give",
         "_held",
@@ -295,7 +294,6 @@ class RedisGates:
         self._ids = itertools.count()
         self._held: dict[str, tuple[str, ...]] = {}  # lease id -> the cap keys it holds
         self._renewer: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[None]] = set()
         self._id_prefix = f"{os.getpid()}-{os.urandom(4).hex()}-"
 
     def rate(
@@ -489,14 +487,7 @@ class RedisGates:
         if not caps:
             return  # rate amounts it may have taken are not refunded (the safe side)
         args = [self._clock.wall() * 1000, len(caps), lease_id]
-
-        async def drop() -> None:
-            with contextlib.suppress(RedisDownError):
-                await self._link.run(self._give, [cap.key for cap in caps], args)
-
-        task = asyncio.get_running_loop().create_task(drop())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._link.fire(self._give, [cap.key for cap in caps], args)
 
     async def _admit_locally(
         self,

@@ -55,7 +55,7 @@ class Script:
 
 
 class RedisLink:
-    """A redis-py client plus the timeout, the breaker and the probe around it."""
+    """The Redis client (client.py) plus the timeout, the breaker and the probe around it."""
 
     __slots__ = (
         "_client",

@@ -116,8 +116,28 @@ class RedisLink:
         return script
 
     async def run(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """EVALSHA `script` within the timeout; RedisDownError when Redis does not answer."""
-        return await self.call(lambda: self._evalsha(script, keys, args))
+        """EVALSHA `script` within the timeout; RedisDownError when Redis does not answer.
+
+        `call` inlined: this is the path of every admission and cache lookup.
+        """
+        if self._down_since is not None:
+            raise RedisDownError("redis is down")
+        try:
+            try:
+                return await self._client.call("EVALSHA", script.sha, len(keys), *keys, *args)
+            except ReplyError as error:
+                if not _no_script(error):
+                    raise
+            await self._load_scripts()  # Redis lost its scripts (a restart): once more
+            return await self._client.call("EVALSHA", script.sha, len(keys), *keys, *args)
+        except ReplyError as error:
+            if not str(error).startswith(_UNAVAILABLE):
+                raise  # a script's own error: a bug, not an outage
+            self._went_down(error)
+            raise RedisDownError(str(error).split(" ", 1)[0]) from None
+        except (TimeoutError, ConnectionError, OSError) as error:
+            self._went_down(error)
+            raise RedisDownError(str(error) or type(error).__name__) from None
 
     def fire(
         self,
@@ -138,45 +158,31 @@ class RedisLink:
             if on_failure is not None:
                 on_failure()
             return
-        future = self._client.send("EVALSHA", script.sha, len(keys), *keys, *args)
 
-        def done(reply: asyncio.Future[Any]) -> None:
-            error = reply.exception()
-            if error is None:
-                result = reply.result()
-                if not isinstance(result, ReplyError):
-                    if on_reply is not None:
-                        on_reply(result)
-                    return
-                error = result
-            if isinstance(error, ReplyError) and not str(error).startswith(_UNAVAILABLE):
-                if _no_script(error):
+        def done(reply: Any) -> None:
+            if not isinstance(reply, BaseException):
+                if on_reply is not None:
+                    on_reply(reply)
+                return
+            if isinstance(reply, ReplyError) and not str(reply).startswith(_UNAVAILABLE):
+                if _no_script(reply):
                     task = asyncio.get_running_loop().create_task(
                         self._fire_later(script, keys, args)
                     )
                     self._fired.add(task)
                     task.add_done_callback(self._fired.discard)
                 else:
-                    log.error("redis: a script failed: %s", error)
+                    log.error("redis: a script failed: %s", reply)
                 return
-            self._went_down(error)
+            self._went_down(reply)
             if on_failure is not None:
                 on_failure()
 
-        future.add_done_callback(done)
+        self._client.send_then(done, "EVALSHA", script.sha, len(keys), *keys, *args)
 
     async def _fire_later(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> None:
         with contextlib.suppress(RedisDownError):
             await self.run(script, keys, args)
-
-    async def _evalsha(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        try:
-            return await self._client.call("EVALSHA", script.sha, len(keys), *keys, *args)
-        except ReplyError as error:
-            if not _no_script(error):
-                raise
-        await self._load_scripts()
-        return await self._client.call("EVALSHA", script.sha, len(keys), *keys, *args)
 
     async def batch(
         self, calls: Sequence[tuple[Script, Sequence[str], Sequence[Any]]]

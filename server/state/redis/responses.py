@@ -69,6 +69,9 @@ return redis.call('ZCARD', KEYS[2])
 """
 
 
+_NAMED_MAX = 4096  # missed keys remembered for their put (more in flight: computed again)
+
+
 class RedisResponseStore:
     """Finished answers in Redis, for every replica (see the module)."""
 
@@ -86,6 +89,7 @@ class RedisResponseStore:
         "_max_entries",
         "_misses",
         "_models",
+        "_named",
         "_prefix",
         "_put",
         "_ttl_ms",
@@ -111,10 +115,25 @@ class RedisResponseStore:
         self._put = link.script(PUT)
         self._drop = link.script(DROP)
         self._hits = self._misses = self._evictions = self._entries = 0
+        # A missed key's name and text, kept for its `put` (the same key object comes back
+        # when the answer is stored): one repr and digest per call, not two. Calls that
+        # fail store nothing, so the map is cleared when it grows past a bound.
+        self._named: dict[int, tuple[CacheKey, str, str]] = {}
 
     def _key(self, key: CacheKey) -> tuple[str, str]:
         text = repr(key)
         return self._prefix + hashlib.sha256(text.encode()).hexdigest(), text
+
+    def _remember(self, key: CacheKey, name: str, text: str) -> None:
+        if len(self._named) >= _NAMED_MAX:
+            self._named.clear()
+        self._named[id(key)] = (key, name, text)
+
+    def _recall(self, key: CacheKey) -> tuple[str, str]:
+        named = self._named.pop(id(key), None)
+        if named is not None and named[0] is key:
+            return named[1], named[2]
+        return self._key(key)
 
     async def get(self, key: CacheKey) -> CachedAnswer | None:
         """The live answer for `key` (its last use now), or None."""
@@ -128,6 +147,7 @@ class RedisResponseStore:
         answer = self._decode(raw, text, self._clock.wall())
         if answer is None:
             self._misses += 1
+            self._remember(key, name, text)
             if raw is not None:  # expired (or another call's): drop it
                 with contextlib.suppress(RedisDownError):
                     self._entries = int(await self._link.run(self._drop, [name, self._lru], []))
@@ -161,7 +181,7 @@ class RedisResponseStore:
             return False
         if not self._link.up:
             return await self._local.put(key, answer)
-        name, text = self._key(key)
+        name, text = self._recall(key)
         value = orjson.dumps(
             {
                 "k": text,

@@ -46,6 +46,14 @@ run: $(STAMP) ## serve Switchyard on 127.0.0.1:50051 against the embedded relay 
 test: lint node-deps go-deps pg-deps redis-deps lb-deps ## lint, type-check and run the whole test suite (Node and Go examples included)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The suite fuzzes for 60 s (tests/fuzz); this runs the same fuzzer longer, printing what
+# each RPC answered. SWITCHYARD_FUZZ_SEED=<the seed a run printed> replays its inputs.
+FUZZ_SECONDS ?= 600
+.PHONY: fuzz
+fuzz: $(STAMP) ## fuzz every RPC of a real gateway for FUZZ_SECONDS (600; SWITCHYARD_FUZZ_SEED replays)
+	SWITCHYARD_FUZZ_SECONDS=$(FUZZ_SECONDS) $(PY) -m pytest -p no:cacheprovider -s \
+		tests/fuzz/test_fuzz_gateway.py $(PYTEST_ARGS)
+
 lint: $(STAMP) ## ruff, mypy (strict) and buf lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

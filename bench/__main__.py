@@ -33,6 +33,7 @@ from bench.harness import UNARY_SHAPE, Plan, Runner, measure_target, soak
 from bench.ledger import measure as measure_ledger
 from bench.targets import (
     MODEL,
+    OTLP_ROWS,
     ROOT,
     Target,
     TargetUnavailableError,
@@ -122,7 +123,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         relay_process.pid,
         logs,
         verbose=not args.quiet,
-        profile=tuple(p for p in args.profile.split(",") if p),
+        # Split as --only is: a row's name may hold a comma inside its parentheses.
+        profile=tuple(p.strip() for p in re.split(r",(?![^()]*\))", args.profile) if p.strip()),
     )
     runner.say(f"logs in {logs}; relay on {relay_url}; file limit {files}")
     rows: dict[str, Any] = {}
@@ -205,20 +207,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if only is None or "ledger" in only:
             ledger_figures = await measure_ledger(args.smoke, runner.say)
             ledger_figures["paired_cpu_ms"] = await _ledger_pairs(runner, relay_url, logs, args)
-        if only is None or "switchyard(otlp)" in only:
+        if only is None or only & set(OTLP_ROWS):
             sink, sink_port = await start_otlp_sink(logs)
             try:
-                # What exporting traces and metrics costs: CPU and latency reference only.
-                await _measure(
-                    runner,
-                    rows,
-                    "switchyard(otlp)",
-                    start_switchyard(
-                        relay_url, logs, args.switchyard_env, sink_port, "switchyard(otlp)"
-                    ),
-                    idle=False,
-                    sustain=False,
-                )
+                # What exporting traces and metrics costs: every trace, then the default
+                # keep policy (tail sampling: troubled calls and 10% of the rest).
+                for name, keep in OTLP_ROWS.items():
+                    if only is not None and name not in only:
+                        continue
+                    await _measure(
+                        runner,
+                        rows,
+                        name,
+                        start_switchyard(
+                            relay_url, logs, {**args.switchyard_env, **keep}, sink_port, name
+                        ),
+                        idle=False,
+                        sustain=False,
+                    )
             finally:
                 await stop(sink)
         if "litellm" in args.peers:

@@ -84,12 +84,12 @@ async def get_usage(url: str, work: Path, rows: int, queries: int) -> dict[str, 
             ended = [now_us - rng.randrange(span) for _ in batch]
             calls = [
                 (f"g{n:012d}", at, f"tenant-{n % TENANTS}", None, None, MODEL.name, "bench",
-                 MODEL.name, "OK", 16, 8, 0, False, 120_000, 250_000, None, "miss", 0, "{}")
+                 MODEL.name, "OK", 16, 8, 0, False, 120_000, 250_000, None, "miss", 0, "{}", 0, 0)
                 for n, at in zip(batch, ended, strict=True)
             ]  # fmt: skip
             attempts = [
                 (f"g{n:012d}", 0, f"tenant-{n % TENANTS}", at, MODEL.name, "google", "success",
-                 200, "", 200_000, 16, 8, 0, False, 120_000)
+                 200, "", 200_000, 16, 8, 0, False, 120_000, 0, 0)
                 for n, at in zip(batch, ended, strict=True)
             ]  # fmt: skip
             await connection.copy_records_to_table(
@@ -129,7 +129,7 @@ async def drivers(url: str, work: Path, rows: int) -> dict[str, float]:
     ddl = f"CREATE TABLE calls ({typed}, PRIMARY KEY (request_id))"
     values = [
         (f"d{n:012d}", n, "t", None, None, "m", "why", "m", "OK", 16, 8, 0, 0, 120000, 1500,
-         None, "miss", 0, "{}")
+         None, "miss", 0, "{}", 0, 0)
         for n in range(rows)
     ]  # fmt: skip
     batches = [values[i : i + 500] for i in range(0, rows, 500)]

@@ -28,6 +28,7 @@ ORDER = (
     "switchyard(redis)",
     "switchyard(redis, workers=2)",
     "switchyard(otlp)",
+    "switchyard(otlp, default keep)",
     PEER,
 )
 MEMORY = "switchyard(memory)"
@@ -35,6 +36,8 @@ POSTGRES = "switchyard(postgres)"
 AUTH = "switchyard(auth)"
 REDIS = "switchyard(redis)"
 REDIS_WORKERS = "switchyard(redis, workers=2)"
+OTLP = "switchyard(otlp)"  # every trace exported
+OTLP_KEEP = "switchyard(otlp, default keep)"  # the default keep policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +182,30 @@ def checks(results: dict[str, Any]) -> list[Check]:
         found.append(
             Check("CPU in telemetry code, no exporter", "< 5%", f"{worst:.1%}", worst < 0.05)
         )
-    otlp = rows.get("switchyard(otlp)")
+    otlp = rows.get(OTLP) if rows.get(OTLP, {}).get("available", True) else None
+    otlp_keep = rows.get(OTLP_KEEP) if rows.get(OTLP_KEEP, {}).get("available", True) else None
+    for name, goal, row, limit in (
+        ("unary CPU/req, OTLP export of every trace, vs floor", "≤ 1.8×", otlp, 1.8),
+        ("unary CPU/req, OTLP export, default keep policy, vs floor", "≤ 1.5×", otlp_keep, 1.5),
+    ):
+        a, b = _get(row, "unary_cpu_ms"), _get(floor, "unary_cpu_ms")
+        found.append(
+            Check(
+                name,
+                goal,
+                "not measured" if a is None or not b else f"{a / b:.2f}×",
+                None if a is None or not b else a / b <= limit,
+            )
+        )
+    a, b = _get(otlp, "c1", "latency_ms", "p99"), _get(floor, "c1", "latency_ms", "p99")
+    found.append(
+        Check(
+            "c=1 p99 added over floor, OTLP export of every trace",
+            "≤ 1.5 ms",
+            "not measured" if a is None or b is None else f"{a - b:+.3f} ms",
+            None if a is None or b is None else a - b <= 1.5,
+        )
+    )
     a, b = _get(otlp, "unary_cpu_ms"), _get(subject, "unary_cpu_ms")
     if a is not None and b:
         found.append(
@@ -377,6 +403,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
         "floor(httpx)": "#c6dbef",
         "switchyard": "#d62728",
         "switchyard(otlp)": "#8c2d2d",
+        "switchyard(otlp, default keep)": "#c44e52",
         PEER: "#ff7f0e",
     }
     figure, (cpu_ax, tok_ax, cdf_ax) = plt.subplots(1, 3, figsize=(17, 5.6))

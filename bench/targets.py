@@ -193,7 +193,15 @@ async def start_switchyard(
     if otlp_port is not None:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{otlp_port}"
         env["OTEL_EXPORTER_OTLP_INSECURE"] = "true"
-        description += ", traces and metrics exported over OTLP/gRPC to a local sink"
+        keep = (extra_env or {}).get("SWITCHYARD_TRACE_KEEP")
+        kept = (
+            "the default keep policy (errors, fallbacks, retries, limits, slow, 10%)"
+            if keep is None
+            else "every trace (SWITCHYARD_TRACE_KEEP=all)"
+            if keep == "all"
+            else f"SWITCHYARD_TRACE_KEEP={keep}"
+        )
+        description += f", traces and metrics exported over OTLP/gRPC to a local sink, {kept}"
     log = logs / f"{name}.log"
     process = await _spawn([sys.executable, "-m", "server"], log, env=env)
     assert process.stdout is not None
@@ -201,7 +209,7 @@ async def start_switchyard(
     changed = " ".join(  # a key's value is never written into the results
         f"{k}={'(set)' if k.endswith('_KEY') else v}"
         for k, v in (extra_env or {}).items()
-        if k not in ("SWITCHYARD_DATABASE_URL", "SWITCHYARD_REDIS_URL")
+        if k not in ("SWITCHYARD_DATABASE_URL", "SWITCHYARD_REDIS_URL", "SWITCHYARD_TRACE_KEEP")
     )
     if changed:
         description += f"; also {changed}"
@@ -210,8 +218,14 @@ async def start_switchyard(
     return target
 
 
+# Tracing exported: every trace kept (the cost of full sampling), and the default keep policy.
+OTLP_ROW = "switchyard(otlp)"
+OTLP_KEEP_ROW = "switchyard(otlp, default keep)"
+OTLP_ROWS = {OTLP_ROW: {"SWITCHYARD_TRACE_KEEP": "all"}, OTLP_KEEP_ROW: {}}
+
+
 async def start_otlp_sink(logs: Path) -> tuple[asyncio.subprocess.Process, int]:
-    """The OTLP sink Switchyard's `switchyard(otlp)` row exports to."""
+    """The OTLP sink Switchyard's `switchyard(otlp)` rows export to."""
     log = logs / "otlp-sink.log"
     process = await _spawn([sys.executable, "-m", "bench.otlp_sink", "--port", "0"], log)
     assert process.stdout is not None

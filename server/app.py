@@ -27,8 +27,8 @@ from switchyard.v1 import gateway_pb2, gateway_pb2_grpc
 
 from server import admin, reflection
 from server.boundary import RpcBoundary
-from server.decoding import add_service
-from server.identity import ApiKeyResolver, resolver_for
+from server.decoding import add_service, refuse_unknown_methods
+from server.identity import ApiKeyResolver, FailureThrottle, resolver_for
 from server.pipeline import Pipeline, build_pipeline
 from server.relay.client import RelayClient
 from server.servicer import GatewayServicer
@@ -53,6 +53,10 @@ _SERVER_OPTIONS = (
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.max_ping_strikes", 0),
 )
+# A request may hold this much besides its text (SWITCHYARD_MAX_TEXT_BYTES): framing,
+# labels, stop sequences, images. With the default text bound the receive limit is 4 MiB,
+# gRPC's own default, now set on purpose and raised with the text bound.
+_RECEIVE_HEADROOM = 3 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -92,7 +96,11 @@ async def create_server(settings: Settings, environ: Mapping[str, str] | None = 
 
     `environ` holds the OTEL_* variables for telemetry (default: os.environ).
     """
-    telemetry = setup_telemetry(settings.telemetry, os.environ if environ is None else environ)
+    telemetry = setup_telemetry(
+        settings.telemetry,
+        os.environ if environ is None else environ,
+        known_callers=settings.auth.effective_mode != "none",  # callers are tenants then
+    )
     simulator = None
     relay_settings = settings.relay
     relay_url = relay_settings.url
@@ -121,11 +129,13 @@ async def create_server(settings: Settings, environ: Mapping[str, str] | None = 
     if settings.server.worker_index:
         # One of the supervisor's workers (server/workers.py): they share the port it holds.
         options["grpc.so_reuseport"] = 1
+    options["grpc.max_receive_message_length"] = settings.limits.max_text_bytes + _RECEIVE_HEADROOM
     server = grpc.aio.server(options=tuple(options.items()))
     boundary = _add_services(server, settings, pipeline, telemetry)
     health = HealthServicer()
     add_service(server, health_pb2_grpc.add_HealthServicer_to_server, health)
     reflection.enable((SERVICE_NAME, admin.SERVICE, "grpc.health.v1.Health"), server)
+    refuse_unknown_methods(server, (SERVICE_NAME, admin.SERVICE, "grpc.health.v1.Health"))
 
     host, _ = parse_listen(settings.server.listen)
     if credentials is None and settings.auth.effective_mode == "api_key" and not is_loopback(host):
@@ -200,13 +210,17 @@ def _add_services(
     add_service(
         server,
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server,
-        GatewayServicer(pipeline, boundary),
+        GatewayServicer(pipeline, boundary, limits=settings.limits),
     )
     # The admin API admits the admin credential only, whatever SWITCHYARD_AUTH is; with
     # api_key auth it shares the gateway's key cache (told of each change at once) and
     # its throttle of failed attempts.
     keys = resolver if isinstance(resolver, ApiKeyResolver) else None
-    admin_keys = keys or ApiKeyResolver(directory, settings.auth.admin_key)
+    admin_keys = keys or ApiKeyResolver(
+        directory,
+        settings.auth.admin_key,
+        throttle=FailureThrottle(limit=settings.auth.failure_limit),
+    )
     admin_boundary = RpcBoundary(
         admin.AdminResolver(admin_keys, settings.auth.admin_key), telemetry, service=admin.SERVICE
     )

@@ -19,13 +19,15 @@ and maps whatever ended the call to that status:
   request id; its type goes to the log at ERROR, its traceback (which may
   hold request data) only at DEBUG;
 * a cancel (the caller went away) or a closed stream ends the span as
-  CANCELLED and propagates untouched.
+  CANCELLED and propagates untouched; so does a status that can no longer
+  be sent because the call's deadline passed meanwhile (`send_status`).
 
 Nothing else in the server catches exceptions to turn them into statuses.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import secrets
@@ -36,13 +38,22 @@ from typing import Any, NoReturn
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
+
+# What context.abort raises when the status cannot be sent any more (no public name, no stubs).
+from grpc._cython.cygrpc import ExecuteBatchError  # type: ignore[import-not-found]
 from opentelemetry.trace import INVALID_SPAN, Span
 
 from server import convert
 from server import telemetry as semconv
 from server.clock import SYSTEM_CLOCK, Clock
 from server.domain import Attempt, Call, Identity, Request
-from server.errors import CapacityError, RelayError, ShuttingDownError, SwitchyardError
+from server.errors import (
+    AllModelsFailedError,
+    CapacityError,
+    RelayError,
+    ShuttingDownError,
+    SwitchyardError,
+)
 from server.identity import IdentityResolver
 from server.telemetry import Telemetry
 
@@ -51,6 +62,17 @@ log = logging.getLogger("switchyard")
 REQUEST_ID_HEADER = "x-switchyard-request-id"
 _MAX_DETAIL_ATTEMPTS = 16
 _CALLER_ERRORS = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)
+# Also the caller's to fix when Switchyard says them (a bad key, another tenant's usage, an
+# admin API name that does not exist); said by the relay, they are the operator's.
+_CALLER_REFUSALS = frozenset(
+    {
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.FAILED_PRECONDITION,
+    }
+)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -177,7 +199,9 @@ async def _abort(
     context: Context, error: SwitchyardError, request_id: str, call: Call | None, method: str
 ) -> NoReturn:
     """End the RPC with the error's status, message, retry hints and attempts."""
-    if error.code in _CALLER_ERRORS:
+    if error.code in _CALLER_ERRORS or (
+        error.code in _CALLER_REFUSALS and not isinstance(error, RelayError | AllModelsFailedError)
+    ):
         # One line an operator can act on: which call, which method, why (the message,
         # which never holds the prompt, a key or a traceback).
         log.info("call %s %s refused: %s (%s)", request_id, method, error.code.name, error.message)
@@ -189,7 +213,27 @@ async def _abort(
     if details:
         status = status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
         metadata.append(("grpc-status-details-bin", status.SerializeToString()))
-    await context.abort(error.code, error.message, tuple(metadata))
+    await send_status(context, error.code, error.message, tuple(metadata))
+
+
+async def send_status(
+    context: Context,
+    code: grpc.StatusCode,
+    message: str,
+    metadata: Sequence[tuple[str, str | bytes]],
+) -> NoReturn:
+    """End the RPC with `code` and `message` (`context.abort`), or, when the call ended
+    meanwhile, let it go: its deadline passed or its caller left, so nobody is listening.
+
+    grpc writes a failed status send to its log with a traceback at ERROR unless it
+    noticed the call's end first, and that notice races with the send (a deadline of a
+    millisecond meets the refusal of a bad request). The end is the caller's doing:
+    the call is cancelled instead, which grpc logs at DEBUG.
+    """
+    try:
+        await context.abort(code, message, tuple(metadata))
+    except ExecuteBatchError:
+        raise asyncio.CancelledError from None
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
 
@@ -229,10 +273,10 @@ async def _internal(context: Context, exc: Exception, request_id: str) -> NoRetu
     # The traceback can hold request data, so it is logged only at DEBUG.
     log.error("call %s hit an internal error: %s", request_id, type(exc).__name__)
     log.debug("call %s internal error details", request_id, exc_info=exc)
-    await context.abort(
+    await send_status(
+        context,
         grpc.StatusCode.INTERNAL,
         f"internal error in Switchyard (request id {request_id}); the operator can find it"
         " in the gateway's log",
         ((REQUEST_ID_HEADER, request_id),),
     )
-    raise AssertionError("unreachable: abort raises")  # pragma: no cover

@@ -3,7 +3,13 @@
 The defaults below are the catalog of the issue that founded Switchyard; a
 TOML file can change or extend them (see ``settings/catalog.py``). Cached-input
 prices follow each provider's published discount for prompt-cache reads
-(Anthropic and DeepSeek 10% of the input price, OpenAI and Google 25%). The catalog is
+(Anthropic and DeepSeek 10% of the input price, OpenAI and Google 25%); only
+Anthropic charges for prompt-cache writes, at 1.25 times the input price (its
+5-minute cache), so the others leave `cache_write_price` at the input price.
+Features follow each provider's documentation: every model takes tools; all
+but DeepSeek take images and JSON Schema answers (DeepSeek's API has neither:
+only JSON-object mode); Claude (extended thinking) and Gemini 2.5 (thinking
+budgets) reason, GPT-4.1 does not (it refuses `reasoning_effort`). The catalog is
 validated once at start-up and then only read. `ModelSpec`, one model of
 it, is part of the domain vocabulary (``domain.py``).
 """
@@ -65,7 +71,9 @@ DEFAULT_MODELS = (
         default_max_tokens=8192,
         context_window=200_000,
         cached_input_price=Decimal("1.50"),  # cache reads: 10% of input
+        cache_write_price=Decimal("18.75"),  # cache writes: 125% of input
         tasks=(Task.CREATIVE, Task.FAST, Task.BATCH),
+        reasoning=True,
     ),
     ModelSpec(
         name="gpt-4.1",
@@ -94,6 +102,7 @@ DEFAULT_MODELS = (
         context_window=1_048_576,
         cached_input_price=Decimal("0.625"),  # cached input: 25% of input
         tasks=(Task.CREATIVE, Task.BATCH),
+        reasoning=True,
     ),
     ModelSpec(
         name="deepseek-v3.2",
@@ -108,6 +117,8 @@ DEFAULT_MODELS = (
         context_window=128_000,
         cached_input_price=Decimal("0.042"),  # cache hits: 10% of input
         tasks=(Task.CREATIVE,),
+        images=False,
+        json_schema=False,
     ),
 )
 

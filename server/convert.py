@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Iterable, Mapping
-from typing import Any
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, assert_never
 
 import orjson
-from google.protobuf import timestamp_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 from google.type import money_pb2
 from switchyard.v1 import gateway_pb2 as pb
 
@@ -28,27 +29,54 @@ from server.domain import (
     Completion,
     Complexity,
     FinishReason,
+    ImagePart,
     Message,
     ModelSpec,
     Outcome,
+    Part,
+    Reasoning,
+    ReasoningDelta,
+    ReasoningEffort,
+    ReasoningPart,
+    RedactedReasoningPart,
     Request,
+    ResponseFormat,
+    ResponseKind,
     Role,
     RouteBasis,
     RouteDecision,
     Task,
+    TextPart,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallPart,
+    ToolCallStart,
+    ToolChoice,
+    ToolChoiceMode,
+    ToolResultPart,
+    ToolSpec,
     Usage,
+    Validation,
 )
-from server.errors import InvalidRequestError
+from server.errors import InvalidRequestError, RequestTooLargeError
 from server.pipeline import Preview, UsageReport
+from server.settings import LimitSettings
 from server.state.ledger import ModelTotals
 from server.state.rows import AttemptRow, CallRow
+from server.structured import schema_problem
+from server.tokens import text_bytes
 
 MAX_STOP_SEQUENCES = 4
 MAX_LABELS = 16
 MAX_LABEL_KEY = 64
 MAX_LABEL_VALUE = 256
 
-_ROLES = {pb.ROLE_SYSTEM: Role.SYSTEM, pb.ROLE_USER: Role.USER, pb.ROLE_ASSISTANT: Role.ASSISTANT}
+_ROLES = {
+    pb.ROLE_SYSTEM: Role.SYSTEM,
+    pb.ROLE_USER: Role.USER,
+    pb.ROLE_ASSISTANT: Role.ASSISTANT,
+    pb.ROLE_TOOL: Role.TOOL,
+}
 _TASKS: dict[pb.Task.ValueType, Task | None] = {
     pb.TASK_UNSPECIFIED: None,
     pb.TASK_REASONING: Task.REASONING,
@@ -78,6 +106,7 @@ _FINISH_TO_PB = {
     FinishReason.STOP: pb.FINISH_REASON_STOP,
     FinishReason.LENGTH: pb.FINISH_REASON_LENGTH,
     FinishReason.CONTENT_FILTER: pb.FINISH_REASON_CONTENT_FILTER,
+    FinishReason.TOOL_CALLS: pb.FINISH_REASON_TOOL_CALLS,
 }
 _OUTCOME_TO_PB = {
     Outcome.SUCCESS: pb.ATTEMPT_OUTCOME_SUCCESS,
@@ -86,16 +115,53 @@ _OUTCOME_TO_PB = {
     Outcome.CANCELLED: pb.ATTEMPT_OUTCOME_CANCELLED,
     Outcome.INTERRUPTED: pb.ATTEMPT_OUTCOME_INTERRUPTED,
     Outcome.SKIPPED: pb.ATTEMPT_OUTCOME_SKIPPED,
+    Outcome.INVALID_OUTPUT: pb.ATTEMPT_OUTCOME_INVALID_OUTPUT,
 }
 
 
-def request_from_proto(spec: pb.QuerySpec) -> Request:
-    """Validate a QuerySpec and turn it into a Request."""
-    messages = [_message(index, message) for index, message in enumerate(spec.messages)]
+DEFAULT_LIMITS = LimitSettings()
+_SHORTEN = "shorten the text (or summarize it), or split the work across calls"
+
+
+def request_from_proto(spec: pb.QuerySpec, limits: LimitSettings = DEFAULT_LIMITS) -> Request:
+    """Validate a QuerySpec and turn it into a Request.
+
+    The per-call bounds of `limits` come first, so an oversized call costs no
+    more than the bound's worth of work: the counts of messages and parts
+    before any message is read, the bytes of text as the messages are read.
+    """
+    has_parts = _check_counts(spec, limits)
+    # query.prompt and query.system are a message each: counted first, as one
+    text_left = limits.max_text_bytes - text_bytes(spec.prompt) - text_bytes(spec.system)
+    if text_left < 0:
+        raise RequestTooLargeError(
+            f"query.prompt and query.system have {limits.max_text_bytes - text_left} bytes of"
+            " text (UTF-8)",
+            f"{limits.max_text_bytes} bytes of text",
+            "SWITCHYARD_MAX_TEXT_BYTES",
+            _SHORTEN,
+        )
+    messages = []
+    for index, message in enumerate(spec.messages):
+        converted = _message(index, message)
+        text_left -= _text_bytes(converted)
+        if text_left < 0:
+            raise RequestTooLargeError(
+                f"the query's text reaches {limits.max_text_bytes - text_left} bytes (UTF-8)"
+                f" at query.messages[{index}]",
+                f"{limits.max_text_bytes} bytes of text",
+                "SWITCHYARD_MAX_TEXT_BYTES",
+                _SHORTEN,
+            )
+        messages.append(converted)
     if spec.prompt.strip():
         messages.append(Message.of(Role.USER, spec.prompt))
     elif spec.prompt:
         raise InvalidRequestError("query.prompt is blank; put the question in it")
+    if spec.system:
+        if not spec.system.strip():
+            raise InvalidRequestError("query.system is blank; give instructions or leave it empty")
+        messages.insert(0, Message.of(Role.SYSTEM, spec.system))
     if not messages:
         raise InvalidRequestError(
             "query.prompt is empty and query.messages has none; set prompt to the question to ask"
@@ -134,20 +200,83 @@ def request_from_proto(spec: pb.QuerySpec) -> Request:
         fallback=not spec.disable_fallback,
         labels=_labels(spec.labels),
         cache_mode=cache_mode,
+        **(_structured(spec, messages) if has_parts or _has_structure(spec) else {}),
     )
+
+
+def _text_bytes(message: Message) -> int:
+    """The bytes of text a message carries, for the text bound: its text parts, and the
+    text of tool results and reasoning (images count towards the message size limit)."""
+    parts = message.parts
+    if len(parts) == 1 and type(parts[0]) is TextPart:
+        return text_bytes(parts[0].text)  # the common case: one text part
+    total = 0
+    for part in parts:
+        if type(part) is TextPart:
+            total += text_bytes(part.text)
+        elif type(part) is ToolResultPart:
+            total += text_bytes(part.content)
+        elif type(part) is ReasoningPart:
+            total += text_bytes(part.text) + len(part.signature)
+        elif type(part) is RedactedReasoningPart:
+            total += len(part.data)
+    return total
+
+
+def _check_counts(spec: pb.QuerySpec, limits: LimitSettings) -> bool:
+    """Refuse a query with more messages or parts than one call may have (parts are counted
+    only once the number of messages is known to be within its bound); whether any message
+    has parts (one pass over the messages for both)."""
+    also = [field for field in ("prompt", "system") if getattr(spec, field)]
+    extra = len(also)  # each is one more message
+    count = len(spec.messages) + extra
+    if count > limits.max_messages:
+        counted = " and ".join(f"query.{field}" for field in also)
+        raise RequestTooLargeError(
+            f"the query has {count} messages"
+            + (
+                f" ({counted} {'counts as one' if extra == 1 else 'count as one each'})"
+                if extra
+                else ""
+            ),
+            str(limits.max_messages),
+            "SWITCHYARD_MAX_MESSAGES",
+        )
+    # A message counts its parts, or one for its text `content`; prompt and system one each.
+    lengths = [len(m.parts) for m in spec.messages]
+    parts = sum(lengths) + lengths.count(0) + extra
+    if parts > limits.max_parts:
+        raise RequestTooLargeError(
+            f"the query has {parts} content parts", str(limits.max_parts), "SWITCHYARD_MAX_PARTS"
+        )
+    return any(lengths)  # does any message have parts?
 
 
 def _message(index: int, message: pb.Message) -> Message:
     role = _ROLES.get(message.role)
     if role is None:
         raise InvalidRequestError(
-            f"query.messages[{index}].role must be ROLE_SYSTEM, ROLE_USER or ROLE_ASSISTANT"
+            f"query.messages[{index}].role must be ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT"
+            " or ROLE_TOOL"
         )
-    if not message.content.strip():
+    if message.parts:
+        if message.content:
+            raise InvalidRequestError(
+                f"query.messages[{index}] sets both content and parts; put the text in a"
+                " text part, or use content alone"
+            )
+        return Message(role, _parts(index, role, message.parts))
+    if role is Role.TOOL:
+        raise InvalidRequestError(
+            f"query.messages[{index}] is a ROLE_TOOL message without parts; give it one"
+            " tool_result part per tool call it answers"
+        )
+    content = message.content  # one copy out of the protobuf, not two
+    if not content or content.isspace():
         raise InvalidRequestError(
             f"query.messages[{index}].content is empty; give it text or remove the message"
         )
-    return Message.of(role, message.content)
+    return Message.of(role, content)
 
 
 def _stop(stop: Iterable[str]) -> tuple[str, ...]:
@@ -192,6 +321,8 @@ def usage_to_proto(usage: Usage) -> pb.Usage:
         output_tokens=usage.output_tokens,
         cached_input_tokens=usage.cached_input_tokens,
         estimated=usage.estimated,
+        reasoning_tokens=usage.reasoning_tokens,
+        cache_write_input_tokens=usage.cache_write_tokens,
     )
 
 
@@ -233,6 +364,9 @@ def route_to_proto(route: RouteDecision, admission: Admission = ADMITTED) -> pb.
         max_tokens=route.max_tokens,
         estimated_cost=pb.CostEstimate(min=money(route.cost_min), max=money(route.cost_max)),
         admission=pb.Admission(admitted=admission.admitted, reason=admission.reason),
+        skipped_models=[
+            pb.SkippedModel(model=skip.model, reason=skip.reason) for skip in route.skipped
+        ],
     )
 
 
@@ -260,6 +394,7 @@ def query_response(call: Call, completion: Completion, now: float) -> pb.QueryRe
         route=route_to_proto(call.route),
         request_id=call.request_id,
         **_outcome(call, completion, now),
+        **(_answer_parts(completion) if not call.request.plain else {}),
     )
 
 
@@ -282,6 +417,8 @@ def stream_end(call: Call, completion: Completion, now: float) -> pb.StreamQuery
     return pb.StreamQueryResponse(
         end=pb.StreamEnd(
             time_to_first_token_ms=_ms(first - call.started) if first is not None else 0,
+            validation=_VALIDATION_TO_PB[completion.validation],
+            validation_error=completion.validation_error,
             **_outcome(call, completion, now),
         )
     )
@@ -474,6 +611,8 @@ def _usage_row(row: CallRow | AttemptRow) -> pb.Usage:
         output_tokens=row.output_tokens,
         cached_input_tokens=row.cached_input_tokens,
         estimated=row.estimated,
+        reasoning_tokens=row.reasoning_tokens,
+        cache_write_input_tokens=row.cache_write_tokens,
     )
 
 
@@ -484,3 +623,380 @@ def _stamp_us(microseconds: int) -> timestamp_pb2.Timestamp:
 
 
 _OUTCOME_NAMES = {outcome.value: number for outcome, number in _OUTCOME_TO_PB.items()}
+
+
+# --- content parts, tools, response formats and reasoning (issue 15) ----------------
+
+MAX_TOOLS = 128  # OpenAI's limit, the lower of the two wires'
+MIN_THINKING_BUDGET = 1024  # Anthropic's least budget_tokens
+IMAGE_MEDIA_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")  # tool and schema names, as both wires allow
+_CALL_ID = re.compile(r"[a-zA-Z0-9_-]{1,128}")  # Anthropic's tool_use id alphabet
+_NAME_RULE = "1 to 64 letters, digits, '_' or '-'"
+# Which parts each role's messages may hold.
+_PART_ROLES: dict[str, frozenset[Role]] = {
+    "text": frozenset({Role.SYSTEM, Role.USER, Role.ASSISTANT}),
+    "image": frozenset({Role.USER}),
+    "tool_call": frozenset({Role.ASSISTANT}),
+    "reasoning": frozenset({Role.ASSISTANT}),
+    "redacted_reasoning": frozenset({Role.ASSISTANT}),
+    "tool_result": frozenset({Role.TOOL}),
+}
+_TOOL_CHOICE_MODES = {
+    pb.TOOL_CHOICE_MODE_UNSPECIFIED: ToolChoiceMode.AUTO,
+    pb.TOOL_CHOICE_MODE_AUTO: ToolChoiceMode.AUTO,
+    pb.TOOL_CHOICE_MODE_NONE: ToolChoiceMode.NONE,
+    pb.TOOL_CHOICE_MODE_REQUIRED: ToolChoiceMode.REQUIRED,
+    pb.TOOL_CHOICE_MODE_TOOL: ToolChoiceMode.TOOL,
+}
+_RESPONSE_KINDS = {
+    pb.RESPONSE_FORMAT_TYPE_UNSPECIFIED: ResponseKind.TEXT,
+    pb.RESPONSE_FORMAT_TYPE_TEXT: ResponseKind.TEXT,
+    pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT: ResponseKind.JSON_OBJECT,
+    pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA: ResponseKind.JSON_SCHEMA,
+}
+_EFFORTS = {
+    pb.REASONING_EFFORT_LOW: ReasoningEffort.LOW,
+    pb.REASONING_EFFORT_MEDIUM: ReasoningEffort.MEDIUM,
+    pb.REASONING_EFFORT_HIGH: ReasoningEffort.HIGH,
+}
+_VALIDATION_TO_PB = {
+    Validation.UNCHECKED: pb.OUTPUT_VALIDATION_UNSPECIFIED,
+    Validation.VALID: pb.OUTPUT_VALIDATION_VALID,
+    Validation.INVALID: pb.OUTPUT_VALIDATION_INVALID,
+}
+_NO_ARGUMENTS: Mapping[str, Any] = {"type": "object", "properties": {}}
+
+
+def _parts(index: int, role: Role, parts: Sequence[pb.Part]) -> tuple[Part, ...]:
+    """A message's parts, each allowed for its role and well formed."""
+    converted: list[Part] = []
+    for number, part in enumerate(parts):
+        where = f"query.messages[{index}].parts[{number}]"
+        kind = part.WhichOneof("kind")
+        if kind is None:
+            raise InvalidRequestError(f"{where} is empty; set text, image, tool_call or another")
+        if role not in _PART_ROLES[kind]:
+            allowed = ", ".join(k for k, roles in _PART_ROLES.items() if role in roles)
+            raise InvalidRequestError(
+                f"{where}.{kind} cannot be in a {role.name} message; it may hold: {allowed}"
+            )
+        converted.append(_part(where, kind, part))
+    return tuple(converted)
+
+
+def _part(where: str, kind: str, part: pb.Part) -> Part:
+    if kind == "text":
+        if not part.text.strip():
+            raise InvalidRequestError(f"{where}.text is empty; give it text or remove the part")
+        return TextPart(part.text)
+    if kind == "image":
+        return _image(f"{where}.image", part.image)
+    if kind == "tool_call":
+        call = part.tool_call
+        _check_call_id(f"{where}.tool_call.id", call.id)
+        _check_name(f"{where}.tool_call.name", call.name)
+        return ToolCallPart(call.id, call.name, _struct(call.arguments, f"{where}.tool_call"))
+    if kind == "tool_result":
+        result = part.tool_result
+        _check_call_id(f"{where}.tool_result.tool_call_id", result.tool_call_id)
+        return ToolResultPart(result.tool_call_id, result.content, result.is_error)
+    if kind == "reasoning":
+        return ReasoningPart(part.reasoning.text, part.reasoning.signature)
+    if not part.redacted_reasoning.data:
+        raise InvalidRequestError(
+            f"{where}.redacted_reasoning.data is empty; send the part back as it came"
+        )
+    return RedactedReasoningPart(part.redacted_reasoning.data)
+
+
+def _image(where: str, image: pb.Image) -> ImagePart:
+    media_type = image.media_type
+    if media_type and media_type not in IMAGE_MEDIA_TYPES:
+        raise InvalidRequestError(
+            f"{where}.media_type {media_type[:64]!r} is not one the models take; use one of "
+            + ", ".join(sorted(IMAGE_MEDIA_TYPES))
+        )
+    source = image.WhichOneof("source")
+    if source == "data":
+        if not image.data:
+            raise InvalidRequestError(f"{where}.data is empty; give the image's bytes")
+        if not media_type:
+            raise InvalidRequestError(
+                f"{where}.media_type is required with data; use one of "
+                + ", ".join(sorted(IMAGE_MEDIA_TYPES))
+            )
+        return ImagePart(media_type, data=image.data)
+    if source == "url":
+        if not image.url.startswith(("https://", "http://")):
+            raise InvalidRequestError(
+                f"{where}.url must be an http(s) URL; send other images as data with a media_type"
+            )
+        return ImagePart(media_type, url=image.url)
+    raise InvalidRequestError(f"{where} has neither url nor data; set one")
+
+
+def _check_name(where: str, name: str) -> None:
+    if not _NAME.fullmatch(name):
+        raise InvalidRequestError(f"{where} {name[:80]!r} must be {_NAME_RULE}")
+
+
+def _check_call_id(where: str, call_id: str) -> None:
+    if not _CALL_ID.fullmatch(call_id):
+        raise InvalidRequestError(
+            f"{where} {call_id[:80]!r} must be 1 to 128 letters, digits, '_' or '-';"
+            " send the id of the tool call as the answer gave it"
+        )
+
+
+def _struct(struct: struct_pb2.Struct, where: str) -> dict[str, Any]:
+    """A Struct as plain JSON values; whole numbers become ints (Struct keeps only
+    doubles, and a schema's `"type": "integer"` or a tool's count should stay whole).
+
+    Keys sorted: a Struct is a map, whose order differs from one process to the next,
+    so the same request would otherwise reach the relay as different bytes after a
+    restart (and miss provider prompt caches, or change a seeded answer)."""
+    fields = struct.fields
+    return {key: _value(fields[key], where) for key in sorted(fields)}
+
+
+def _value(value: struct_pb2.Value, where: str) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        number = value.number_value
+        if not math.isfinite(number):
+            raise InvalidRequestError(f"{where} holds {number}, which JSON cannot carry")
+        return int(number) if number.is_integer() and abs(number) < 2**53 else number
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return _struct(value.struct_value, where)
+    if kind == "list_value":
+        return [_value(item, where) for item in value.list_value.values]
+    return None
+
+
+def _object_schema(where: str, schema: Mapping[str, Any]) -> None:
+    """Refuse a schema that is not a valid JSON Schema of an object."""
+    if schema.get("type") != "object":
+        raise InvalidRequestError(
+            f'{where} must be an object schema ({{"type": "object", "properties": ...}}):'
+            " both wires send arguments and JSON answers as objects"
+        )
+    problem = schema_problem(schema)
+    if problem is not None:
+        raise InvalidRequestError(f"{where} is not a valid JSON Schema: {problem[:300]}")
+
+
+def _tools(spec: pb.QuerySpec) -> tuple[ToolSpec, ...]:
+    if len(spec.tools) > MAX_TOOLS:
+        raise InvalidRequestError(
+            f"query.tools has {len(spec.tools)} tools; at most {MAX_TOOLS} are allowed"
+        )
+    tools: list[ToolSpec] = []
+    names: set[str] = set()
+    for number, tool in enumerate(spec.tools):
+        where = f"query.tools[{number}]"
+        _check_name(f"{where}.name", tool.name)
+        if tool.name in names:
+            raise InvalidRequestError(
+                f"{where}.name {tool.name!r} is used twice; tool names are unique"
+            )
+        names.add(tool.name)
+        parameters: Mapping[str, Any] = _NO_ARGUMENTS
+        if tool.HasField("parameters"):
+            parameters = _struct(tool.parameters, f"{where}.parameters")
+            _object_schema(f"{where}.parameters", parameters)
+        tools.append(ToolSpec(tool.name, tool.description, parameters))
+    return tuple(tools)
+
+
+def _tool_choice(spec: pb.QuerySpec, tools: tuple[ToolSpec, ...]) -> ToolChoice | None:
+    choice = spec.tool_choice
+    mode = _TOOL_CHOICE_MODES.get(choice.mode)
+    if mode is None:
+        raise InvalidRequestError(
+            f"query.tool_choice.mode {choice.mode} is unknown; use one of "
+            + ", ".join(pb.ToolChoiceMode.Name(number) for number in _TOOL_CHOICE_MODES)
+        )
+    if mode is ToolChoiceMode.TOOL:
+        if choice.name not in {tool.name for tool in tools}:
+            raise InvalidRequestError(
+                f"query.tool_choice.name {choice.name[:80]!r} is not one of query.tools;"
+                " name a defined tool"
+            )
+        return ToolChoice(mode, choice.name)
+    if choice.name:
+        raise InvalidRequestError(
+            "query.tool_choice.name is set but mode is not TOOL_CHOICE_MODE_TOOL; set the mode"
+            " or clear the name"
+        )
+    if mode is ToolChoiceMode.REQUIRED and not tools:
+        raise InvalidRequestError(
+            "query.tool_choice is TOOL_CHOICE_MODE_REQUIRED but query.tools is empty; define"
+            " the tools the model may call"
+        )
+    return ToolChoice(mode) if tools else None
+
+
+def _response_format(spec: pb.QuerySpec) -> ResponseFormat | None:
+    fmt = spec.response_format
+    kind = _RESPONSE_KINDS.get(fmt.type)
+    if kind is None:
+        raise InvalidRequestError(
+            f"query.response_format.type {fmt.type} is unknown; use one of "
+            + ", ".join(pb.ResponseFormatType.Name(number) for number in _RESPONSE_KINDS)
+        )
+    has_schema = fmt.HasField("json_schema")
+    if kind is not ResponseKind.JSON_SCHEMA:
+        if has_schema:
+            raise InvalidRequestError(
+                "query.response_format.json_schema is set but type is not"
+                " RESPONSE_FORMAT_TYPE_JSON_SCHEMA; set the type or clear the schema"
+            )
+        return None if kind is ResponseKind.TEXT else ResponseFormat(kind)
+    where = "query.response_format.json_schema"
+    if not has_schema or not fmt.json_schema.HasField("schema"):
+        raise InvalidRequestError(
+            f"{where}.schema is required with RESPONSE_FORMAT_TYPE_JSON_SCHEMA"
+        )
+    name = fmt.json_schema.name or "response"
+    _check_name(f"{where}.name", name)
+    schema = _struct(fmt.json_schema.schema, f"{where}.schema")
+    _object_schema(f"{where}.schema", schema)
+    return ResponseFormat(kind, name, schema, fmt.json_schema.strict)
+
+
+def _reasoning(spec: pb.QuerySpec) -> tuple[ReasoningEffort | None, int | None]:
+    effort = None
+    if spec.reasoning_effort:
+        effort = _EFFORTS.get(spec.reasoning_effort)
+        if effort is None:
+            raise InvalidRequestError(
+                f"query.reasoning_effort {spec.reasoning_effort} is unknown; use one of "
+                + ", ".join(pb.ReasoningEffort.Name(number) for number in _EFFORTS)
+            )
+    budget = spec.thinking_budget_tokens or None
+    if budget is not None:
+        if effort is not None:
+            raise InvalidRequestError(
+                "query.reasoning_effort and query.thinking_budget_tokens are both set;"
+                " set one of them"
+            )
+        if budget < MIN_THINKING_BUDGET:
+            raise InvalidRequestError(
+                f"query.thinking_budget_tokens is {budget}; it must be at least"
+                f" {MIN_THINKING_BUDGET} (or 0 for no budget)"
+            )
+    return effort, budget
+
+
+def _check_tool_flow(messages: Sequence[Message], tools: tuple[ToolSpec, ...]) -> None:
+    """Tool results answer earlier tool calls, and a conversation with tool calls
+    defines its tools (Anthropic refuses it otherwise)."""
+    calls: set[str] = set()
+    for index, message in enumerate(messages):
+        for number, part in enumerate(message.parts):
+            if type(part) is ToolCallPart:
+                calls.add(part.id)
+            elif type(part) is ToolResultPart and part.tool_call_id not in calls:
+                raise InvalidRequestError(
+                    f"query.messages[{index}].parts[{number}].tool_result.tool_call_id"
+                    f" {part.tool_call_id!r} answers no tool call of an earlier assistant"
+                    " message; send the assistant message with that call before it"
+                )
+    if calls and not tools:
+        raise InvalidRequestError(
+            "query.messages hold tool calls but query.tools is empty; define the tools"
+            " (the providers refuse tool calls without their definitions)"
+        )
+
+
+def _structured(spec: pb.QuerySpec, messages: Sequence[Message]) -> dict[str, Any]:
+    """The Request fields of tools, response format and reasoning (none for plain text)."""
+    tools = _tools(spec) if spec.tools else ()
+    if any(not isinstance(part, TextPart) for m in messages for part in m.parts):
+        _check_tool_flow(messages, tools)
+    fields: dict[str, Any] = {"tools": tools}
+    if spec.HasField("tool_choice"):
+        fields["tool_choice"] = _tool_choice(spec, tools)
+    if spec.HasField("parallel_tool_calls"):
+        if not tools:
+            raise InvalidRequestError(
+                "query.parallel_tool_calls is set but query.tools is empty; define tools"
+                " or leave it unset"
+            )
+        fields["parallel_tool_calls"] = spec.parallel_tool_calls
+    if spec.HasField("response_format"):
+        fields["response_format"] = _response_format(spec)
+    fields["reasoning_effort"], fields["thinking_budget"] = _reasoning(spec)
+    return fields
+
+
+def _has_structure(spec: pb.QuerySpec) -> bool:
+    """Does the spec use anything beyond text messages? (A few field checks.)"""
+    return bool(
+        spec.tools
+        or spec.HasField("tool_choice")
+        or spec.HasField("parallel_tool_calls")
+        or spec.HasField("response_format")
+        or spec.reasoning_effort
+        or spec.thinking_budget_tokens
+    )
+
+
+def tool_call_to_proto(call: ToolCallPart) -> pb.ToolCall:
+    """A tool call as the contract's ToolCall."""
+    arguments = struct_pb2.Struct()
+    if call.arguments:
+        arguments.update(call.arguments)
+    return pb.ToolCall(id=call.id, name=call.name, arguments=arguments)
+
+
+def _reasoning_to_proto(part: Reasoning) -> pb.Part:
+    if type(part) is ReasoningPart:
+        return pb.Part(reasoning=pb.Reasoning(text=part.text, signature=part.signature))
+    assert type(part) is RedactedReasoningPart
+    return pb.Part(redacted_reasoning=pb.RedactedReasoning(data=part.data))
+
+
+def _answer_parts(completion: Completion) -> dict[str, Any]:
+    """What an answer carries besides its text: tool calls, reasoning, validation."""
+    return {
+        "tool_calls": [tool_call_to_proto(call) for call in completion.tool_calls],
+        "reasoning": [_reasoning_to_proto(part) for part in completion.reasoning],
+        "validation": _VALIDATION_TO_PB[completion.validation],
+        "validation_error": completion.validation_error,
+    }
+
+
+def stream_event(
+    event: ToolCallStart | ToolCallDelta | ToolCallEnd | ReasoningDelta,
+) -> pb.StreamQueryResponse:
+    """A tool-call or reasoning event of a stream as the contract's message."""
+    match event:
+        case ToolCallStart(index=index, id=call_id, name=name):
+            return pb.StreamQueryResponse(
+                tool_call_start=pb.ToolCallStart(index=index, id=call_id, name=name)
+            )
+        case ToolCallDelta(index=index, arguments=arguments):
+            return pb.StreamQueryResponse(
+                tool_call_delta=pb.ToolCallDelta(index=index, arguments=arguments)
+            )
+        case ToolCallEnd(index=index, call=call):
+            return pb.StreamQueryResponse(
+                tool_call_end=pb.ToolCallEnd(index=index, call=tool_call_to_proto(call))
+            )
+        case ReasoningDelta():
+            return pb.StreamQueryResponse(
+                reasoning=pb.ReasoningDelta(
+                    index=event.index,
+                    text=event.text,
+                    signature=event.signature,
+                    redacted_data=event.redacted_data,
+                )
+            )
+        case _:
+            assert_never(event)

@@ -10,19 +10,26 @@ one log line (request id, method, status, reason), as the RPC boundary does
 for every other refusal. The bytes themselves never reach the log. The
 handlers are wrapped once, when the services are registered (`add_service`),
 so a call that decodes pays nothing for it.
+
+A client stream (reflection's) decodes each message as it arrives: the
+handler reads them through a check that refuses the first one that did not
+decode. A method the generated servicer declares but nobody implemented
+(health's List) answers UNIMPLEMENTED with a plain message, instead of the
+NotImplementedError grpc would put in the message and the log; so does a
+method no service has (`refuse_unknown_methods`), with one log line.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
 
-from server.boundary import REQUEST_ID_HEADER
+from server.boundary import REQUEST_ID_HEADER, send_status
 
 log = logging.getLogger("switchyard")
 
@@ -57,30 +64,100 @@ def _decoder(decode: Callable[[bytes], Any], type_name: str) -> Callable[[bytes]
 
 
 async def _refuse(
-    request: Undecodable, context: grpc.aio.ServicerContext[Any, Any], method: str
+    context: grpc.aio.ServicerContext[Any, Any],
+    method: str,
+    reason: str,
+    code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT,
 ) -> None:
     request_id = secrets.token_hex(8)
-    log.info("call %s %s refused: INVALID_ARGUMENT (%s)", request_id, method, request.reason)
-    await context.abort(
-        grpc.StatusCode.INVALID_ARGUMENT, request.reason, ((REQUEST_ID_HEADER, request_id),)
+    log.info("call %s %s refused: %s (%s)", request_id, method, code.name, reason)
+    await send_status(context, code, reason, ((REQUEST_ID_HEADER, request_id),))
+
+
+def _placeholder(behaviour: Any) -> bool:
+    """Whether `behaviour` is a generated servicer's stand-in for a method nobody wrote.
+
+    Those set UNIMPLEMENTED and raise NotImplementedError, which grpc reports with
+    the exception's type in the message and a traceback at ERROR (health's List,
+    which grpcio-health-checking's asyncio servicer does not implement).
+    """
+    function = getattr(behaviour, "__func__", behaviour)
+    return str(getattr(function, "__module__", "")).endswith("_pb2_grpc")
+
+
+def _unimplemented(handler: Any, service: str, method: str) -> Any:
+    """`handler` answering UNIMPLEMENTED, said plainly, with one log line."""
+    reason = f"{service}/{method} is not served by this gateway"
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+    async def refuse(request: Any, context: Any) -> None:
+        await _refuse(context, method, reason, code)
+
+    async def refuse_stream(request: Any, context: Any) -> AsyncIterator[Any]:
+        await _refuse(context, method, reason, code)
+        yield  # pragma: no cover (abort raises): this makes the function a generator
+
+    kind = ("stream" if handler.request_streaming else "unary") + (
+        "_stream" if handler.response_streaming else "_unary"
+    )
+    # Its request is never read, so never decoded: bytes that do not decode change nothing.
+    return handler._replace(
+        request_deserializer=None, **{kind: refuse_stream if handler.response_streaming else refuse}
     )
 
 
-def tolerant_handler(handler: Any, method: str) -> Any:
+async def _checked(requests: AsyncIterator[Any], context: Any, method: str) -> AsyncIterator[Any]:
+    """A client stream's messages, refused at the first one that did not decode."""
+    async for request in requests:
+        if isinstance(request, Undecodable):
+            await _refuse(context, method, request.reason)
+        yield request
+
+
+def _tolerant_stream(handler: Any, method: str, tolerant: Any) -> Any:
+    """A client-streaming `handler` whose requests are decoded by `tolerant` and checked."""
+    if handler.response_streaming:
+        both: Any = handler.stream_stream
+
+        async def streams(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+            answer = both(_checked(requests, context, method), context)
+            if hasattr(answer, "__aiter__"):  # an async generator, as reflection's
+                async for response in answer:
+                    yield response
+            else:  # a coroutine that writes with context.write
+                await answer
+
+        return handler._replace(request_deserializer=tolerant, stream_stream=streams)
+    gather: Any = handler.stream_unary
+
+    async def gathers(requests: AsyncIterator[Any], context: Any) -> Any:
+        return await gather(_checked(requests, context, method), context)
+
+    return handler._replace(request_deserializer=tolerant, stream_unary=gathers)
+
+
+def tolerant_handler(handler: Any, method: str, service: str = "") -> Any:
     """`handler` with a decoder that never raises and a refusal of what it could not decode."""
-    if handler.request_streaming or handler.request_deserializer is None:
-        return handler  # a client stream decodes message by message, inside the handler
+    written = (
+        handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+    )
+    if _placeholder(written):
+        return _unimplemented(handler, service, method)
+    if handler.request_deserializer is None:
+        return handler
     decode = handler.request_deserializer
     owner = getattr(decode, "__self__", None)  # FromString is bound to the message class
     descriptor = getattr(owner, "DESCRIPTOR", None)
     type_name = descriptor.full_name if descriptor is not None else "request message"
     tolerant = _decoder(decode, type_name)
+    if handler.request_streaming:  # reflection: each message decodes as it arrives
+        return _tolerant_stream(handler, method, tolerant)
     if handler.response_streaming:
         behaviour: Any = handler.unary_stream
 
         async def streaming(request: Any, context: Any) -> AsyncIterator[Any]:
             if isinstance(request, Undecodable):
-                await _refuse(request, context, method)
+                await _refuse(context, method, request.reason)
                 return
             answer = behaviour(request, context)
             if hasattr(answer, "__aiter__"):  # an async generator, as the gateway's
@@ -94,7 +171,7 @@ def tolerant_handler(handler: Any, method: str) -> Any:
 
     async def single(request: Any, context: Any) -> Any:
         if isinstance(request, Undecodable):
-            await _refuse(request, context, method)
+            await _refuse(context, method, request.reason)
         return await unary(request, context)
 
     return handler._replace(request_deserializer=tolerant, unary_unary=single)
@@ -110,11 +187,41 @@ class _Registration:
         """Ignored: the same handlers come again, by name, just after."""
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
-        tolerant = {name: tolerant_handler(h, name) for name, h in handlers.items()}
+        tolerant = {name: tolerant_handler(h, name, service) for name, h in handlers.items()}
         self._server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(service, tolerant),)
         )
         self._server.add_registered_method_handlers(service, tolerant)
+
+
+_SHOWN_PATH = 120  # characters of an unknown method's path that a refusal repeats
+
+
+class _UnknownMethods(grpc.GenericRpcHandler):
+    """Answers every method no service registered: UNIMPLEMENTED, as grpc would, but
+    through `send_status`, so a call whose deadline passes meanwhile leaves no traceback."""
+
+    __slots__ = ("_served",)
+
+    def __init__(self, served: str) -> None:
+        self._served = served
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        """A handler refusing this call (grpc asks only after the registered methods)."""
+        path = str(handler_call_details.method)[:_SHOWN_PATH]
+        reason = f"{path!r} is not a method of this gateway; it serves {self._served}"
+
+        async def refuse(requests: Any, context: Any) -> AsyncIterator[Any]:
+            await _refuse(context, "(unknown method)", reason, grpc.StatusCode.UNIMPLEMENTED)
+            yield  # pragma: no cover (the refusal raises): this makes the function a generator
+
+        # Read nothing and decode nothing: a stream handler fits a call of any shape.
+        return grpc.stream_stream_rpc_method_handler(refuse)
+
+
+def refuse_unknown_methods(server: grpc.aio.Server, services: Sequence[str]) -> None:
+    """Answer methods outside `services` with UNIMPLEMENTED naming them and the services."""
+    server.add_generic_rpc_handlers((_UnknownMethods(", ".join(services)),))
 
 
 def add_service(server: grpc.aio.Server, add: Callable[[Any, Any], None], servicer: object) -> None:

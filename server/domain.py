@@ -15,7 +15,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from opentelemetry.trace import INVALID_SPAN, Span
 
@@ -32,6 +32,7 @@ class Role(enum.Enum):
     SYSTEM = "system"
     USER = "user"
     ASSISTANT = "assistant"
+    TOOL = "tool"  # the results of the tool calls of the assistant message before it
 
 
 class Task(enum.Enum):
@@ -66,6 +67,7 @@ class FinishReason(enum.Enum):
     STOP = "stop"
     LENGTH = "length"
     CONTENT_FILTER = "content_filter"
+    TOOL_CALLS = "tool_calls"  # the answer is tool calls; their results are awaited
 
 
 class CacheMode(enum.Enum):
@@ -94,6 +96,50 @@ class Outcome(enum.Enum):
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"
     SKIPPED = "skipped"
+    INVALID_OUTPUT = "invalid_output"  # answered, but not in the requested JSON format
+
+
+class Feature(enum.Enum):
+    """What a request may need of a model beyond text; the catalog says which model has
+    which (`ModelSpec.features`), and the router sends a request only where all fit."""
+
+    TOOLS = "tools"  # tool definitions, or tool calls and results in the conversation
+    IMAGES = "images"  # image parts
+    JSON_SCHEMA = "json_schema"  # an answer that must fit a JSON Schema
+    REASONING = "reasoning"  # a reasoning effort or a thinking budget
+
+
+class ToolChoiceMode(enum.Enum):
+    """Whether and which tools the model must call."""
+
+    AUTO = "auto"
+    NONE = "none"
+    REQUIRED = "required"
+    TOOL = "tool"  # the one named in ToolChoice.name
+
+
+class ResponseKind(enum.Enum):
+    """The shape an answer's text must have."""
+
+    TEXT = "text"
+    JSON_OBJECT = "json_object"
+    JSON_SCHEMA = "json_schema"
+
+
+class ReasoningEffort(enum.Enum):
+    """How much a reasoning model may think (OpenAI's names)."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+class Validation(enum.Enum):
+    """Whether an answer's text has the requested JSON format."""
+
+    UNCHECKED = "unchecked"  # no JSON format was asked for, or the answer is tool calls
+    VALID = "valid"
+    INVALID = "invalid"
 
 
 class CircuitState(enum.Enum):
@@ -119,20 +165,27 @@ CIRCUIT_CLOSED = CircuitStatus(CircuitState.CLOSED)
 class Price:
     """A model's price, held as whole nano-dollars per token.
 
-    `cached_input_nanos` None means cached input costs the same as input.
+    `cached_input_nanos` None means cached input costs the same as input, and
+    `cache_write_nanos` None that prompt-cache writes do.
     """
 
     input_nanos: int
     output_nanos: int
     cached_input_nanos: int | None = None
+    cache_write_nanos: int | None = None
 
     @classmethod
     def per_million(
-        cls, input_usd: Decimal, output_usd: Decimal, cached_input_usd: Decimal | None = None
+        cls,
+        input_usd: Decimal,
+        output_usd: Decimal,
+        cached_input_usd: Decimal | None = None,
+        cache_write_usd: Decimal | None = None,
     ) -> Price:
         """Build a price from USD per million tokens (see `nanos_per_token`)."""
         cached = None if cached_input_usd is None else nanos_per_token(cached_input_usd)
-        return cls(nanos_per_token(input_usd), nanos_per_token(output_usd), cached)
+        write = None if cache_write_usd is None else nanos_per_token(cache_write_usd)
+        return cls(nanos_per_token(input_usd), nanos_per_token(output_usd), cached, write)
 
 
 def nanos_per_token(usd_per_million: Decimal) -> int:
@@ -159,9 +212,12 @@ class ModelSpec:
     Prices are USD per million tokens; `price` holds the same as exact
     nano-dollars per token for the hot path. `cached_input_price` prices the
     input tokens a provider served from its prompt cache (None: the input
-    price). `tasks` are the tasks the model can serve besides its own, which
-    budget-aware routing may send to it when a caller is near its budget.
-    `wire` names the relay's wire format for it (``relay/wires.py``).
+    price), `cache_write_price` the input tokens it wrote to that cache (None:
+    the input price). `tasks` are the tasks the model can serve besides its
+    own, which budget-aware routing may send to it when a caller is near its
+    budget. `wire` names the relay's wire format for it (``relay/wires.py``).
+    `tools`, `images`, `json_schema` and `reasoning` say what the model takes
+    beyond text (`features` holds the same as a set, for the router).
     """
 
     name: str
@@ -178,11 +234,21 @@ class ModelSpec:
     tpm: int = 0  # the model's tokens-per-minute budget; 0: none of its own
     cached_input_price: Decimal | None = None
     tasks: tuple[Task, ...] = ()
+    tools: bool = True
+    images: bool = True
+    json_schema: bool = True
+    reasoning: bool = False
+    cache_write_price: Decimal | None = None
     price: Price = field(init=False, repr=False, compare=False)
+    features: frozenset[Feature] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        price = Price.per_million(self.input_price, self.output_price, self.cached_input_price)
+        price = Price.per_million(
+            self.input_price, self.output_price, self.cached_input_price, self.cache_write_price
+        )
         object.__setattr__(self, "price", price)
+        features = frozenset(f for f in Feature if getattr(self, f.value))
+        object.__setattr__(self, "features", features)
 
     def serves(self, task: Task) -> bool:
         """Can this model serve `task` (its own, or one of `tasks`)?"""
@@ -196,11 +262,60 @@ class TextPart:
     text: str
 
 
-# Every kind of content a message can hold. A new kind (an image, a tool call)
-# joins this union; each exhaustive `match` over parts (the wire translators,
-# the token estimate, the cache key) then fails type-checking until it says
-# what the new kind means there.
-Part: TypeAlias = TextPart
+@dataclass(frozen=True, slots=True)
+class ImagePart:
+    """A picture: its encoded bytes and media type, or a URL the provider fetches
+    (then `data` is empty and `media_type` may be)."""
+
+    media_type: str
+    data: bytes = b""
+    url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallPart:
+    """A tool call the model made: in an answer, and sent back in the next turn's
+    assistant message. `arguments` is a JSON object (``{}`` for none)."""
+
+    id: str
+    name: str
+    arguments: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResultPart:
+    """What the tool call `tool_call_id` returned (a ROLE_TOOL message holds these)."""
+
+    tool_call_id: str
+    content: str
+    is_error: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningPart:
+    """A model's thinking, with the provider's signature over it: sent back exactly
+    as received, or Anthropic refuses the next turn."""
+
+    text: str
+    signature: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RedactedReasoningPart:
+    """Thinking the provider encrypted: opaque data, sent back exactly as received."""
+
+    data: str
+
+
+# Every kind of content a message can hold. A new kind joins this union; each
+# exhaustive `match` over parts (the wire translators, the token estimate, the
+# cache key, the contract) then fails type-checking until it says what the new
+# kind means there.
+Part: TypeAlias = (
+    TextPart | ImagePart | ToolCallPart | ToolResultPart | ReasoningPart | RedactedReasoningPart
+)
+# The reasoning an answer carries, in the order produced.
+Reasoning: TypeAlias = ReasoningPart | RedactedReasoningPart
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,13 +335,55 @@ class Message:
         """The text parts, joined (what routing reads and the estimate counts)."""
         parts = self.parts
         if len(parts) == 1:
-            return parts[0].text
-        return "".join([part.text for part in parts])
+            part = parts[0]
+            return part.text if type(part) is TextPart else ""
+        return "".join([part.text for part in parts if type(part) is TextPart])
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A function the model may call: its name, what it does, and the JSON Schema
+    (an object schema) of its arguments."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChoice:
+    """Whether and which tools the model must call; `name` with ToolChoiceMode.TOOL."""
+
+    mode: ToolChoiceMode
+    name: str = ""
+
+
+AUTO_TOOL_CHOICE = ToolChoice(ToolChoiceMode.AUTO)
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseFormat:
+    """The shape an answer's text must have; `schema` with ResponseKind.JSON_SCHEMA."""
+
+    kind: ResponseKind
+    name: str = "response"
+    schema: Mapping[str, Any] | None = None
+    strict: bool = False
+
+    @property
+    def json(self) -> bool:
+        """Must the answer be a JSON object (with or without a schema)?"""
+        return self.kind is not ResponseKind.TEXT
 
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """What the caller asked for, validated; identical for all three RPCs."""
+    """What the caller asked for, validated; identical for all three RPCs.
+
+    `features` (what a model must support to answer it) and `plain` (text in,
+    text out: only text parts, no tools, JSON format or reasoning) are derived
+    from the rest, once: the router reads the one, the response cache the other.
+    """
 
     messages: tuple[Message, ...]
     task: Task | None = None
@@ -238,6 +395,42 @@ class Request:
     fallback: bool = True
     labels: Mapping[str, str] = field(default_factory=dict)
     cache_mode: CacheMode = CacheMode.DEFAULT
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: ToolChoice | None = None  # None: the provider's default (auto)
+    parallel_tool_calls: bool | None = None  # None: the provider's default (allowed)
+    response_format: ResponseFormat | None = None  # None: free text
+    reasoning_effort: ReasoningEffort | None = None
+    thinking_budget: int | None = None  # tokens; set this or reasoning_effort
+    features: frozenset[Feature] = field(init=False, repr=False, compare=False)
+    plain: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        features: set[Feature] = set()
+        plain = True
+        for message in self.messages:
+            for part in message.parts:
+                kind = type(part)
+                if kind is TextPart:
+                    continue
+                plain = False
+                if kind is ImagePart:
+                    features.add(Feature.IMAGES)
+                elif kind is ToolCallPart or kind is ToolResultPart:
+                    features.add(Feature.TOOLS)
+        if self.tools:
+            features.add(Feature.TOOLS)
+        fmt = self.response_format
+        if fmt is not None and fmt.kind is ResponseKind.JSON_SCHEMA:
+            features.add(Feature.JSON_SCHEMA)
+        if self.reasoning_effort is not None or self.thinking_budget is not None:
+            features.add(Feature.REASONING)
+        if features or (fmt is not None and fmt.kind is not ResponseKind.TEXT):
+            plain = False
+        object.__setattr__(self, "features", frozenset(features) if features else _NO_FEATURES)
+        object.__setattr__(self, "plain", plain)
+
+
+_NO_FEATURES: frozenset[Feature] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,13 +438,18 @@ class Usage:
     """Tokens billed. `estimated` is set when the relay reported no usage.
 
     `cached_input_tokens` is the part of `input_tokens` the provider served
-    from its prompt cache, billed at the model's cached-input price.
+    from its prompt cache, billed at the model's cached-input price, and
+    `cache_write_tokens` the part it wrote to that cache, billed at the
+    cache-write price. `reasoning_tokens` is the part of `output_tokens` the
+    model spent thinking, as reported (billed as output like the rest).
     """
 
     input_tokens: int = 0
     output_tokens: int = 0
     estimated: bool = False
     cached_input_tokens: int = 0
+    reasoning_tokens: int = 0  # of output_tokens: spent reasoning (billed as output)
+    cache_write_tokens: int = 0  # of input_tokens: written to the prompt cache
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -259,6 +457,8 @@ class Usage:
             self.output_tokens + other.output_tokens,
             self.estimated or other.estimated,
             self.cached_input_tokens + other.cached_input_tokens,
+            self.reasoning_tokens + other.reasoning_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
         )
 
 
@@ -266,8 +466,20 @@ NO_USAGE = Usage()
 
 
 @dataclass(frozen=True, slots=True)
+class SkippedModel:
+    """A model the router left out of a route, and why (for Route and traces)."""
+
+    model: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class RouteDecision:
-    """Where a call goes, why, and the cost range on the chosen model."""
+    """Where a call goes, why, and the cost range on the chosen model.
+
+    `skipped` lists the models the route or its fallbacks would have included
+    but left out (a feature the request needs, a context window too small).
+    """
 
     model: ModelSpec
     fallbacks: tuple[ModelSpec, ...]
@@ -279,6 +491,7 @@ class RouteDecision:
     chain_max_tokens: tuple[int, ...]  # effective max_tokens of each model of `chain`
     cost_min: int
     cost_max: int
+    skipped: tuple[SkippedModel, ...] = ()
 
     @property
     def chain(self) -> tuple[ModelSpec, ...]:
@@ -326,12 +539,21 @@ class Attempt:
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """A model's answer. Streams end with one whose `content` is empty."""
+    """A model's answer. Streams end with one whose `content` is empty (the text
+    went out as deltas) but whose tool calls and reasoning are complete.
+
+    `validation` says whether `content` (a stream: its text) has the requested
+    JSON format, and `validation_error` where it fails.
+    """
 
     model: ModelSpec
     content: str
     usage: Usage
     finish_reason: FinishReason
+    tool_calls: tuple[ToolCallPart, ...] = ()
+    reasoning: tuple[Reasoning, ...] = ()
+    validation: Validation = Validation.UNCHECKED
+    validation_error: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,11 +570,55 @@ class TextDelta:
     text: str
 
 
-# A stream yields StreamStart once, then TextDeltas, then one Completion (whose
-# content is empty: the text went out as deltas). Consumers dispatch with an
-# exhaustive `match`, so a new kind of event (a tool call, reasoning) is a
-# type error wherever it is not yet handled.
-StreamEvent: TypeAlias = StreamStart | TextDelta | Completion
+@dataclass(frozen=True, slots=True)
+class ToolCallStart:
+    """A streamed tool call begins: `index` counts the answer's calls from 0."""
+
+    index: int
+    id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """The next fragment of a streamed tool call's arguments (JSON text, cut anywhere)."""
+
+    index: int
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallEnd:
+    """A streamed tool call is complete; `call.arguments` are parsed (a JSON object)."""
+
+    index: int
+    call: ToolCallPart
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """The next piece of the reasoning part `index`: thinking text, its signature
+    (once, when the part is complete), or a redacted part's data whole."""
+
+    index: int
+    text: str = ""
+    signature: str = ""
+    redacted_data: str = ""
+
+
+# A stream yields StreamStart once, then TextDeltas (and, for tools and
+# reasoning, their events in the order produced), then one Completion. Consumers
+# dispatch with an exhaustive `match`, so a new kind of event is a type error
+# wherever it is not yet handled.
+StreamEvent: TypeAlias = (
+    StreamStart
+    | TextDelta
+    | ToolCallStart
+    | ToolCallDelta
+    | ToolCallEnd
+    | ReasoningDelta
+    | Completion
+)
 
 
 @dataclass(frozen=True, slots=True)

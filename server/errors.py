@@ -4,6 +4,8 @@ The hierarchy::
 
     SwitchyardError                    INTERNAL: a bug; the caller sees only the request id
     ├── InvalidRequestError            INVALID_ARGUMENT: fix the request
+    │   ├── RequestTooLargeError       INVALID_ARGUMENT: too many messages, parts or bytes of text
+    │   ├── ContextWindowError         INVALID_ARGUMENT: no model's context window holds the call
     │   └── UnknownModelError          INVALID_ARGUMENT: lists the served models
     ├── AuthenticationError            UNAUTHENTICATED: no key, or one that is not valid (which)
     ├── AccessDeniedError              PERMISSION_DENIED: the caller may not do this (a model
@@ -23,6 +25,7 @@ The hierarchy::
     ├── BudgetUnknownError             UNAVAILABLE: the tenant's spend is not read back yet
     ├── ExportUnavailableError         FAILED_PRECONDITION: this ledger keeps no calls to export
     ├── DeadlineExceededError          DEADLINE_EXCEEDED: the caller's deadline passed first
+    ├── InvalidOutputError             UNAVAILABLE: the answer failed its JSON Schema (falls back)
     ├── RelayError                     one attempt on the relay failed (see `classify`)
     │   ├── RelayAuthError             UNAUTHENTICATED: the relay refused the key        (final)
     │   ├── RelayPermissionError       PERMISSION_DENIED: the key may not use the model  (final)
@@ -83,6 +86,28 @@ class InvalidRequestError(SwitchyardError):
     """The request cannot be served as written; the message says which field."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class RequestTooLargeError(InvalidRequestError):
+    """The call asks for more work than one call may (messages, parts or bytes of text).
+
+    The bounds keep one call's conversion and estimate to a few milliseconds of
+    the event loop, which every other call and the health checks share.
+    """
+
+    def __init__(
+        self,
+        found: str,
+        allowed: str,
+        setting: str,
+        advice: str = "drop or summarize older turns, or split the work across calls",
+    ) -> None:
+        super().__init__(f"{found}; at most {allowed} are allowed per call ({setting}): {advice}")
+        self.setting = setting
+
+
+class ContextWindowError(InvalidRequestError):
+    """No model the call may go to has a context window that holds it."""
 
 
 class UnknownModelError(InvalidRequestError):
@@ -248,6 +273,29 @@ class DeadlineExceededError(SwitchyardError):
             f"the call's deadline passed before {model} answered;"
             " allow more time or ask for fewer tokens"
         )
+
+
+class InvalidOutputError(SwitchyardError):
+    """The model answered, but its text does not have the requested JSON format.
+
+    Another model may do better, so the walk goes on; the same model, asked
+    the same, most likely would not, so it is not retried.
+    """
+
+    code = grpc.StatusCode.UNAVAILABLE
+    falls_back = True
+
+    def __init__(self, model: str, detail: str) -> None:
+        super().__init__(
+            f"the answer of {model} did not validate against the requested JSON format"
+            f" ({detail}); send the query again, or loosen the schema"
+        )
+        self.detail = detail
+
+    @property
+    def reason(self) -> str:
+        """What the attempt record says: which part of the answer failed."""
+        return f"the answer did not validate: {self.detail}"
 
 
 class RelayError(SwitchyardError):

@@ -16,10 +16,12 @@ and onto decimal strings for traces and ledgers.
     '0.0045'
 
 Cached input tokens (the part of the input a provider served from its prompt
-cache) are priced at the cached-input price; the rest of the input at the
-input price. Estimates made before a call (Route's range, the budget hold,
-the cost report) price the same way through `cost_nanos`; the worst case
-assumes no cache read, since nothing says one will happen.
+cache) are priced at the cached-input price, prompt-cache writes (the part it
+stored in that cache) at the cache-write price, the rest of the input at the
+input price. Reasoning tokens are part of the output and priced as output.
+Estimates made before a call (Route's range, the budget hold, the cost
+report) price the same way through `cost_nanos`; the worst case assumes no
+cache read or write, since nothing says one will happen.
 
 This module is the one owner of cost: the relay attempt, the router, the
 budget stage and the report all call it, and nothing else multiplies a
@@ -36,11 +38,16 @@ from server.domain import NANOS_PER_USD, ModelSpec, Price, RouteDecision, Usage
 def cost_nanos(usage: Usage, price: Price) -> int:
     """The exact cost of `usage` at `price`, in nano-dollars."""
     cached = usage.cached_input_tokens
-    if not cached or price.cached_input_nanos is None:
+    written = usage.cache_write_tokens
+    if not cached and not written:
         return usage.input_tokens * price.input_nanos + usage.output_tokens * price.output_nanos
+    input_nanos = price.input_nanos
+    read_nanos = input_nanos if price.cached_input_nanos is None else price.cached_input_nanos
+    write_nanos = input_nanos if price.cache_write_nanos is None else price.cache_write_nanos
     return (
-        (usage.input_tokens - cached) * price.input_nanos
-        + cached * price.cached_input_nanos
+        (usage.input_tokens - cached - written) * input_nanos
+        + cached * read_nanos
+        + written * write_nanos
         + usage.output_tokens * price.output_nanos
     )
 

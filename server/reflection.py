@@ -18,7 +18,9 @@ from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import FileDescriptor
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+
+from server.decoding import add_service
 
 DESCRIPTOR_SET = ("switchyard.v1", "gateway.binpb")
 
@@ -74,4 +76,6 @@ def enable(service_names: tuple[str, ...], server: Any) -> None:
     package, filename = DESCRIPTOR_SET
     data = resources.files(package).joinpath(filename).read_bytes()
     pool = SourceInfoPool(descriptor_pb2.FileDescriptorSet.FromString(data))
-    reflection.enable_server_reflection(service_names, server, pool=pool)
+    # Registered like the other services, so bytes that do not decode are refused cleanly.
+    servicer = reflection.aio.ReflectionServicer(service_names, pool=pool)
+    add_service(server, reflection_pb2_grpc.add_ServerReflectionServicer_to_server, servicer)

@@ -8,6 +8,7 @@ exception or reads metadata itself.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import assert_never
@@ -18,31 +19,65 @@ from switchyard.v1 import gateway_pb2_grpc
 from server import convert
 from server.boundary import Context, RpcBoundary
 from server.clock import SYSTEM_CLOCK, Clock
-from server.domain import Completion, StreamStart, TextDelta
+from server.domain import (
+    Completion,
+    ReasoningDelta,
+    Request,
+    StreamStart,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+)
 from server.pipeline import Pipeline
+from server.pipeline.router import LARGE_CALL_BYTES, LONG_CALL_MESSAGES
+from server.settings import LimitSettings
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     """Serves Route, Query and StreamQuery through the pipeline, and GetUsage from the ledger."""
 
     def __init__(
-        self, pipeline: Pipeline, boundary: RpcBoundary, clock: Clock = SYSTEM_CLOCK
+        self,
+        pipeline: Pipeline,
+        boundary: RpcBoundary,
+        clock: Clock = SYSTEM_CLOCK,
+        limits: LimitSettings = convert.DEFAULT_LIMITS,
     ) -> None:
         self._pipeline = pipeline
         self._boundary = boundary
         self._clock = clock
+        self._limits = limits  # the per-call bounds convert checks first
+        # Large calls convert one at a time, one per loop turn (see `_request`).
+        self._large = asyncio.Lock()
+
+    async def _request(self, spec: pb.QuerySpec) -> Request:
+        """The query as a Request; a large one converted in the large calls' lane.
+
+        Converting a call at the bounds costs a few milliseconds in one step. Several
+        at once would all run in the same loop turn, and a health check, which needs a
+        few turns, would wait for each of them in each turn: a large call converts
+        while holding the lane and lets a turn pass before giving it up, so a turn
+        holds at most one large conversion. Small calls never touch the lane.
+        """
+        if len(spec.messages) <= LONG_CALL_MESSAGES and len(spec.prompt) <= LARGE_CALL_BYTES:
+            return convert.request_from_proto(spec, self._limits)
+        async with self._large:
+            request = convert.request_from_proto(spec, self._limits)
+            await asyncio.sleep(0)
+            return request
 
     async def Route(self, request: pb.RouteRequest, context: Context) -> pb.RouteResponse:
         """Decide where the query would go and whether its budget admits it; call nothing."""
         async with self._boundary.enter("Route", context) as rpc:
-            query = convert.request_from_proto(request.query)
+            query = await self._request(request.query)
             preview = await self._pipeline.preview(query, rpc.identity)
             return pb.RouteResponse(route=convert.preview_to_proto(preview))
 
     async def Query(self, request: pb.QueryRequest, context: Context) -> pb.QueryResponse:
         """Answer the query in one response."""
         async with self._boundary.enter("Query", context) as rpc:
-            call = rpc.open_call(convert.request_from_proto(request.query))
+            call = rpc.open_call(await self._request(request.query))
             completion = await self._pipeline.handler.query(call)
             return convert.query_response(call, completion, self._clock.monotonic())
 
@@ -53,7 +88,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     ) -> AsyncIterator[pb.StreamQueryResponse]:
         """Answer the query as a stream: start, deltas, end."""
         async with self._boundary.enter("StreamQuery", context) as rpc:
-            call = rpc.open_call(convert.request_from_proto(request.query))
+            call = rpc.open_call(await self._request(request.query))
             async with aclosing(self._pipeline.handler.stream(call)) as events:
                 async for event in events:
                     match event:
@@ -63,6 +98,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                             yield convert.stream_start(call, model)
                         case Completion():
                             yield convert.stream_end(call, event, self._clock.monotonic())
+                        case ToolCallStart() | ToolCallDelta() | ToolCallEnd() | ReasoningDelta():
+                            yield convert.stream_event(event)
                         case _:
                             assert_never(event)
 

@@ -9,7 +9,9 @@ usage report, it needs a cheap, documented, deterministic estimate:
   about 4 characters a token; CJK text, at 3 bytes a character, comes out near
   one token per character, which is close to what current tokenizers do);
 * each message adds 4 tokens for its role and framing (OpenAI's documented
-  per-message overhead).
+  per-message overhead);
+* an image counts `IMAGE_TOKENS`; tool calls, tool definitions and a response
+  schema count as the text of their JSON.
 
 `request_tokens` is THE estimate of a request's input: the router computes it
 once per call (`RouteDecision.input_tokens`), and the limiter, the budget hold
@@ -23,17 +25,35 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import assert_never
 
-from server.domain import Part, Request, TextPart
+import orjson
+
+from server.domain import (
+    ImagePart,
+    Part,
+    ReasoningPart,
+    RedactedReasoningPart,
+    Request,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+)
 
 BYTES_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 4
+# An image costs what its pixels do, which only the provider measures; this is
+# Anthropic's figure for an image at its largest recommended size (1.15 MP).
+IMAGE_TOKENS = 1_600
+
+
+def text_bytes(text: str) -> int:
+    """The UTF-8 size of `text` (what the per-call text limit counts), cheap for ASCII."""
+    # len() of ASCII text is its UTF-8 size: skip encoding the common case.
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
 def text_tokens(text: str) -> int:
     """Estimate the tokens of one text: ceil(UTF-8 bytes / 4)."""
-    # len() of ASCII text is its UTF-8 size: skip encoding the common case.
-    size = len(text) if text.isascii() else len(text.encode("utf-8"))
-    return -(-size // BYTES_PER_TOKEN)
+    return -(-text_bytes(text) // BYTES_PER_TOKEN)
 
 
 def part_tokens(part: Part) -> int:
@@ -41,17 +61,39 @@ def part_tokens(part: Part) -> int:
     match part:
         case TextPart(text=text):
             return text_tokens(text)
+        case ImagePart():
+            return IMAGE_TOKENS
+        case ToolCallPart(name=name, arguments=arguments):
+            return text_tokens(name) + text_tokens(orjson.dumps(arguments).decode())
+        case ToolResultPart(content=content):
+            return text_tokens(content)
+        case ReasoningPart(text=text):
+            return text_tokens(text)
+        case RedactedReasoningPart(data=data):
+            return text_tokens(data)
         case _:
             assert_never(part)
 
 
 def request_tokens(request: Request) -> int:
     """Estimate the input tokens of a request: every part of every message, plus framing."""
-    total = 0
+    total = 0 if request.plain else _definition_tokens(request)
     for message in request.messages:
         total += TOKENS_PER_MESSAGE
         for part in message.parts:
             total += part_tokens(part)
+    return total
+
+
+def _definition_tokens(request: Request) -> int:
+    """Tool definitions and a response schema are sent as input too: their JSON."""
+    total = 0
+    for tool in request.tools:
+        total += text_tokens(tool.name) + text_tokens(tool.description)
+        total += text_tokens(orjson.dumps(tool.parameters).decode())
+    fmt = request.response_format
+    if fmt is not None and fmt.schema is not None:
+        total += text_tokens(orjson.dumps(fmt.schema).decode())
     return total
 
 

@@ -185,7 +185,9 @@ def build_pipeline(
     budget_aware = budgets.enabled and settings.budgets.downgrade_at is not None
     retry = settings.retry
 
-    attempt: Handler[ModelCall] = RelayAttempt(relay, settings.relay.timeout, telemetry, clock)
+    attempt: Handler[ModelCall] = RelayAttempt(
+        relay, settings.relay.timeout, telemetry, clock, settings.routing.validate_json
+    )
     attempt = LimiterStage(attempt, limits, telemetry, clock)
     attempt = BreakerStage(attempt, stores.breakers)
     attempt = RetryStage(
@@ -198,7 +200,7 @@ def build_pipeline(
     if budgets.enabled:
         call = BudgetStage(call, budgets)
     if settings.auth.effective_mode != "none":  # tenants of the directory may have limits
-        call = TenantLimitStage(call, stores.gates)
+        call = TenantLimitStage(call, stores.gates, settings.limits.max_callers)
     if stores.responses is not None:
         call = CacheStage(call, stores.responses, telemetry, clock)
     call = RouterStage(call, router, budgets if budget_aware else None, telemetry)

@@ -11,11 +11,19 @@ Streams: the try emits StreamStart just before its first text. That is the
 point of no return: a failure before it may be retried or fall back; a
 failure after it becomes StreamInterruptedError, and the usage of what was
 received is still billed.
+
+Structured output: when the request asks for a JSON answer, the try checks
+the answer's text against it (``structured.py``). With `validate_json`
+"fallback" (the default), a unary answer that fails is an INVALID_OUTPUT
+attempt, billed, and InvalidOutputError sends the call on to the next model;
+"report" returns it marked invalid; "off" checks nothing. A stream's text has
+reached the caller by then, so its end only says whether it validated.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
@@ -31,18 +39,22 @@ from server.domain import (
     FinishReason,
     ModelCall,
     Outcome,
+    Request,
     StreamEvent,
     StreamStart,
     Usage,
+    Validation,
 )
 from server.errors import (
     DeadlineExceededError,
+    InvalidOutputError,
     RelayError,
     RelayTimeoutError,
     StreamInterruptedError,
 )
 from server.pricing import cost_nanos
-from server.relay.client import RelayClient
+from server.relay.client import RelayClient, RelayStream
+from server.structured import check
 from server.telemetry import Telemetry
 
 _DEADLINE_SLACK = 0.002  # a timeout this close to the deadline was the deadline's doing
@@ -51,7 +63,7 @@ _DEADLINE_SLACK = 0.002  # a timeout this close to the deadline was the deadline
 class RelayAttempt:
     """Sends one ModelCall to the relay and records the Attempt."""
 
-    __slots__ = ("_clock", "_default_limit", "_relay", "_server", "_telemetry")
+    __slots__ = ("_clock", "_default_limit", "_relay", "_server", "_telemetry", "_validate")
 
     def __init__(
         self,
@@ -59,8 +71,10 @@ class RelayAttempt:
         default_limit: float,
         telemetry: Telemetry | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        validate_json: str = "fallback",
     ) -> None:
         self._relay = relay
+        self._validate = validate_json
         self._default_limit = default_limit
         self._telemetry = telemetry or Telemetry.disabled()
         self._clock = clock
@@ -128,6 +142,42 @@ class RelayAttempt:
         )
         self._telemetry.record_attempt(attempt, item.call.identity.tenant, stream)
 
+    def _validated(self, request: Request, completion: Completion, text: str) -> Completion:
+        """`completion` with whether `text` has the requested JSON format (unchanged when
+        none was asked for, when checking is off, or when the answer is tool calls)."""
+        fmt = request.response_format
+        if fmt is None or not fmt.json or self._validate == "off" or completion.tool_calls:
+            return completion
+        problem = check(fmt, text)
+        if problem is None:
+            return dataclasses.replace(completion, validation=Validation.VALID)
+        return dataclasses.replace(
+            completion, validation=Validation.INVALID, validation_error=problem
+        )
+
+    def _end(
+        self,
+        item: ModelCall,
+        span: Span,
+        end: Completion,
+        relay_stream: RelayStream,
+        *,
+        first_chunk: float,
+        started: float,
+    ) -> Completion:
+        """A structured stream's end: its text checked, the attempt recorded."""
+        text = relay_stream.text
+        end = self._validated(item.call.request, end, text)
+        self._telemetry.capture(
+            span, semconv.GEN_AI_OUTPUT_MESSAGES, [{"role": "assistant", "content": text}]
+        )
+        latency = self._clock.monotonic() - started
+        answered = _attempt(item, Outcome.SUCCESS, latency, relay_stream.usage)
+        self._record(
+            item, span, answered, stream=True, first_chunk=first_chunk, finish=end.finish_reason
+        )
+        return end
+
     async def query(self, item: ModelCall, /) -> Completion:
         """One unary try."""
         call, model = item.call, item.model
@@ -158,6 +208,18 @@ class RelayAttempt:
             cancelled = Attempt(model, Outcome.CANCELLED, self._clock.monotonic() - started)
             self._record(item, span, cancelled, stream=False, error=cancel)
             raise
+        if not call.request.plain:
+            completion = self._validated(call.request, completion, completion.content)
+            if completion.validation is Validation.INVALID and self._validate == "fallback":
+                invalid = InvalidOutputError(model.name, completion.validation_error)
+                latency = self._clock.monotonic() - started
+                usage = completion.usage
+                failed = Attempt(
+                    model, Outcome.INVALID_OUTPUT, latency, 200, invalid.reason, usage,
+                    cost_nanos(usage, model.price),
+                )  # fmt: skip
+                self._record(item, span, failed, stream=False, error=invalid)
+                raise invalid
         answered = _attempt(
             item, Outcome.SUCCESS, self._clock.monotonic() - started, completion.usage
         )
@@ -194,6 +256,18 @@ class RelayAttempt:
                         first_chunk = call.first_token_at - started
                         yield StreamStart(model)
                     if type(event) is Completion:
+                        if not call.request.plain:
+                            end = self._end(
+                                item,
+                                span,
+                                event,
+                                relay_stream,
+                                first_chunk=first_chunk,
+                                started=started,
+                            )
+                            recorded = True
+                            yield end
+                            continue
                         # Record before handing the end over: the caller builds
                         # its final message from the attempts.
                         recorded = True

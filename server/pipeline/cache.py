@@ -48,9 +48,13 @@ from server.domain import (
     Completion,
     FinishReason,
     ModelSpec,
+    ReasoningDelta,
     StreamEvent,
     StreamStart,
     TextDelta,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
 )
 from server.errors import (
     BudgetExceededError,
@@ -237,6 +241,9 @@ class CacheStage(Stage[Call]):
                         case StreamStart(model=model):
                             if flight is not None:
                                 flight.start(model)
+                        case ToolCallStart() | ToolCallDelta() | ToolCallEnd() | ReasoningDelta():
+                            # Only plain requests are cacheable, and their answers are text.
+                            raise AssertionError("a cacheable stream carried more than text")
                         case _:
                             assert_never(event)
                     yield event
@@ -307,20 +314,22 @@ class CacheStage(Stage[Call]):
     async def _traced_lookup(
         self, key: CacheKey, call: Call, follow: bool
     ) -> CachedAnswer | _Flight | None:
-        """`_lookup` inside a "cache lookup" span that says whether it hit."""
-        span = self._telemetry.child(call.span, "cache lookup")
+        """`_lookup`, its time on the SERVER span (`switchyard.cache.lookup_ms`: no span
+        of its own; the SERVER span's `switchyard.cache.hit` says whether it hit)."""
+        if not self._telemetry.tracing:
+            return await self._lookup(key, call, follow)
+        started = self._clock.monotonic()
         found = None
         try:
             found = await self._lookup(key, call, follow)
             return found
         finally:
-            span.set_attribute(semconv.SWITCHYARD_CACHE_HIT, found is not None)
-            span.end()
-            if self._telemetry.tracing:
-                result = "hit" if found is not None else "miss"
-                self._telemetry.instruments.cache_lookups.add(
-                    1, {"switchyard.cache.result": result}
-                )
+            span = call.span
+            if span.is_recording():
+                lookup_ms = round((self._clock.monotonic() - started) * 1000, 3)
+                span.set_attribute(semconv.SWITCHYARD_CACHE_LOOKUP_MS, lookup_ms)
+            result = "hit" if found is not None else "miss"
+            self._telemetry.instruments.cache_lookups.add(1, {"switchyard.cache.result": result})
 
     async def _lookup(
         self, key: CacheKey, call: Call, follow: bool

@@ -11,7 +11,10 @@ Each try must get, in this order:
    the try ends, from the usage the relay billed.
 
 Slots come first because they can be handed back: a try that cannot get
-one has not spent any of the scarcer rate budgets. Everything taken is given
+one has not spent any of the scarcer rate budgets. A full cap hands its
+freed slots by fair share across callers (the call's tenant, weighted by
+`SWITCHYARD_TENANT_WEIGHTS`), so one caller's many calls cannot keep the
+others waiting (``server/state/gates.py``). Everything taken is given
 back on every path (answer, error, timeout, cancel, shutdown) by one
 `finally`.
 
@@ -59,12 +62,13 @@ class ModelLimits:
 class Limits:
     """The global relay budget and every model's and provider's limits."""
 
-    __slots__ = ("_models", "gates", "providers", "relay")
+    __slots__ = ("_models", "gates", "providers", "relay", "weights")
 
     def __init__(
         self, models: Iterable[ModelSpec], settings: LimitSettings, gates: GateFactory
     ) -> None:
         self.gates = gates
+        self.weights = settings.tenant_weights  # tenant -> its weight in fair shares (else 1)
         self.relay = gates.rate(
             "Switchyard's relay budget",
             settings.relay_rpm,
@@ -143,7 +147,6 @@ class LimiterStage(Stage[ModelCall]):
         limits = self._limits.of(item.model)
         clock = self._clock
         started = clock.monotonic()
-        span = self._telemetry.child(item.call.span, "limiter wait")
         rates: list[tuple[RateGate, float]] = [(self._limits.relay, 1)]
         if limits.rpm is not None:
             rates.append((limits.rpm, 1))
@@ -154,28 +157,40 @@ class LimiterStage(Stage[ModelCall]):
             reserved = route.input_tokens + item.max_tokens
             rates.append((limits.tpm, reserved))
         try:
-            ticket = await self._gates.admit(limits.caps, rates, item.call.deadline)
+            tenant = item.call.identity.tenant
+            ticket = await self._gates.admit(
+                limits.caps,
+                rates,
+                item.call.deadline,
+                tenant,
+                self._limits.weights.get(tenant, 1),
+            )
         except CapacityError as exc:  # reported like any try that did not happen
+            waited = clock.monotonic() - started
             item.call.attempts.append(
-                Attempt(item.model, Outcome.SKIPPED, clock.monotonic() - started, error=exc.reason)
+                Attempt(item.model, Outcome.SKIPPED, waited, error=exc.reason)
             )
             self._telemetry.instruments.limiter_rejections.add(
                 1, {semconv.GEN_AI_REQUEST_MODEL: item.model.name}
             )
+            # No span of its own: the refusal and its wait are an event of the SERVER span.
             item.call.span.add_event(
                 semconv.EVENT_LIMITER_REFUSED,
-                {semconv.SWITCHYARD_MODEL: item.model.name, semconv.SWITCHYARD_REASON: exc.reason},
+                {
+                    semconv.SWITCHYARD_MODEL: item.model.name,
+                    semconv.SWITCHYARD_REASON: exc.reason,
+                    semconv.ERROR_TYPE: type(exc).__name__,
+                    semconv.SWITCHYARD_LIMITER_WAIT_MS: round(waited * 1000, 3),
+                },
             )
-            span.set_attribute(semconv.ERROR_TYPE, type(exc).__name__)
             raise
-        finally:
-            waited = clock.monotonic() - started
-            span.set_attribute(semconv.SWITCHYARD_LIMITER_WAIT_MS, round(waited * 1000, 3))
-            span.end()
+        waited = clock.monotonic() - started
         if self._telemetry.tracing:
             self._telemetry.instruments.limiter_wait.record(
                 waited, {semconv.GEN_AI_REQUEST_MODEL: item.model.name}
             )
+            # The wait goes on the CLIENT span of the try it admits (no span of its own).
+            self._telemetry.limiter_waited(item.call.span, waited, ticket.waited > 0)
         taken = _Taken(limits, ticket, reserved)
         taken.attempts_before = len(item.call.attempts)
         return taken

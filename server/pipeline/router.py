@@ -13,9 +13,29 @@ same. The rules, in order:
    simple (FAST).
 
 Keywords are counted as case-insensitive substrings, so Korean words with
-particles attached (분석해 줘) and English inflections (analyzed) count.
+particles attached (분석해 줘) and English inflections (analyzed) count; each
+keyword's occurrences are counted (a keyword inside a longer one counts once).
+Words and keywords are counted without building a list of the words or running
+a regular expression, and a text over the complex word count is not searched
+for keywords at all (its reason then gives the words only): a megabyte of text
+is judged in a few milliseconds.
 Effective max_tokens: the request's value, else the model's default (1.5x
 for user text over 500 words), never above the cap of 16,000.
+
+Context-aware routing: a model of the chain whose context window cannot
+hold the input estimate plus that model's effective max_tokens is skipped
+(`RouteDecision.skipped` says why; the reason too, when it was the first
+choice); a named model that cannot hold the call, or a chain of which none
+can, is refused with INVALID_ARGUMENT (`ContextWindowError`), before anything
+is sent to the relay.
+
+Feature-aware routing: a request that uses tools, images, a JSON Schema or
+reasoning (`Request.features`) goes only to models the catalog says take all
+of them, and that their wire can carry it to (``Wire.refusal``: Anthropic's
+5 MB image limit, its thinking rules). A named model that cannot is refused
+with INVALID_ARGUMENT naming those that can; a routed one is replaced by the
+cheapest capable model (of its task when one is); fallbacks that cannot are
+dropped. Each is in `RouteDecision.skipped` with why. Plain text skips it all.
 
 Budget-aware routing: when the tenant is near one of its budgets (its
 `BudgetPressure`, passed in by whoever knows the spend), a call
@@ -27,11 +47,10 @@ task are never rerouted: the caller chose.
 
 from __future__ import annotations
 
-import re
+import asyncio
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
-from server import telemetry as semconv
 from server.catalog import Catalog
 from server.domain import (
     OPEN_POLICY,
@@ -39,18 +58,26 @@ from server.domain import (
     Call,
     Completion,
     Complexity,
+    Feature,
     ModelSpec,
     Request,
     Role,
     RouteBasis,
     RouteDecision,
+    SkippedModel,
     StreamEvent,
     Task,
     TenantPolicy,
 )
-from server.errors import AccessDeniedError, SwitchyardError, UnknownModelError
+from server.errors import (
+    AccessDeniedError,
+    ContextWindowError,
+    InvalidRequestError,
+    UnknownModelError,
+)
 from server.pipeline.base import Handler, Stage
 from server.pricing import display_usd, input_cost, worst_case_cost
+from server.relay.wires import WIRES
 from server.settings import RoutingSettings
 from server.state.budgets import BudgetStore
 from server.telemetry import Telemetry
@@ -67,13 +94,17 @@ _TASK_OF = {
 class Router:
     """Decides the model, fallback chain, max_tokens and cost range of a request."""
 
-    __slots__ = ("_catalog", "_keywords", "_servers", "_settings")
+    __slots__ = ("_ascii_keywords", "_catalog", "_keywords", "_servers", "_settings")
 
     def __init__(self, catalog: Catalog, settings: RoutingSettings) -> None:
         self._catalog = catalog
         self._settings = settings
-        alternatives = sorted({k.lower() for k in settings.keywords}, key=len, reverse=True)
-        self._keywords = re.compile("|".join(re.escape(k) for k in alternatives))
+        lowered = {k.lower() for k in settings.keywords if k}
+        # A keyword that holds a shorter one is counted by the shorter one's count alone.
+        self._keywords = tuple(
+            sorted(k for k in lowered if not any(other != k and other in k for other in lowered))
+        )
+        self._ascii_keywords = tuple(k for k in self._keywords if k.isascii())  # for ASCII text
         self._servers = {task: catalog.servers(task) for task in Task}
 
     @property
@@ -81,12 +112,17 @@ class Router:
         """The catalog routed over."""
         return self._catalog
 
-    def judge(self, text: str) -> tuple[Complexity, int, int]:
-        """The complexity of `text`, with its word count and keyword hits."""
-        words = len(text.split())
-        hits = len(self._keywords.findall(text.lower()))
+    def judge(self, text: str) -> tuple[Complexity, int, int | None]:
+        """The complexity of `text`, with its word count and keyword hits (None when
+        the words alone make it complex: a long text is not searched for keywords)."""
+        words = word_count(text)
         s = self._settings
-        if words > s.complex_words or hits >= s.complex_keywords:
+        if words > s.complex_words:
+            return Complexity.COMPLEX, words, None
+        lowered = text.lower()
+        keywords = self._ascii_keywords if lowered.isascii() else self._keywords
+        hits = sum([lowered.count(keyword) for keyword in keywords])
+        if hits >= s.complex_keywords:
             return Complexity.COMPLEX, words, hits
         if words > s.medium_words or hits >= s.medium_keywords:
             return Complexity.MEDIUM, words, hits
@@ -134,8 +170,8 @@ class Router:
             task, basis = _TASK_OF[complexity], RouteBasis.COMPLEXITY
             model = catalog.task_models[task]
             reason = (
-                f"{complexity.value} query ({_count(words, 'word')}, "
-                f"{_count(hits, 'analysis keyword')}) routed as {task.name} to {model.name}"
+                f"{complexity.value} query ({_evidence(words, hits)})"
+                f" routed as {task.name} to {model.name}"
             )
             if not policy.allows(model.name):
                 model, reason = self._allowed(
@@ -147,19 +183,43 @@ class Router:
                     request, cheaper, input_tokens, long_prompt
                 ) < self._cost_max(request, model, input_tokens, long_prompt):
                     reason = (
-                        f"{complexity.value} query ({_count(words, 'word')}, "
-                        f"{_count(hits, 'analysis keyword')}) routed as {task.name} to the"
+                        f"{complexity.value} query ({_evidence(words, hits)})"
+                        f" routed as {task.name} to the"
                         f" cheaper {cheaper.name} instead of {model.name}: the caller has used"
                         f" {display_usd(pressure.spent)} of its {_PERIODS[pressure.period]}"
                         f" budget of {display_usd(pressure.limit)} ({_share(pressure)})"
                     )
                     model = cheaper
+        unfit: list[SkippedModel] = []  # models left out for what the request uses
+        if not request.plain:
+            model, reason = self._capable(
+                request,
+                (task, basis),
+                (model, reason),
+                policy=policy,
+                size=(input_tokens, long_prompt),
+                unfit=unfit,
+            )
         fallbacks = catalog.fallbacks(model) if request.fallback else ()
         if policy.models:
             fallbacks = tuple(f for f in fallbacks if policy.allows(f.name))
+        if not request.plain:
+            fallbacks = self._capable_fallbacks(request, fallbacks, long_prompt, unfit)
+        chain = (model, *fallbacks)
         chain_max_tokens = tuple(
-            self._max_tokens(request, candidate, long_prompt) for candidate in (model, *fallbacks)
+            self._max_tokens(request, candidate, long_prompt) for candidate in chain
         )
+        skipped: tuple[SkippedModel, ...] = ()
+        for candidate, max_tokens in zip(chain, chain_max_tokens, strict=True):
+            if input_tokens + max_tokens > candidate.context_window:
+                fitting, skipped = self._fitting(
+                    chain, chain_max_tokens, input_tokens, basis is RouteBasis.MODEL, policy
+                )
+                if fitting[0][0] is not model:
+                    reason = f"{reason}; {model.name} was skipped: {skipped[0].reason}"
+                model, fallbacks = fitting[0][0], tuple(m for m, _ in fitting[1:])
+                chain_max_tokens = tuple(t for _, t in fitting)
+                break
         return RouteDecision(
             model=model,
             fallbacks=fallbacks,
@@ -171,7 +231,131 @@ class Router:
             chain_max_tokens=chain_max_tokens,
             cost_min=input_cost(model, input_tokens),
             cost_max=worst_case_cost(model, input_tokens, chain_max_tokens[0]),
+            skipped=(*unfit, *skipped) if unfit else skipped,
         )
+
+    def _fitting(
+        self,
+        chain: tuple[ModelSpec, ...],
+        chain_max_tokens: tuple[int, ...],
+        input_tokens: int,
+        named: bool,
+        policy: TenantPolicy,
+    ) -> tuple[list[tuple[ModelSpec, int]], tuple[SkippedModel, ...]]:
+        """The models of `chain` whose context window holds the call (with their
+        max_tokens), and the others with why; refuses a named first model that cannot
+        hold it, and a chain of which none can, before anything reaches the relay."""
+        fitting: list[tuple[ModelSpec, int]] = []
+        skipped: list[SkippedModel] = []
+        for candidate, max_tokens in zip(chain, chain_max_tokens, strict=True):
+            window = candidate.context_window
+            if input_tokens + max_tokens <= window:
+                fitting.append((candidate, max_tokens))
+                continue
+            if named and candidate is chain[0]:
+                raise ContextWindowError(
+                    f"{candidate.name} cannot hold this query: it needs the estimated"
+                    f" {input_tokens} input tokens plus max_tokens {max_tokens}, and the"
+                    f" model's context window is {window} tokens; "
+                    + self._fit_advice(input_tokens, window, policy)
+                )
+            skipped.append(
+                SkippedModel(
+                    candidate.name,
+                    f"its context window of {window} tokens cannot hold the estimated"
+                    f" {input_tokens} input tokens plus max_tokens {max_tokens}",
+                )
+            )
+        if not fitting:
+            best = max(chain, key=lambda m: m.context_window)
+            names = ", ".join(m.name for m in chain)
+            raise ContextWindowError(
+                f"no model of the route can hold this query: it needs the estimated"
+                f" {input_tokens} input tokens plus max_tokens, and the largest context"
+                f" window of {names} is {best.context_window} tokens ({best.name}); "
+                + self._fit_advice(input_tokens, best.context_window, policy)
+            )
+        return fitting, tuple(skipped)
+
+    def _fit_advice(self, input_tokens: int, window: int, policy: TenantPolicy) -> str:
+        """What to do about a query too large for `window`: what may help, and the largest
+        window this caller may name, when there is a larger one."""
+        advice = "shorten the conversation"
+        if input_tokens < window:
+            advice += f" or lower max_tokens to {window - input_tokens} or less"
+        allowed = [m for m in self._catalog.models.values() if policy.allows(m.name)]
+        largest = max(allowed, key=lambda m: m.context_window, default=None)
+        if largest is not None and largest.context_window > window:
+            advice += (
+                f", or name a model with a larger window: {largest.name} holds"
+                f" {largest.context_window} tokens"
+            )
+        return advice
+
+    def _unfit(self, request: Request, model: ModelSpec, long_prompt: bool) -> str | None:
+        """Why `model` cannot answer `request`: a feature it lacks, or a limit of its
+        wire at the max_tokens it would be called with; None when it can."""
+        missing = request.features - model.features
+        if missing:
+            return "it does not take " + " or ".join(sorted(_FEATURE_NAMES[f] for f in missing))
+        max_tokens = self._max_tokens(request, model, long_prompt)
+        return WIRES[model.wire].refusal(request, model, max_tokens)
+
+    def _capable(
+        self,
+        request: Request,
+        how: tuple[Task, RouteBasis],
+        routed: tuple[ModelSpec, str],
+        *,
+        policy: TenantPolicy,
+        size: tuple[int, bool],
+        unfit: list[SkippedModel],
+    ) -> tuple[ModelSpec, str]:
+        """The routed model (and its reason) when it can answer the request's features; a
+        named one that cannot is refused, any other is replaced by the cheapest allowed
+        model that can (serving the task when one does), and recorded in `unfit`."""
+        model, reason = routed
+        input_tokens, long_prompt = size
+        why = self._unfit(request, model, long_prompt)
+        if why is None:
+            return routed
+        task, basis = how
+        allowed = [m for m in self._catalog.models.values() if policy.allows(m.name)]
+        able = [
+            m for m in allowed if m is not model and self._unfit(request, m, long_prompt) is None
+        ]
+        if basis is RouteBasis.MODEL:
+            others = ", ".join(m.name for m in able) or "none served here"
+            raise InvalidRequestError(
+                f"{model.name} cannot answer this query: {why}; name a model that can"
+                f" ({others}) or leave model empty"
+            )
+        if not able:
+            raise InvalidRequestError(
+                "no model served here can answer this query: "
+                + "; ".join(f"{m.name}: {self._unfit(request, m, long_prompt)}" for m in allowed)
+            )
+        serving = [m for m in able if m.serves(task)] or able
+        chosen = min(serving, key=lambda m: self._cost_max(request, m, input_tokens, long_prompt))
+        unfit.append(SkippedModel(model.name, why))
+        return chosen, f"{reason}; {model.name} was skipped ({why}), so {chosen.name} answers"
+
+    def _capable_fallbacks(
+        self,
+        request: Request,
+        fallbacks: tuple[ModelSpec, ...],
+        long_prompt: bool,
+        unfit: list[SkippedModel],
+    ) -> tuple[ModelSpec, ...]:
+        """The fallbacks that can answer the request's features; the others into `unfit`."""
+        kept = []
+        for fallback in fallbacks:
+            why = self._unfit(request, fallback, long_prompt)
+            if why is None:
+                kept.append(fallback)
+            else:
+                unfit.append(SkippedModel(fallback.name, why))
+        return tuple(kept)
 
     def _cost_max(
         self, request: Request, model: ModelSpec, input_tokens: int, long_prompt: bool
@@ -230,13 +414,56 @@ class Router:
         return min(wanted, self._settings.max_tokens_cap)
 
 
+# str.split()'s whitespace: the ASCII kinds become b" " and every other byte b"x" (UTF-8
+# never puts an ASCII byte inside a longer character); the rest are replaced first.
+_MARKS = bytes(0x20 if byte < 0x80 and chr(byte).isspace() else 0x78 for byte in range(256))
+_WIDE_SPACES = tuple(c for c in map(chr, range(0x80, 0x3001)) if c.isspace())
+
+
+def word_count(text: str) -> int:
+    """`len(text.split())` without building the list of words (10x faster on a long text).
+
+    Each word starts where a space is followed by anything else, or at the start.
+    """
+    if not text.isascii():
+        for space in _WIDE_SPACES:  # rare: one scan each, a replace only when present
+            if space in text:
+                text = text.replace(space, " ")
+    marks = text.encode().translate(_MARKS)
+    return marks.count(b" x") + (marks[:1] == b"x")
+
+
+_FEATURE_NAMES = {
+    Feature.TOOLS: "tools",
+    Feature.IMAGES: "images",
+    Feature.JSON_SCHEMA: "JSON Schema answers",
+    Feature.REASONING: "reasoning settings",
+}
+
+
 def _share(pressure: BudgetPressure) -> str:
     percent = pressure.spent * 100 // max(pressure.limit, 1)
     return f"{percent}%" if percent else "under 1%"
 
 
+def _evidence(words: int, hits: int | None) -> str:
+    """What the complexity was judged on: the words, and the keywords when counted."""
+    if hits is None:
+        return _count(words, "word")
+    return f"{_count(words, 'word')}, {_count(hits, 'analysis keyword')}"
+
+
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+# A call this long was just converted, one message at a time, and one this large is
+# about to be keyed and encoded for the relay, each some milliseconds of the event loop
+# at the per-call bounds: the router stage lets other calls and health checks run
+# between those steps, so several maximum-size calls never hold the loop for long.
+LONG_CALL_MESSAGES = 64
+LARGE_CALL_TOKENS = 8_192  # about 32 KB of text
+LARGE_CALL_BYTES = 4 * LARGE_CALL_TOKENS  # a prompt this long is a large call too
 
 
 class RouterStage(Stage[Call]):
@@ -246,7 +473,7 @@ class RouterStage(Stage[Call]):
     pressure is read at routing time, so Route and Query agree.
     """
 
-    __slots__ = ("_budgets", "_router", "_telemetry")
+    __slots__ = ("_budgets", "_large", "_router", "_telemetry")
 
     def __init__(
         self,
@@ -259,28 +486,15 @@ class RouterStage(Stage[Call]):
         self._router = router
         self._budgets = budgets
         self._telemetry = telemetry or Telemetry.disabled()
+        self._large = asyncio.Lock()  # the lane long calls are routed in, one per turn
 
-    def _route(self, call: Call, pressure: BudgetPressure | None = None) -> None:
-        span = self._telemetry.child(call.span, "route")
-        try:
-            call.route = self._router.decide(call.request, pressure, call.identity.policy)
-        except SwitchyardError as error:
-            span.set_attribute(semconv.ERROR_TYPE, type(error).__name__)
-            raise
-        finally:
-            if span.is_recording() and call.route is not None:
-                route = call.route
-                span.set_attributes(
-                    {
-                        semconv.SWITCHYARD_ROUTE_MODEL: route.model.name,
-                        semconv.SWITCHYARD_ROUTE_TASK: route.task.name,
-                        semconv.SWITCHYARD_ROUTE_COMPLEXITY: route.complexity.name,
-                        semconv.SWITCHYARD_ROUTE_BASIS: route.basis.name,
-                        semconv.SWITCHYARD_ROUTE_REASON: route.reason,
-                        semconv.SWITCHYARD_ROUTE_FALLBACKS: [m.name for m in route.fallbacks],
-                    }
-                )
-            span.end()
+    def _route(self, call: Call, pressure: BudgetPressure | None = None) -> RouteDecision:
+        # No span of its own: a kept trace's SERVER span reports call.route
+        # (switchyard.route.*), and a refusal is that span's error.type.
+        route = call.route = self._router.decide(call.request, pressure, call.identity.policy)
+        if pressure is not None:  # routed near a budget: the keep policy's `limits`
+            self._telemetry.mark_limited(call.span)
+        return route
 
     async def query(self, call: Call, /) -> Completion:
         """Route, then answer."""
@@ -289,26 +503,49 @@ class RouterStage(Stage[Call]):
         pressure = (
             None if budgets is None else await budgets.pressure(identity.tenant, identity.policy)
         )
-        self._route(call, pressure)
+        if len(call.request.messages) > LONG_CALL_MESSAGES:
+            await self._route_large(call, pressure)
+        elif self._route(call, pressure).input_tokens > LARGE_CALL_TOKENS:
+            await asyncio.sleep(0)  # let others run before the cache key and the encoding
         return await self.next.query(call)
+
+    async def _route_large(self, call: Call, pressure: BudgetPressure | None) -> None:
+        """Route a long call in the large calls' lane: one per loop turn (as the servicer
+        converts them), so health checks and small calls run between two of them."""
+        async with self._large:
+            self._route(call, pressure)
+            await asyncio.sleep(0)
 
     def stream(self, call: Call, /) -> AsyncGenerator[StreamEvent, None]:
         """Route (refusing bad requests before the stream starts), then stream.
 
-        Budget-aware routing reads the store first, which takes a wrapping
-        generator; without it the route is decided here and the next stage's
+        Budget-aware routing reads the store first, and a long or large call
+        lets other calls run around its routing, which takes a wrapping
+        generator; otherwise the route is decided here and the next stage's
         stream is returned as it is (no extra layer per event).
         """
-        if self._budgets is not None:
-            return self._stream_with_pressure(call, self._budgets)
-        self._route(call)
-        return self.next.stream(call)
+        if self._budgets is None and len(call.request.messages) <= LONG_CALL_MESSAGES:
+            if self._route(call).input_tokens <= LARGE_CALL_TOKENS:
+                return self.next.stream(call)
+            return self._stream_routed(call, routed=True)
+        return self._stream_routed(call, routed=False)
 
-    async def _stream_with_pressure(
-        self, call: Call, budgets: BudgetStore
-    ) -> AsyncGenerator[StreamEvent, None]:
-        identity = call.identity
-        self._route(call, await budgets.pressure(identity.tenant, identity.policy))
+    async def _stream_routed(self, call: Call, routed: bool) -> AsyncGenerator[StreamEvent, None]:
+        """The stream of a call routed here (unless `routed`: then a large one, routed
+        already), pausing as `query` does."""
+        if routed:
+            await asyncio.sleep(0)
+        else:
+            budgets, identity = self._budgets, call.identity
+            pressure = (
+                None
+                if budgets is None
+                else await budgets.pressure(identity.tenant, identity.policy)
+            )
+            if len(call.request.messages) > LONG_CALL_MESSAGES:
+                await self._route_large(call, pressure)
+            elif self._route(call, pressure).input_tokens > LARGE_CALL_TOKENS:
+                await asyncio.sleep(0)
         async with aclosing(self.next.stream(call)) as events:
             async for event in events:
                 yield event

@@ -8,6 +8,10 @@ from the state backend (``server/state/gates.py``), one per tenant and limit,
 so a shared backend holds them across replicas. A refusal is
 RESOURCE_EXHAUSTED with a retry-after, naming the tenant's limit; no other
 model can avoid it, so there is no fallback.
+
+At most `max_tenants` tenants' gates are kept (SWITCHYARD_MAX_CALLERS); the
+tenant seen least recently loses its gates first (a memory gate of a tenant
+back later starts full; a Redis gate keeps its state in Redis).
 """
 
 from __future__ import annotations
@@ -21,18 +25,19 @@ from server.errors import RateLimitedError
 from server.pipeline.base import Handler, Stage
 from server.state.gates import GateFactory, RateGate, Ticket
 
-_TENANTS_KEPT = 10_000  # gates of tenants not seen for the longest go first
-
 
 class TenantLimitStage(Stage[Call]):
     """Takes a unit of the tenant's request budget and its tokens, gives back the unused."""
 
-    __slots__ = ("_factory", "_gates")
+    __slots__ = ("_factory", "_gates", "_max_gates")
 
-    def __init__(self, next_handler: Handler[Call], gates: GateFactory) -> None:
+    def __init__(
+        self, next_handler: Handler[Call], gates: GateFactory, max_tenants: int = 10_000
+    ) -> None:
         super().__init__(next_handler)
         self._factory = gates
         self._gates: OrderedDict[tuple[str, str, int], RateGate] = OrderedDict()
+        self._max_gates = 2 * max_tenants  # a request and a token budget each
 
     def _gate(self, tenant: str, kind: str, per_minute: int) -> RateGate:
         key = (tenant, kind, per_minute)  # a new limit is a new gate
@@ -46,7 +51,7 @@ class TenantLimitStage(Stage[Call]):
                 unit=unit,
                 error=RateLimitedError,
             )
-            if len(self._gates) > _TENANTS_KEPT:
+            if len(self._gates) > self._max_gates:
                 self._gates.popitem(last=False)
         else:
             self._gates.move_to_end(key)

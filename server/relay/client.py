@@ -15,13 +15,14 @@ answer that broke off half-way, so that every billed token is accounted.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncGenerator, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import httpx
 
-from server.domain import Completion, Request, TextDelta, Usage
+from server.domain import Completion, Request, StreamEvent, TextDelta, Usage
 from server.errors import (
     RelayConnectError,
     RelayError,
@@ -151,10 +152,13 @@ class RelayClient:
             raise RelayTimeoutError(f"the relay did not answer within {time_limit:.3g}s") from None
         if response.status_code >= 300:
             raise self._refusal(response.status_code, response.headers, body)
-        content, usage, finish = WIRES[model.wire].decode(body)
+        answer = WIRES[model.wire].decode(body)
+        usage = answer.usage
         if usage is None:
-            usage = _estimate(request_tokens(request), content)
-        return Completion(model, content, usage, finish)
+            usage = _estimate(request_tokens(request), answer.text)
+        return Completion(
+            model, answer.text, usage, answer.finish_reason, answer.tool_calls, answer.reasoning
+        )
 
     def stream(
         self,
@@ -185,10 +189,12 @@ class RelayClient:
 class RelayStream:
     """One streamed answer from the relay.
 
-    Iterating yields TextDeltas (each the text of one socket read) and
-    finally one Completion. Whether the stream completes, fails or is
-    cancelled, `usage` afterwards says what the relay billed: its reported
-    usage, or an estimate from what was received (flagged `estimated`).
+    Iterating yields TextDeltas (each the text of one socket read), the
+    tool-call and reasoning events in the order they came, and finally one
+    Completion holding the complete tool calls and reasoning. Whether the
+    stream completes, fails or is cancelled, `usage` afterwards says what the
+    relay billed: its reported usage, or an estimate from what was received
+    (flagged `estimated`).
     """
 
     __slots__ = (
@@ -246,12 +252,7 @@ class RelayStream:
         if reported is not None:
             if received <= reported.output_tokens:
                 return reported
-            return Usage(
-                reported.input_tokens,
-                received,
-                estimated=True,
-                cached_input_tokens=reported.cached_input_tokens,
-            )
+            return dataclasses.replace(reported, output_tokens=received, estimated=True)
         input_tokens = decoder.input_tokens
         if input_tokens is None:
             if not received:
@@ -264,7 +265,7 @@ class RelayStream:
             cached_input_tokens=decoder.cached_input_tokens,
         )
 
-    async def __aiter__(self) -> AsyncGenerator[TextDelta | Completion, None]:
+    async def __aiter__(self) -> AsyncGenerator[StreamEvent, None]:
         client = self._client
         http_request = client._request(
             self._model,
@@ -293,13 +294,27 @@ class RelayStream:
                     if delta:
                         text.append(delta)
                         yield TextDelta(delta)
+                    elif decoder.events:  # tool calls or reasoning: in order, with their text
+                        pending = decoder.events[:]
+                        decoder.events.clear()
+                        for event in pending:
+                            if type(event) is TextDelta:
+                                text.append(event.text)
+                            yield event
                     if decoder.error is not None:
                         raise decoder.error
             if not decoder.done:
                 raise RelayProtocolError(
                     "the relay ended the stream without its final event; the answer may be cut"
                 )
-            yield Completion(self._model, "", self.usage, decoder.finish_reason)
+            yield Completion(
+                self._model,
+                "",
+                self.usage,
+                decoder.finish_reason,
+                decoder.tool_calls,
+                decoder.reasoning,
+            )
         finally:
             await response.aclose()
 

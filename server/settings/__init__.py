@@ -9,7 +9,8 @@ A TOML file may hold these tables (all optional)::
 
     [server]     listen, shutdown_grace, log_level, workers
     [relay]      url, connect_timeout, read_timeout, timeout, max_connections
-    [limits]     relay_rpm, relay_burst, max_waiters, max_wait, other_provider_concurrency
+    [limits]     relay_rpm, relay_burst, max_waiters, max_wait, other_provider_concurrency,
+                 max_messages, max_text_bytes, max_parts (per call)
     [limits.provider_concurrency]  anthropic = 10, openai = 20, ...
     [retry]      max_attempts, base_delay, max_delay, max_retry_after, budget_ratio, ...
     [breaker]    failures, cooldown
@@ -23,7 +24,8 @@ A TOML file may hold these tables (all optional)::
     [budgets]    day, month (USD, every caller without its own), downgrade_at
     [budgets."<caller>"]  day, month (USD; replaces the defaults for that caller)
     [simulator]  latency_scale, tokens_per_second
-    [telemetry]  console, prometheus_port, capture_content (exporters: the OTEL_* variables)
+    [telemetry]  console, prometheus_port, capture_content, trace_keep, trace_slow
+                 (exporters: the OTEL_* variables)
     [ledger]     database_url (no password in a file), data_dir, retention_days,
                  flush_interval, batch_size, budgets_until_seeded
     [auth]       mode, rotation_grace, tls_cert, tls_key, tls_client_ca
@@ -63,6 +65,8 @@ from server.settings.schema import (
     Settings,
     SimulatorOptions,
     TelemetrySettings,
+    TraceKeep,
+    parse_trace_keep,
 )
 from server.settings.sources import (
     CLIENT_ENV,
@@ -121,6 +125,8 @@ __all__ = [
     "Settings",
     "SimulatorOptions",
     "TelemetrySettings",
+    "TraceKeep",
     "load_settings",
     "parse_listen",
+    "parse_trace_keep",
 ]

@@ -5,6 +5,11 @@ a new model must name every required field; `enabled = false` removes a
 model. Each task must end up with a served default model, each model's
 `wire` must be one the relay speaks (``server/relay/wires.py`` is the only
 list of them) and its fallbacks other served models.
+
+Feature flags (`tools`, `images`, `json_schema`, `reasoning`) are booleans. An
+Anthropic model whose table sets `input_price` but not `cache_write_price`
+gets Anthropic's published cache-write rate, 1.25 times the input price;
+every other model's cache writes cost the input price unless it says.
 """
 
 from __future__ import annotations
@@ -12,10 +17,11 @@ from __future__ import annotations
 import dataclasses
 import typing
 from collections.abc import Mapping
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from server.catalog import DEFAULT_MODELS, Catalog
-from server.domain import ModelSpec, Task
+from server.domain import PRICE_QUANTUM, ModelSpec, Task, nanos_per_token
 from server.relay.wires import WIRES
 from server.settings.schema import ConfigError
 from server.settings.sources import coerce
@@ -23,6 +29,7 @@ from server.settings.sources import coerce
 _MODEL_KEYS = frozenset(
     f.name for f in dataclasses.fields(ModelSpec) if f.init and f.name != "name"
 ) | {"enabled"}
+ANTHROPIC_CACHE_WRITE_RATE = Decimal("1.25")  # of the input price (its 5-minute cache)
 _MODEL_REQUIRED = frozenset(
     f.name
     for f in dataclasses.fields(ModelSpec)
@@ -70,12 +77,21 @@ def build_catalog(models_table: Mapping[str, Any], task_table: Mapping[str, Any]
         missing = _MODEL_REQUIRED - set(values)
         if missing:
             raise ConfigError(f"{where}.{sorted(missing)[0]}", "required for a new model")
+        if (
+            values.get("provider") == "anthropic"
+            and "input_price" in table
+            and "cache_write_price" not in table
+            and isinstance(values["input_price"], Decimal)
+        ):
+            rate = values["input_price"] * ANTHROPIC_CACHE_WRITE_RATE
+            values["cache_write_price"] = rate.quantize(PRICE_QUANTUM, ROUND_HALF_UP)
         try:
             merged[name] = ModelSpec(name=name, **values)  # type: ignore[arg-type]
         except ValueError as exc:
-            raise ConfigError(
-                f"{where}.input_price/output_price/cached_input_price", str(exc)
-            ) from None
+            prices = "input_price/output_price/cached_input_price"
+            if _fine(values, ("input_price", "output_price", "cached_input_price")):
+                prices = "cache_write_price"  # the one left
+            raise ConfigError(f"{where}.{prices}", str(exc)) from None
     tasks = {model.task: model.name for model in reversed(merged.values())}
     for key, raw in task_table.items():
         task = _task(key, f"SWITCHYARD_CONFIG routing.tasks.{key}")
@@ -94,6 +110,18 @@ def build_catalog(models_table: Mapping[str, Any], task_table: Mapping[str, Any]
     for model in merged.values():
         _validate_model(model, merged)
     return Catalog.build(merged.values(), tasks)
+
+
+def _fine(values: Mapping[str, object], keys: tuple[str, ...]) -> bool:
+    """Are these prices all exact in nano-dollars per token (or unset)?"""
+    for key in keys:
+        price = values.get(key)
+        if isinstance(price, Decimal):
+            try:
+                nanos_per_token(price)
+            except ValueError:
+                return False
+    return True
 
 
 def _task(raw: object, where: str) -> Task:

@@ -71,6 +71,18 @@ class LimitSettings:
         default_factory=lambda: DEFAULT_PROVIDER_CONCURRENCY
     )
     other_provider_concurrency: int = 5  # for providers not named above
+    # Fair shares of a full concurrency cap: tenant -> weight (others 1); see state/gates.py.
+    tenant_weights: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    # Distinct callers kept in memory (usage totals, default budgets, tenants' rate gates);
+    # the least recently seen go first.
+    max_callers: int = 10_000
+    # The most work one call may ask for, checked before any per-message work
+    # (server/convert.py). Measured so that converting and estimating the largest
+    # allowed call costs a few milliseconds of the event loop (about 5 ms on the
+    # development machine; routing and encoding it for the relay take as much again).
+    max_messages: int = 1000  # messages per call, the prompt and the system text included
+    max_text_bytes: int = 1024 * 1024  # UTF-8 bytes of text per call (about 262,000 tokens)
+    max_parts: int = 2000  # content parts per call (a text-only message is one)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +117,9 @@ class RoutingSettings:
     medium_keywords: int = 1
     long_prompt_words: int = 500  # longer prompts get 1.5x the default max_tokens
     max_tokens_cap: int = 16_000
+    # A unary answer that fails its JSON Schema: "fallback" counts it a failed attempt
+    # (the next model is asked), "report" returns it marked invalid, "off" checks nothing.
+    validate_json: str = "fallback"
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,9 +172,84 @@ class SimulatorOptions:
 class TelemetrySettings:
     """Switchyard's own telemetry options; exporters follow the OTEL_* variables."""
 
-    console: bool = False  # print every span to stdout, for local debugging
+    console: bool = False  # print every exported span to stdout, for local debugging
     prometheus_port: int = 0  # serve /metrics on 127.0.0.1:<port> for Prometheus; 0: off
     capture_content: bool = False  # record prompts and completions on model-call spans
+    # Callers named on metrics (none-auth mode); later ones share switchyard.caller="_other".
+    metric_callers: int = 100
+    trace_keep: str = "errors,fallbacks,retries,limits,slow,10%"  # see `parse_trace_keep`
+    trace_slow: float = 5.0  # seconds to a call's first text past which it is "slow"
+
+
+TRACE_KEEP_REASONS = ("errors", "fallbacks", "retries", "limits", "slow")
+
+
+@dataclass(frozen=True, slots=True)
+class TraceKeep:
+    """Which traces are exported, decided when each call ends (SWITCHYARD_TRACE_KEEP).
+
+    Each flag keeps every trace whose call had that trouble; `share` (0 to 1)
+    keeps that fraction of the others, chosen by trace id. `all` is every flag
+    and share 1.
+    """
+
+    errors: bool = False
+    fallbacks: bool = False
+    retries: bool = False
+    limits: bool = False
+    slow: bool = False
+    share: float = 0.0
+
+
+def parse_trace_keep(text: str) -> TraceKeep:
+    """SWITCHYARD_TRACE_KEEP: reasons and at most one share, comma-separated.
+
+    ``errors,fallbacks,retries,limits,slow,10%`` (the default) keeps every call
+    with one of those troubles plus a tenth of the rest; ``all`` keeps every
+    trace; ``5%`` keeps only a share; ``0%`` keeps only traces the caller sampled.
+    """
+    where = "SWITCHYARD_TRACE_KEEP"
+    expected = f"expected {', '.join(TRACE_KEEP_REASONS)}, all, or a share such as 10%"
+    items = [item.strip().lower() for item in text.split(",") if item.strip()]
+    if not items:
+        raise ConfigError(
+            where, f"names nothing to keep; {expected} (0% keeps only traces callers sampled)"
+        )
+    flags = dict.fromkeys(TRACE_KEEP_REASONS, False)
+    share: float | None = None
+    for item in items:
+        if item in flags:
+            flags[item] = True
+        elif item == "all":  # every trace, still labelled with the troubles it had
+            share = 1.0 if share is None else _second_share(where, item)
+            flags = dict.fromkeys(TRACE_KEEP_REASONS, True)
+        elif item.endswith("%"):
+            if share is not None:
+                _second_share(where, item)
+            share = _percent(where, item)
+        else:
+            hint = " (write a share as a percentage, such as 10%)" if _is_number(item) else ""
+            raise ConfigError(where, f"unknown item {item!r}{hint}; {expected}")
+    return TraceKeep(**flags, share=0.0 if share is None else share)
+
+
+def _percent(where: str, item: str) -> float:
+    number = item.removesuffix("%").strip()
+    if not _is_number(number) or not 0 <= float(number) <= 100:
+        raise ConfigError(where, f"the share {item!r} must be a percentage from 0% to 100%")
+    return float(number) / 100
+
+
+def _second_share(where: str, item: str) -> float:
+    raise ConfigError(where, f"{item!r} is a second share; give one share (or all) at most")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text.replace(".", "", 1).isdigit()
 
 
 @dataclass(frozen=True, slots=True)

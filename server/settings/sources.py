@@ -64,6 +64,12 @@ ENV_KEYS: dict[str, tuple[str, str]] = {
     "MAX_WAIT": ("limits", "max_wait"),
     "PROVIDER_CONCURRENCY": ("limits", "provider_concurrency"),
     "OTHER_PROVIDER_CONCURRENCY": ("limits", "other_provider_concurrency"),
+    "TENANT_WEIGHTS": ("limits", "tenant_weights"),
+    "MAX_CALLERS": ("limits", "max_callers"),
+    "MAX_MESSAGES": ("limits", "max_messages"),
+    "MAX_TEXT_BYTES": ("limits", "max_text_bytes"),
+    "MAX_PARTS": ("limits", "max_parts"),
+    "VALIDATE_JSON": ("routing", "validate_json"),
     "RETRY_MAX_ATTEMPTS": ("retry", "max_attempts"),
     "RETRY_BASE_DELAY": ("retry", "base_delay"),
     "RETRY_MAX_DELAY": ("retry", "max_delay"),
@@ -76,6 +82,9 @@ ENV_KEYS: dict[str, tuple[str, str]] = {
     "TRACE_CONSOLE": ("telemetry", "console"),
     "PROMETHEUS_PORT": ("telemetry", "prometheus_port"),
     "CAPTURE_CONTENT": ("telemetry", "capture_content"),
+    "METRIC_CALLERS": ("telemetry", "metric_callers"),
+    "TRACE_KEEP": ("telemetry", "trace_keep"),
+    "TRACE_SLOW": ("telemetry", "trace_slow"),
     "CACHE_ENABLED": ("cache", "enabled"),
     "CACHE_TTL": ("cache", "ttl"),
     "CACHE_MAX_ENTRIES": ("cache", "max_entries"),
@@ -257,7 +266,10 @@ def coerce(raw: object, hint: Any, where: str) -> object:
             return raw
     except (ValueError, TypeError, InvalidOperation):
         pass
-    expected = getattr(hint, "__name__", str(hint))
+    if origin is Mapping:
+        expected = "name=count pairs, each count a whole number of at least 1 (a=1,b=2)"
+    else:
+        expected = getattr(hint, "__name__", str(hint))
     raise ConfigError(where, f"expected {expected}, got {raw!r}")
 
 
@@ -271,7 +283,7 @@ def _mapping(raw: object) -> Mapping[str, int]:
     if not isinstance(raw, dict):
         raise TypeError
     table = {str(name): int(str(value)) for name, value in raw.items()}
-    if any(value < 1 for value in table.values()):
+    if any(value < 1 for value in table.values()) or "" in table:
         raise ValueError
     return MappingProxyType(table)
 

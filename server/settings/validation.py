@@ -11,7 +11,7 @@ import ipaddress
 from pathlib import Path
 
 from server.settings.database import DatabaseTarget, parse_database_url
-from server.settings.schema import AUTH_MODES, ConfigError, Settings
+from server.settings.schema import AUTH_MODES, ConfigError, Settings, parse_trace_keep
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -43,6 +43,7 @@ def validate(settings: Settings) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(key, f"must be greater than 0, got {value}")
+    _validate_call_bounds(settings)
     retry, breaker = settings.retry, settings.breaker
     positive_retry = {
         "SWITCHYARD_RETRY_MAX_ATTEMPTS": retry.max_attempts,
@@ -58,8 +59,7 @@ def validate(settings: Settings) -> None:
         raise ConfigError("SWITCHYARD_RETRY_BUDGET_RATIO", "must be from 0 to 1")
     if retry.base_delay < 0 or retry.max_retry_after < 0 or retry.budget_min_per_second < 0:
         raise ConfigError("SWITCHYARD_CONFIG retry", "delays and rates must be 0 or more")
-    if not 0 <= settings.telemetry.prometheus_port <= 65535:
-        raise ConfigError("SWITCHYARD_PROMETHEUS_PORT", "expected a port from 1 to 65535, or 0")
+    _validate_telemetry(settings)
     if settings.simulator.latency_scale < 0:
         raise ConfigError("SWITCHYARD_SIM_LATENCY_SCALE", "must be 0 or more")
     cache = settings.cache
@@ -93,6 +93,56 @@ def validate(settings: Settings) -> None:
     if routing.medium_words > routing.complex_words:
         raise ConfigError(
             "SWITCHYARD_CONFIG routing.medium_words", "must not exceed routing.complex_words"
+        )
+    if routing.validate_json not in ("fallback", "report", "off"):
+        raise ConfigError("SWITCHYARD_VALIDATE_JSON", "expected fallback, report or off")
+
+
+MAX_WEIGHT = 1000  # a tenant's weight in fair shares; more would starve the others anyway
+MAX_TEXT_BYTES_CEILING = 1024 * 1024 * 1024  # gRPC's receive limit (text + headroom) is an int32
+
+
+def _validate_call_bounds(settings: Settings) -> None:
+    """The per-call bounds (messages, parts, bytes of text) must each allow something."""
+    limits = settings.limits
+    for key, value in (
+        ("SWITCHYARD_MAX_MESSAGES", limits.max_messages),
+        ("SWITCHYARD_MAX_PARTS", limits.max_parts),
+        ("SWITCHYARD_MAX_TEXT_BYTES", limits.max_text_bytes),
+        ("SWITCHYARD_MAX_CALLERS", limits.max_callers),
+    ):
+        if value < 1:
+            raise ConfigError(key, f"must be at least 1, got {value}")
+    if settings.telemetry.metric_callers < 0:
+        raise ConfigError(
+            "SWITCHYARD_METRIC_CALLERS",
+            f"expected 0 or more callers named on metrics, got {settings.telemetry.metric_callers}",
+        )
+    heavy = [name for name, weight in limits.tenant_weights.items() if weight > MAX_WEIGHT]
+    if heavy:
+        raise ConfigError(
+            "SWITCHYARD_TENANT_WEIGHTS",
+            f"a weight is a whole number from 1 to {MAX_WEIGHT}; {heavy[0]!r} has"
+            f" {limits.tenant_weights[heavy[0]]}",
+        )
+    if limits.max_text_bytes > MAX_TEXT_BYTES_CEILING:
+        raise ConfigError(
+            "SWITCHYARD_MAX_TEXT_BYTES",
+            f"expected at most {MAX_TEXT_BYTES_CEILING} (1 GiB), got {limits.max_text_bytes}",
+        )
+
+
+def _validate_telemetry(settings: Settings) -> None:
+    """A port; the keep policy parses (its message says what it expects); a positive threshold."""
+    if not 0 <= settings.telemetry.prometheus_port <= 65535:
+        raise ConfigError("SWITCHYARD_PROMETHEUS_PORT", "expected a port from 1 to 65535, or 0")
+    parse_trace_keep(settings.telemetry.trace_keep)
+    slow = settings.telemetry.trace_slow
+    if not slow > 0:
+        raise ConfigError(
+            "SWITCHYARD_TRACE_SLOW",
+            f"expected seconds above 0 (a call that waits longer for its first text is kept"
+            f" as slow), got {slow}",
         )
 
 

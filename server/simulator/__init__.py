@@ -2,8 +2,10 @@
 
 ``make run`` serves the gateway against it (no key, no network) and every
 test uses it to inject failures. See :mod:`server.simulator.app` for the
-server, :mod:`server.simulator.faults` for the directive grammar and
-:mod:`server.simulator.content` for the answer and usage rules.
+server, :mod:`server.simulator.faults` for the fault directives,
+:mod:`server.simulator.features` for the answer directives (tool calls, JSON,
+thinking, cache) and :mod:`server.simulator.content` for the answer and usage
+rules.
 """
 
 from server.simulator.app import RelaySimulator, SimulatorSettings

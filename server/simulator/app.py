@@ -13,9 +13,21 @@ shows. Usage::
 
 Routes: ``POST /v1/chat/completions`` (OpenAI), ``POST /v1/messages``
 (Anthropic), ``GET /v1/models``. Either wire serves any model; faults are
-asked for with directives in the prompt (see :mod:`server.simulator.faults`).
-Admission, in order: body read, auth, validation, model known, directives
+asked for with directives in the prompt (see :mod:`server.simulator.faults`),
+tool calls, broken JSON, redacted thinking and cache hits with answer
+directives (see :mod:`server.simulator.features`).
+Admission, in order: body read, auth, validation, model known, the model's
+abilities (thinking or ``reasoning_effort`` on a model that does not reason,
+images on one without vision: 400), thinking blocks sent back carry the
+signature the simulator gave them (else 400, as Anthropic answers), directives
 valid, per-model concurrency (429 with ``retry-after: 1`` beyond the limit).
+
+Prompt cache: a ``[[cache:read]]`` / ``[[cache:write]]`` directive reports the
+prompt before the last message as read or written. Without one, an Anthropic
+request with ``cache_control`` caches the prompt up to its last breakpoint
+(when that is at least ``MIN_CACHEABLE_TOKENS`` long, as on Claude Sonnet):
+the first request with that prefix, per model, reports a write, the next ones
+a read, for the simulator's lifetime.
 """
 
 from __future__ import annotations
@@ -33,10 +45,13 @@ from aiohttp import web
 from server.simulator.anthropic_wire import AnthropicWire
 from server.simulator.content import (
     compose_answer,
+    compose_feature_answer,
     conversation_key,
     draw,
     fingerprint,
     input_tokens,
+    prefix_tokens,
+    verify,
 )
 from server.simulator.exchange import Exchange, Script, error_response
 from server.simulator.faults import (
@@ -46,6 +61,7 @@ from server.simulator.faults import (
     parse_directives,
     plan_faults,
 )
+from server.simulator.features import AnswerPlan, CacheMode, plan_answer
 from server.simulator.listener import Listener
 from server.simulator.openai_wire import OpenAIWire
 from server.simulator.profiles import CATALOG, ModelProfile, plan_timing
@@ -55,6 +71,10 @@ from server.simulator.wire import Call, ChatRequest, ErrorKind, Wire, WireError
 _OPENAI = OpenAIWire()
 _ANTHROPIC = AnthropicWire()
 _ROUTES: dict[str, Wire] = {"/v1/chat/completions": _OPENAI, "/v1/messages": _ANTHROPIC}
+MIN_CACHEABLE_TOKENS = 1024  # Anthropic caches no shorter prefix (Claude Sonnet's minimum)
+MAX_CACHED_PREFIXES = 10_000  # the prompt cache forgets its oldest entries beyond this
+# Not a secret: it only makes the simulator's thinking signatures verifiable by itself.
+DEFAULT_SIGNING_KEY = b"switchyard relay simulator thinking signatures"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,23 +85,27 @@ class SimulatorSettings:
     tokens_per_second: float = 60.0  # streaming pace after the first token, before scaling
     api_key: str | None = None  # when set, requests must carry it, else 401
     enforce_concurrency: bool = True  # per-model max concurrent requests; beyond it, 429
+    signing_key: bytes = DEFAULT_SIGNING_KEY  # signs thinking blocks (HMAC-SHA256)
 
     def __post_init__(self) -> None:
         if self.latency_scale < 0:
             raise ValueError("latency_scale must be >= 0")
         if self.tokens_per_second <= 0:
             raise ValueError("tokens_per_second must be > 0")
+        if not self.signing_key:
+            raise ValueError("signing_key must not be empty")
 
 
 class RelaySimulator:
     """An HTTP relay imitating OpenAI Chat Completions and Anthropic Messages."""
 
-    __slots__ = ("_book", "_listener", "_settings", "_times", "_url", "traceparents")
+    __slots__ = ("_book", "_cached", "_listener", "_settings", "_times", "_url", "traceparents")
 
     def __init__(self, settings: SimulatorSettings = SimulatorSettings()) -> None:
         self._settings = settings
         self._book = StatsBook(CATALOG)
         self._times: dict[tuple[bytes, str, int], int] = {}  # times=N counters
+        self._cached: dict[tuple[str, bytes], None] = {}  # prompt-cache prefixes, oldest first
         # W3C trace context of the latest completion requests, for tracing tests.
         self.traceparents: deque[str] = deque(maxlen=1000)
         self._listener: Listener | None = None
@@ -151,7 +175,7 @@ class RelaySimulator:
         try:
             return await respond(request, wire)
         except WireError as exc:
-            return error_response(wire, exc.kind, exc.message, exc.headers)
+            return error_response(wire, exc.kind, exc.message, exc.headers, exc.param)
 
     def _check_key(self, request: web.BaseRequest, wire: Wire) -> None:
         """Raise the 401 unless the request carries the configured key (if any)."""
@@ -186,15 +210,18 @@ class RelaySimulator:
         if profile is None:
             kind = ErrorKind.NOT_FOUND
             raise WireError(kind, wire.default_message(kind, model=chat.model))
+        if chat.features is not None:
+            self._check_features(chat, profile)
         try:
             directives = parse_directives(chat.contents(), CATALOG)
+            answer_plan = plan_answer(chat)
         except DirectiveError as exc:
             raise WireError(ErrorKind.INVALID_REQUEST, f"simulator directive {exc}") from None
         limit = profile.max_concurrent
         if self._settings.enforce_concurrency and self._book.in_flight(chat.model) >= limit:
             message = f"Too many concurrent requests for {chat.model} (limit {limit})."
             raise WireError(ErrorKind.RATE_LIMIT, message, {"retry-after": "1"})
-        script = self._script(wire, chat, profile, directives)
+        script = self._script(wire, chat, profile, directives, answer_plan)
         with self._book.serving(chat.model) as tally:
             return await Exchange(request, wire, script, tally).run()
 
@@ -214,8 +241,58 @@ class RelaySimulator:
         self._book.received(model if isinstance(model, str) else None)
         return body
 
+    def _check_features(self, chat: ChatRequest, profile: ModelProfile) -> None:
+        """Refuse what the model cannot do, and thinking blocks the simulator did not sign."""
+        features = chat.features
+        assert features is not None
+        if features.reasoning_effort is not None and not profile.reasoning:
+            raise WireError(
+                ErrorKind.INVALID_REQUEST,
+                "Unsupported parameter: 'reasoning_effort' is not supported with this model.",
+                param="reasoning_effort",
+            )
+        if features.thinking_budget is not None and not profile.reasoning:
+            raise WireError(ErrorKind.INVALID_REQUEST, f"{chat.model} does not support thinking.")
+        if features.images and not profile.vision:
+            raise WireError(
+                ErrorKind.INVALID_REQUEST, f"{chat.model} does not support image input."
+            )
+        for block in features.signed:
+            if not verify(self._settings.signing_key, block):
+                what = (
+                    "`signature` in `thinking`"
+                    if block.text is not None
+                    else ("`data` in `redacted_thinking`")
+                )
+                raise WireError(ErrorKind.INVALID_REQUEST, f"{block.path}: Invalid {what} block")
+
+    def _cache(self, chat: ChatRequest, answer_plan: AnswerPlan) -> tuple[int, int]:
+        """Prompt-cache (reads, writes) for one answered request; see the module docstring."""
+        if answer_plan.cache is CacheMode.READ:
+            return prefix_tokens(chat), 0
+        if answer_plan.cache is CacheMode.WRITE:
+            return 0, prefix_tokens(chat)
+        features = chat.features
+        if features is None or features.breakpoint is None:
+            return 0, 0
+        tokens, prefix = features.breakpoint
+        if tokens < MIN_CACHEABLE_TOKENS:
+            return 0, 0
+        key = (chat.model, prefix)
+        if key in self._cached:
+            return tokens, 0
+        self._cached[key] = None
+        if len(self._cached) > MAX_CACHED_PREFIXES:
+            del self._cached[next(iter(self._cached))]
+        return 0, tokens
+
     def _script(
-        self, wire: Wire, chat: ChatRequest, profile: ModelProfile, directives: Sequence[Directive]
+        self,
+        wire: Wire,
+        chat: ChatRequest,
+        profile: ModelProfile,
+        directives: Sequence[Directive],
+        answer_plan: AnswerPlan | None = None,
     ) -> Script:
         """Decide the response: faults (spending times=N counters), timing, ids and answer."""
         conversation = conversation_key(chat)
@@ -240,5 +317,16 @@ class RelaySimulator:
         )
         response_id = wire.id_prefix + uuid.uuid4().hex[:24]
         call = Call(response_id, int(time.time()), chat.model, input_tokens(chat))
-        answer = compose_answer(chat, forced_length=plan.tokens)
+        if answer_plan is None:
+            answer = compose_answer(chat, forced_length=plan.tokens)
+        else:
+            read, write = (0, 0) if plan.error is not None else self._cache(chat, answer_plan)
+            answer = compose_feature_answer(
+                chat,
+                answer_plan,
+                key=settings.signing_key,
+                forced_length=plan.tokens,
+                cache_read=read,
+                cache_write=write,
+            )
         return Script(chat, call, answer, plan, timing)

@@ -8,6 +8,9 @@ pause, so with ``latency_scale=0`` a whole stream leaves in one write (and
 ``asyncio.sleep`` is never called), while with delays each token leaves on
 time. Usage is recorded just before the bytes that report it are written
 and taken back if the write fails, so the stats hold what clients received.
+An answer with tool calls, thinking or JSON comes from the wire as frames
+(``Wire.stream_answer``); each frame carrying tokens is one step, paced and
+cut by faults (``after=N`` counts steps) exactly like a text token.
 """
 
 from __future__ import annotations
@@ -33,10 +36,14 @@ JSON = "application/json"
 
 
 def error_response(
-    wire: Wire, kind: ErrorKind, message: str, headers: Mapping[str, str] | None = None
+    wire: Wire,
+    kind: ErrorKind,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    param: str | None = None,
 ) -> web.Response:
-    """An HTTP error in ``wire``'s format."""
-    body = wire.error_body(kind, message)
+    """An HTTP error in ``wire``'s format; ``param`` names the field at fault."""
+    body = wire.error_body(kind, message, param)
     return web.Response(status=kind.status, body=body, content_type=JSON, headers=headers)
 
 
@@ -153,10 +160,10 @@ class Exchange:
             self._response.content_length = len(body)
             await self._response.prepare(self._request)
             await _forever()
-        await self._pause(self._timing.unary_s(len(self._answer.tokens)))
+        await self._pause(self._timing.unary_s(self._answer.steps))
         self._response = web.Response(body=body, content_type=JSON, headers=self._headers)
         state = self._tally.checkpoint()
-        self._tally.record(report, len(self._answer.tokens))
+        self._tally.record(report, self._answer.steps)
         try:
             await self._response.prepare(self._request)
             await self._response.write_eof()
@@ -174,15 +181,14 @@ class Exchange:
         if plan.fault is FaultKind.NO_DONE:
             response.force_close()  # end the body, then the TCP connection, cleanly
         await response.prepare(self._request)
+        if self._answer.extras is not None:
+            await self._stream_answer()
+            return
         self._queue(wire.stream_open(call, chat))
 
         tokens = self._answer.tokens
         cut = min(plan.after, len(tokens)) if plan.fault in MID_STREAM_FAULTS else None
-        extras: list[Frame] = []
-        if plan.fault is FaultKind.PING:
-            extras.append(wire.keepalive())
-        if plan.fault is FaultKind.EMPTY_CHOICES and (empty := wire.empty_choices(call, chat)):
-            extras.append(empty)
+        extras = self._decorations()
         for index, token in enumerate(tokens[:cut]):
             await self._pause(timing.first_token_s if index == 0 else timing.token_interval_s)
             self._queue((*extras, wire.stream_token(call, chat, token)))
@@ -203,6 +209,52 @@ class Exchange:
         )
         await self._flush()
         await response.write_eof()
+
+    async def _stream_answer(self) -> None:
+        """Stream an answer with tool calls, thinking or JSON: the wire lays out every frame,
+        this paces its steps (frames carrying tokens) exactly as it paces text tokens."""
+        plan, timing = self._plan, self._timing
+        body, close = self._wire.stream_answer(
+            self._call,
+            self._chat,
+            self._answer,
+            usage=plan.fault is not FaultKind.NO_USAGE,
+            terminator=plan.fault is not FaultKind.NO_DONE,
+        )
+        cut = None
+        if plan.fault in MID_STREAM_FAULTS:
+            cut = min(plan.after, sum(1 for frame in body if frame.tokens))
+        extras = self._decorations()
+        sent = 0
+        for frame in body:
+            if not frame.tokens:
+                self._queue((frame,))
+                continue
+            if sent == cut:
+                break
+            await self._pause(timing.first_token_s if sent == 0 else timing.token_interval_s)
+            self._queue((*extras, frame))
+            sent += 1
+        if cut is not None:
+            await self._pause(timing.first_token_s if cut == 0 else timing.token_interval_s)
+            await self._break(plan.fault)
+            return
+        self._queue(extras)
+        self._queue(close)
+        await self._flush()
+        await self._response.write_eof()
+
+    def _decorations(self) -> list[Frame]:
+        """Frames a fault sends before every token: keep-alives, empty choices."""
+        extras: list[Frame] = []
+        plan, wire = self._plan, self._wire
+        if plan.fault is FaultKind.PING:
+            extras.append(wire.keepalive())
+        if plan.fault is FaultKind.EMPTY_CHOICES and (
+            empty := wire.empty_choices(self._call, self._chat)
+        ):
+            extras.append(empty)
+        return extras
 
     async def _break(self, fault: FaultKind | None) -> None:
         """Carry out a mid-stream fault once the tokens before it are out."""

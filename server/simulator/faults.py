@@ -52,7 +52,9 @@ settings of all fired directives merge, the first to set a key winning.
 Directives stay in the prompt: they are counted as input like any text.
 
 This module is pure: the ``times`` counters are kept by the caller, who
-passes how many times each directive already fired.
+passes how many times each directive already fired. Directives that shape a
+successful answer instead (tool calls, broken JSON, redacted thinking, cache
+hits: ``[[tool:NAME]]`` and the like) are in :mod:`server.simulator.features`.
 """
 
 from __future__ import annotations
@@ -66,6 +68,10 @@ from typing import Any
 from server.simulator.wire import ErrorKind
 
 DIRECTIVE = re.compile(r"\[\[sim(?=[\s\]])([^\[\]]*)\]\]")
+# Fault directives and answer directives (server.simulator.features), which echoes leave out.
+_ANY_DIRECTIVE = re.compile(
+    r"\[\[(?:sim(?=[\s\]])|(?:tool|tools|json|thinking|cache):)[^\[\]]*\]\]"
+)
 _SECONDS = re.compile(r"\d+(\.\d+)?")
 _LIMIT = 1_000_000  # bounds every count, so a typo cannot ask for a billion tokens
 
@@ -182,8 +188,8 @@ class FaultPlan:
 
 
 def strip_directives(text: str) -> str:
-    """``text`` without its directives, for echoing and for counter keys."""
-    return DIRECTIVE.sub("", text)
+    """``text`` without its directives (fault and answer ones), for echoes and counter keys."""
+    return _ANY_DIRECTIVE.sub("", text) if "[[" in text else text
 
 
 def _count(text: str, key: str, value: str) -> int:

@@ -29,13 +29,20 @@ _STANDARD_NORMAL = NormalDist()
 
 @dataclass(frozen=True, slots=True)
 class ModelProfile:
-    """One simulated model: its latency distribution and its concurrency limit."""
+    """One simulated model: its latency distribution, concurrency limit and abilities.
+
+    ``reasoning`` models accept Anthropic ``thinking`` and OpenAI
+    ``reasoning_effort`` (others refuse both with a 400, as the providers do);
+    a model without ``vision`` refuses image parts, as DeepSeek's API does.
+    """
 
     name: str
     ttft_p50_ms: float
     ttft_p99_ms: float
     max_concurrent: int
     owned_by: str
+    reasoning: bool = False
+    vision: bool = True
 
     def first_token_ms(self, draw: float) -> float:
         """The TTFT quantile at ``draw`` (0 < draw < 1) of this model's log-normal."""
@@ -48,10 +55,13 @@ CATALOG: Mapping[str, ModelProfile] = MappingProxyType(
     {
         profile.name: profile
         for profile in (
-            ModelProfile("claude-sonnet-4-20250514", 850, 2100, 10, "anthropic"),
+            # Claude Sonnet 4 thinks when asked (extended thinking); GPT-4.1 is no
+            # reasoning model; Gemini 2.5 Flash takes reasoning_effort on its
+            # OpenAI-compatible API; DeepSeek's chat API reads no images.
+            ModelProfile("claude-sonnet-4-20250514", 850, 2100, 10, "anthropic", reasoning=True),
             ModelProfile("gpt-4.1", 620, 1800, 20, "openai"),
-            ModelProfile("gemini-2.5-flash", 180, 450, 30, "google"),
-            ModelProfile("deepseek-v3.2", 320, 900, 5, "deepseek"),
+            ModelProfile("gemini-2.5-flash", 180, 450, 30, "google", reasoning=True),
+            ModelProfile("deepseek-v3.2", 320, 900, 5, "deepseek", vision=False),
         )
     }
 )

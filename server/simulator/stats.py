@@ -34,6 +34,8 @@ class ModelStats:
     output_tokens: int = 0  # reported to clients
     tokens_sent: int = 0  # answer tokens written, whether or not usage was reported
     max_in_flight: int = 0  # the most requests served at once, since start
+    cache_read_tokens: int = 0  # prompt-cache reads reported (not in input_tokens on Anthropic)
+    cache_write_tokens: int = 0  # prompt-cache writes reported (Anthropic only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,8 @@ class SimulatorStats:
 
 class _Counters:
     __slots__ = (
+        "cache_read_tokens",
+        "cache_write_tokens",
         "in_flight",
         "input_tokens",
         "max_in_flight",
@@ -77,12 +81,21 @@ class _Counters:
     def __init__(self) -> None:
         self.requests = self.in_flight = self.input_tokens = self.output_tokens = 0
         self.tokens_sent = self.max_in_flight = 0
+        self.cache_read_tokens = self.cache_write_tokens = 0
 
 
 class ResponseTally:
     """The usage one response has reported so far, kept in step with the model's totals."""
 
-    __slots__ = ("_book", "_counters", "input_tokens", "output_tokens", "tokens_sent")
+    __slots__ = (
+        "_book",
+        "_counters",
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "input_tokens",
+        "output_tokens",
+        "tokens_sent",
+    )
 
     def __init__(self, book: StatsBook, counters: _Counters) -> None:
         self._book = book
@@ -90,9 +103,15 @@ class ResponseTally:
         self.input_tokens = 0
         self.output_tokens = 0
         self.tokens_sent = 0
+        self.cache_read_tokens = 0
+        self.cache_write_tokens = 0
 
     def record(self, report: UsageReport | None, tokens: int) -> None:
         """Account a frame about to be written: its usage (latest wins) and its tokens."""
+        if report is not None and (
+            report.cache_read_tokens is not None or report.cache_write_tokens is not None
+        ):
+            self._set_cache(report.cache_read_tokens or 0, report.cache_write_tokens or 0)
         self._set(
             self.input_tokens
             if report is None or report.input_tokens is None
@@ -103,13 +122,26 @@ class ResponseTally:
             self.tokens_sent + tokens,
         )
 
-    def checkpoint(self) -> tuple[int, int, int]:
+    def checkpoint(self) -> tuple[int, int, int, int, int]:
         """State to return to if the next write fails."""
-        return self.input_tokens, self.output_tokens, self.tokens_sent
+        return (
+            self.input_tokens,
+            self.output_tokens,
+            self.tokens_sent,
+            self.cache_read_tokens,
+            self.cache_write_tokens,
+        )
 
-    def restore(self, state: tuple[int, int, int]) -> None:
+    def restore(self, state: tuple[int, int, int, int, int]) -> None:
         """Undo what was recorded since ``checkpoint``: the client never got it."""
-        self._set(*state)
+        self._set_cache(state[3], state[4])
+        self._set(state[0], state[1], state[2])
+
+    def _set_cache(self, read: int, write: int) -> None:
+        counters = self._counters
+        counters.cache_read_tokens += read - self.cache_read_tokens
+        counters.cache_write_tokens += write - self.cache_write_tokens
+        self.cache_read_tokens, self.cache_write_tokens = read, write
 
     def _set(self, input_tokens: int, output_tokens: int, tokens_sent: int) -> None:
         counters = self._counters
@@ -185,6 +217,8 @@ class StatsBook:
                 c.output_tokens,
                 c.tokens_sent,
                 c.max_in_flight,
+                c.cache_read_tokens,
+                c.cache_write_tokens,
             )
             for name, c in self._models.items()
         }

@@ -68,12 +68,18 @@ class WireError(Exception):
     """A request the simulator refuses; carries what the wire needs to say so."""
 
     def __init__(
-        self, kind: ErrorKind, message: str, headers: Mapping[str, str] | None = None
+        self,
+        kind: ErrorKind,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.headers = headers  # e.g. retry-after on a concurrency 429
+        self.param = param  # the request field at fault, as OpenAI's ``error.param`` names it
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +88,83 @@ class Message:
 
     role: str
     content: str
+
+
+class ToolChoiceKind(enum.Enum):
+    """What the client lets the model do with the tools it offers."""
+
+    AUTO = "auto"  # call tools or answer text, as the prompt asks
+    NONE = "none"  # never call a tool
+    REQUIRED = "required"  # call at least one tool (Anthropic's ``any``)
+    NAMED = "named"  # call this one tool
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChoice:
+    """``tool_choice``, wire-neutral; ``name`` is set for :attr:`ToolChoiceKind.NAMED` only."""
+
+    kind: ToolChoiceKind = ToolChoiceKind.AUTO
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """One offered tool: its name and the JSON Schema its arguments must fit."""
+
+    name: str
+    parameters: Mapping[str, object] | None = None  # None: the tool takes no arguments
+
+
+class OutputKind(enum.Enum):
+    """The answer format a client asks for."""
+
+    JSON_OBJECT = "json_object"  # any JSON object
+    JSON_SCHEMA = "json_schema"  # JSON that fits ``OutputFormat.schema``
+
+
+@dataclass(frozen=True, slots=True)
+class OutputFormat:
+    """Structured output: OpenAI's ``response_format``, Anthropic's ``output_config.format``."""
+
+    kind: OutputKind
+    schema: Mapping[str, object] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SignedBlock:
+    """A thinking block a client sent back, to check against what the simulator signed.
+
+    Anthropic refuses a turn whose thinking was altered; the simulator checks
+    the same way, with its own key (see :func:`server.simulator.content.sign`).
+    """
+
+    path: str  # where the block is, for the error: ``messages.1.content.0``
+    text: str | None  # the thinking text; None for a redacted_thinking block
+    seal: str  # the signature, or the redacted block's data
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """Everything of a request beyond plain text messages: tools, formats, reasoning, images.
+
+    A request without any of these has ``features=None``, so the text-only
+    path never looks at them.
+    """
+
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice = ToolChoice()
+    parallel_tool_calls: bool = True
+    output: OutputFormat | None = None
+    reasoning_effort: str | None = None  # OpenAI ``reasoning_effort``
+    thinking_budget: int | None = None  # Anthropic ``thinking.budget_tokens``, when enabled
+    images: int = 0  # image parts, each counted as IMAGE_TOKENS of input
+    extra_tokens: int = 0  # input tokens of tool definitions, calls, results and thinking
+    digest: bytes = b""  # of everything above that makes two requests differ
+    tool_results: tuple[str, ...] = ()  # contents of the results that end the conversation
+    last_text: str = ""  # the last message's own text, where answer directives are read
+    prefix_tokens: int = 0  # input tokens before the last message (what a cache may hold)
+    breakpoint: tuple[int, bytes] | None = None  # Anthropic cache_control: tokens, prefix digest
+    signed: tuple[SignedBlock, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +178,7 @@ class ChatRequest:
     stop: tuple[str, ...] = ()
     stream: bool = False
     include_usage: bool = False  # OpenAI stream_options.include_usage; Anthropic always reports
+    features: Features | None = None  # tools, formats, reasoning, images; None for plain text
 
     def contents(self) -> tuple[str, ...]:
         """Every text the model reads, system first, in order."""
@@ -123,6 +207,8 @@ class UsageReport:
 
     input_tokens: int | None = None
     output_tokens: int | None = None
+    cache_read_tokens: int | None = None  # prompt-cache reads (OpenAI cached_tokens)
+    cache_write_tokens: int | None = None  # prompt-cache writes (Anthropic cache_creation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,8 +299,8 @@ class Wire(Protocol):
         """The message this wire's real service sends with ``kind``."""
         ...
 
-    def error_body(self, kind: ErrorKind, message: str) -> bytes:
-        """A complete JSON error body."""
+    def error_body(self, kind: ErrorKind, message: str, param: str | None = None) -> bytes:
+        """A complete JSON error body; ``param`` names the field at fault, where the wire says."""
         ...
 
     def unary_body(self, call: Call, answer: Answer, *, usage: bool) -> tuple[bytes, UsageReport]:
@@ -233,6 +319,17 @@ class Wire(Protocol):
         self, call: Call, request: ChatRequest, answer: Answer, *, usage: bool, terminator: bool
     ) -> Sequence[Frame]:
         """Frames after the last token: finish reason, usage if ``usage``, end marker."""
+        ...
+
+    def stream_answer(
+        self, call: Call, request: ChatRequest, answer: Answer, *, usage: bool, terminator: bool
+    ) -> tuple[Sequence[Frame], Sequence[Frame]]:
+        """Every frame of an answer with :attr:`Answer.extras` (tools, thinking, JSON...).
+
+        Returns the body (opening frames, then steps: frames with ``tokens``
+        set, each paced like one token) and the closing frames, which the
+        exchange sends after the last step unless a fault cuts the stream.
+        """
         ...
 
     def stream_error(self, kind: ErrorKind, message: str) -> Frame:

@@ -156,7 +156,7 @@ def open_ledger(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> tuple[Ledger
     directory of tenants and keys, which lives in the same database."""
     target = database_target(settings)
     if target.kind == "memory":
-        return MemoryLedger(), MemoryDirectory()
+        return MemoryLedger(settings.limits.max_callers), MemoryDirectory()
     from server.state.sql.database import (  # noqa: PLC0415 (only for a SQL ledger)
         Database,
         PostgresDatabase,
@@ -206,6 +206,7 @@ def open_stores(
             seeded=not durable,
             admit_unseeded=admit_unseeded,
             track_all=track_all,
+            max_callers=limits.max_callers,
         ),
         ledger=ledger,
         gates=MemoryGates(limits.max_waiters, limits.max_wait, clock),

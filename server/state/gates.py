@@ -21,6 +21,16 @@ slot and every rate amount of one try or none of them, and `give_back`
 returns them. In memory that is one gate after another; a shared store does
 it in one round trip.
 
+Fair shares: when a concurrency cap is full, its waiters queue per caller
+(the tenant) in a `FairQueue`, FIFO within one caller, and a freed slot goes
+to the waiting caller holding the least of the cap for its weight (held /
+weight; weights per tenant from `SWITCHYARD_TENANT_WEIGHTS`). So a caller
+that opened many calls cannot keep the others waiting: once it holds its
+share, every slot that frees goes to the others first. Slots are never
+taken back from a holder; a caller past its share simply gets no more while
+others wait. The shares are this process's: with Redis each replica orders
+its own waiters (see ``redis/gates.py``).
+
 Refusals are CapacityErrors (RESOURCE_EXHAUSTED with a retry-after hint): the
 class of error is the gate's creator's choice (a model's own limits fall
 back, the global relay budget does not).
@@ -28,7 +38,9 @@ back, the global relay budget does not).
 
 from __future__ import annotations
 
+import asyncio
 import math
+from collections import deque
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -38,13 +50,14 @@ BUSY_RETRY_AFTER = 1.0  # a slot's wait cannot be predicted; this hint is honest
 
 
 class Lease:
-    """One concurrency slot held; a shared store may reclaim it after `expires_at`."""
+    """One concurrency slot held by `caller`; a shared store may reclaim it after `expires_at`."""
 
-    __slots__ = ("expires_at", "released", "taken_at")
+    __slots__ = ("caller", "expires_at", "released", "taken_at")
 
-    def __init__(self, taken_at: float, expires_at: float | None = None) -> None:
+    def __init__(self, taken_at: float, expires_at: float | None = None, caller: str = "") -> None:
         self.taken_at = taken_at  # monotonic seconds
         self.expires_at = expires_at  # None: never (the holder is this process)
+        self.caller = caller  # whose share the slot counts in
         self.released = False
 
 
@@ -70,11 +83,217 @@ def rate_refusal(
     )
 
 
-def busy(name: str, limit: int) -> ModelBusyError:
-    """The refusal of a try that found a concurrency cap full until it could wait no longer."""
+def busy(name: str, limit: int, caller: str = "", held: int = 0) -> ModelBusyError:
+    """The refusal of a try that found a concurrency cap full until it could wait no longer.
+
+    `held`: how many of the slots the refused try's caller holds itself, said
+    so that a caller past its fair share knows why others were served first.
+    """
+    share = ""
+    if held:
+        share = (
+            f", {held} of them by caller {caller!r} (a freed slot goes first to the callers"
+            " holding less of their share)"
+        )
     return ModelBusyError(
-        f"{name} has {limit} calls in flight, its limit; retry shortly", BUSY_RETRY_AFTER
+        f"{name} has {limit} calls in flight, its limit{share}; retry shortly", BUSY_RETRY_AFTER
     )
+
+
+class QueueFullError(Exception):
+    """A `FairQueue` has no room for this waiter (or pushed it out for another caller's)."""
+
+
+class _Waiter:
+    """One try waiting in a `FairQueue`: whose it is, its weight, when it came."""
+
+    __slots__ = ("caller", "future", "queued", "seq", "weight")
+
+    def __init__(self, caller: str, weight: float, seq: int, future: asyncio.Future[None]) -> None:
+        self.caller = caller
+        self.weight = weight
+        self.seq = seq  # arrival order: ties between callers go to the earlier waiter
+        self.future = future
+        self.queued = True  # still in its caller's line
+
+
+class FairQueue:
+    """`limit` units handed to waiting callers by weighted fair share, FIFO within one caller.
+
+    A unit is a slot of a cap (memory) or the turn to ask the shared store
+    for one (Redis). `held` counts each caller's slots of the cap; a freed
+    unit goes to the waiting caller with the smallest held / weight, ties to
+    the one waiting longest. `counts_slots` says whether a unit IS a slot
+    (then handing one over counts it as held at once, so two releases in a
+    row cannot both pick the same caller before it runs).
+
+    Free path (a unit free, nobody waiting): `take` and `hold`, no allocation
+    and no lock; the queue costs only while someone waits::
+
+        if queue.take():
+            queue.hold(caller)
+        else:
+            await queue.wait(caller, weight, seconds, max_waiters)  # held on return
+        ...
+        queue.unhold(caller)
+        queue.give()
+    """
+
+    __slots__ = ("_arrivals", "_counts_slots", "_lines", "held", "in_use", "limit", "waiting")
+
+    def __init__(self, limit: int, *, counts_slots: bool = True) -> None:
+        self.limit = limit
+        self.in_use = 0  # units out (slots held, or 1 while a try has the turn)
+        self.waiting = 0  # live waiters in all lines
+        self._counts_slots = counts_slots
+        self.held: dict[str, int] = {}  # caller -> slots of the cap it holds; no zeros kept
+        self._lines: dict[str, deque[_Waiter]] = {}  # caller -> its waiters, oldest first
+        self._arrivals = 0
+
+    def holding(self, caller: str) -> int:
+        """Slots of the cap `caller` holds now (in this process)."""
+        return self.held.get(caller, 0)
+
+    def hold(self, caller: str) -> None:
+        """Count one more slot as `caller`'s."""
+        self.held[caller] = self.held.get(caller, 0) + 1
+
+    def unhold(self, caller: str) -> None:
+        """Count one slot fewer as `caller`'s (the entry goes at zero: nothing kept per caller)."""
+        left = self.held.get(caller, 0) - 1
+        if left > 0:
+            self.held[caller] = left
+        else:
+            self.held.pop(caller, None)
+
+    def take(self) -> bool:
+        """Take a unit at once when one is free and nobody waits for it."""
+        if self.in_use < self.limit and not self.waiting:
+            self.in_use += 1
+            return True
+        return False
+
+    async def wait(
+        self,
+        caller: str,
+        weight: float,
+        seconds: float,
+        max_waiters: int,
+        *,
+        first: bool = False,
+    ) -> None:
+        """Wait in `caller`'s line until a unit is handed over (at the line's head if `first`).
+
+        Raises TimeoutError past `seconds`, and QueueFullError when
+        `max_waiters` already wait and `caller` asks for more than anyone
+        else (otherwise the newest waiter of the greediest caller is pushed
+        out to make room: a caller flooding the queue is refused, not the others).
+        """
+        if self.waiting >= max_waiters:
+            self._make_room(caller, weight)
+        self._arrivals += 1
+        waiter = _Waiter(caller, weight, self._arrivals, asyncio.get_running_loop().create_future())
+        line = self._lines.get(caller)
+        if line is None:
+            line = self._lines[caller] = deque()
+        if first:
+            line.appendleft(waiter)
+        else:
+            line.append(waiter)
+        self.waiting += 1
+        future = waiter.future
+        try:
+            async with asyncio.timeout(seconds):
+                await future
+        except BaseException:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                # a unit was handed over as this waiter gave up: pass it on
+                if self._counts_slots:
+                    self.unhold(caller)
+                self.give()
+            else:
+                future.cancel()
+                self._leave(waiter)  # so the line stays bounded truly
+            raise
+
+    def give(self) -> None:
+        """A unit came free: hand it to the fairest waiting caller, else back to the pool."""
+        if not self.waiting:  # the free path
+            self.in_use -= 1
+            return
+        waiter = self._fairest()
+        if waiter is None:
+            self.in_use -= 1
+            return
+        if self._counts_slots:
+            self.hold(waiter.caller)  # now, not when it runs: the next pick must see it
+        waiter.future.set_result(None)  # the unit moves to it; in_use is unchanged
+
+    def fairer_waiting(self, caller: str, weight: float) -> bool:
+        """Does a waiting caller hold less of its share than `caller` does?"""
+        mine = self.holding(caller) / weight
+        return any(
+            line and self.holding(other) / line[0].weight < mine
+            for other, line in self._lines.items()
+            if other != caller
+        )
+
+    def _fairest(self) -> _Waiter | None:
+        """Take the next waiter out: the head of the line of the least-served caller."""
+        best: _Waiter | None = None
+        best_key = (0.0, 0)
+        for caller, line in list(self._lines.items()):
+            while line and line[0].future.done():  # gave up meanwhile (cancelled)
+                self._drop(line.popleft())
+            if not line:
+                del self._lines[caller]
+                continue
+            head = line[0]
+            key = (self.holding(caller) / head.weight, head.seq)
+            if best is None or key < best_key:
+                best, best_key = head, key
+        if best is not None:
+            line = self._lines[best.caller]
+            line.popleft()
+            if not line:
+                del self._lines[best.caller]
+            self._drop(best)
+        return best
+
+    def _make_room(self, caller: str, weight: float) -> None:
+        """Push out the newest waiter of the caller asking the most for its weight, unless
+        that is `caller` itself: then `caller` is refused (QueueFullError)."""
+        greediest = ""
+        most = (self.holding(caller) + len(self._lines.get(caller, ())) + 1) / weight
+        for other, line in self._lines.items():
+            if other == caller or not line:
+                continue
+            asks = (self.holding(other) + len(line)) / line[-1].weight
+            if asks > most:
+                greediest, most = other, asks
+        pushed = self._lines.get(greediest) if greediest else None
+        if pushed is None:
+            raise QueueFullError
+        while pushed:
+            newest = pushed.pop()
+            self._drop(newest)
+            if not newest.future.done():
+                newest.future.set_exception(QueueFullError())
+                break
+        if not pushed:  # (dead waiters dropped on the way made room as well)
+            del self._lines[greediest]
+
+    def _leave(self, waiter: _Waiter) -> None:
+        if waiter.queued:
+            line = self._lines[waiter.caller]
+            line.remove(waiter)
+            self._drop(waiter)
+            if not line:
+                del self._lines[waiter.caller]
+
+    def _drop(self, waiter: _Waiter) -> None:
+        waiter.queued = False
+        self.waiting -= 1
 
 
 class Ticket:
@@ -143,8 +362,13 @@ class ConcurrencyGate(Protocol):
         """Tries queued for a slot right now (in this process)."""
         ...
 
-    async def acquire(self, deadline: float | None) -> Lease:
-        """Take a slot, waiting in line while `deadline` allows, or raise a CapacityError."""
+    def holding(self, caller: str) -> int:
+        """Slots `caller` holds now, as far as this process knows (no I/O)."""
+        ...
+
+    async def acquire(self, deadline: float | None, caller: str = "", weight: float = 1.0) -> Lease:
+        """Take a slot for `caller`, waiting its turn (fair share, see the module) while
+        `deadline` allows, or raise a CapacityError."""
         ...
 
     async def release(self, lease: Lease) -> None:
@@ -176,11 +400,14 @@ class GateFactory(Protocol):
         caps: Sequence[ConcurrencyGate],
         rates: Sequence[tuple[RateGate, float]],
         deadline: float | None,
+        caller: str = "",
+        weight: float = 1.0,
     ) -> Ticket:
         """Take a slot of each of `caps`, then each (gate, amount) of `rates`: all or none.
 
-        Waits (while `deadline` allows) as the single gates would; on a refusal
-        nothing stays taken and the refusing gate's CapacityError is raised.
+        Waits (while `deadline` allows) as the single gates would, for a slot
+        in `caller`'s turn under its `weight`; on a refusal nothing stays taken
+        and the refusing gate's CapacityError is raised.
         """
         ...
 
@@ -195,6 +422,8 @@ async def admit_in_turn(
     caps: Sequence[ConcurrencyGate],
     rates: Sequence[tuple[RateGate, float]],
     deadline: float | None,
+    caller: str = "",
+    weight: float = 1.0,
 ) -> Ticket:
     """`admit` for gates that each hold their own state: one gate after another.
 
@@ -207,7 +436,7 @@ async def admit_in_turn(
     taken: list[tuple[RateGate, float]] = []
     try:
         for cap in caps:
-            leases.append(await cap.acquire(deadline))  # noqa: PERF401 (kept on failure)
+            leases.append(await cap.acquire(deadline, caller, weight))  # noqa: PERF401
         waited = 0.0
         for gate, amount in rates:
             waited += await gate.acquire(amount, deadline)

@@ -16,8 +16,10 @@ digest, so two different calls can never collide):
   and stop sequences. Labels only annotate traces and are not part of it.
 
 Only calls with temperature 0 or unset are cacheable (others ask for
-variety); only complete answers (finish reason STOP) are stored, never
-errors, truncated or filtered ones. A store bounds what it keeps (entries,
+variety), and only plain ones (`Request.plain`: text parts, no tools, JSON
+format or reasoning, whose answers are more than a text); only complete
+answers (finish reason STOP) are stored, never errors, truncated or filtered
+ones. A store bounds what it keeps (entries,
 bytes, age) and evicts on its own::
 
     store = MemoryResponseStore(CacheSettings(ttl=3600, max_entries=10_000))
@@ -37,13 +39,18 @@ from typing import Protocol, TypeAlias, assert_never
 from server.domain import (
     CacheMode,
     FinishReason,
+    ImagePart,
     Message,
     ModelSpec,
     Part,
+    ReasoningPart,
+    RedactedReasoningPart,
     Request,
     Role,
     RouteDecision,
     TextPart,
+    ToolCallPart,
+    ToolResultPart,
 )
 
 # A message's share of the key: the text of a one-part text message (the common
@@ -55,12 +62,12 @@ MessageKey: TypeAlias = "str | tuple[str, ...]"
 CacheKey: TypeAlias = tuple[
     str, str, int, float | None, float | None, tuple[str, ...], bool, str, tuple[MessageKey, ...]
 ]
-_ROLE_CODES = {Role.SYSTEM: "s", Role.USER: "u", Role.ASSISTANT: "a"}
+_ROLE_CODES = {Role.SYSTEM: "s", Role.USER: "u", Role.ASSISTANT: "a", Role.TOOL: "t"}
 
 
 def cacheable(request: Request) -> bool:
-    """May this request use the cache at all? (temperature 0 or unset, not bypassed)"""
-    return request.cache_mode is not CacheMode.BYPASS and not request.temperature
+    """May this request use the cache at all? (plain, temperature 0 or unset, not bypassed)"""
+    return request.cache_mode is not CacheMode.BYPASS and not request.temperature and request.plain
 
 
 def cache_key(tenant: str, route: RouteDecision, request: Request) -> CacheKey:
@@ -90,6 +97,10 @@ def _part_key(part: Part) -> str:
     match part:
         case TextPart(text=text):
             return text
+        case ImagePart() | ToolCallPart() | ToolResultPart():
+            raise AssertionError("`cacheable` admits plain requests only: text parts")
+        case ReasoningPart() | RedactedReasoningPart():
+            raise AssertionError("`cacheable` admits plain requests only: text parts")
         case _:
             assert_never(part)
 

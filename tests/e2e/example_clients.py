@@ -4,11 +4,16 @@ Each example prints the Query answer, a `query ...` summary line, the
 streamed text and a `stream ...` summary line, in the same format, so one
 check serves every language: the numbers must be exactly what the gateway
 billed, and the streamed text exactly the unary answer.
+
+The tool examples print the same lines too (`tool call ...`, `tool result ...`,
+the final answer, then `ask ...` and `reply ...` summaries of their two calls),
+checked by :func:`check_tool_round_trip` against what the gateway billed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import secrets
@@ -17,18 +22,35 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import jsonschema
 from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc
-from switchyard_client import TLS, AdminClient
+from switchyard_client import TLS, AdminClient, Tool
 
 from tests.certs import CertificateAuthority
 from tests.leaks import SCAN
 
-from .conftest import Gateway, StartGateway, nanos, query
+from .conftest import Gateway, StartGateway, nanos, query, usage_of
 
 ROOT = Path(__file__).resolve().parents[2]
 SUMMARY = re.compile(
     r"(query|stream) model=(\S+) tokens_in=(\d+) tokens_out=(\d+) cost_usd=(\S+) attempts=(\d+)"
+)
+# The tool the tool examples offer, exactly as they define it.
+WEATHER_PARAMETERS = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string"},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+    },
+    "required": ["city", "unit"],
+}
+WEATHER = Tool("get_weather", "The current weather in a city", WEATHER_PARAMETERS)
+TOOL_PROMPT = "What is the weather in Lisbon? [[tool:get_weather]]"
+TOOL_CALL = re.compile(r"tool call get_weather (\{.*\}) \(id ((?:call_|toolu_01)[A-Za-z0-9]+)\)")
+TOOL_SUMMARY = re.compile(
+    r"(ask|reply) model=(\S+) finish=(TOOL_CALLS|STOP) tokens_in=(\d+) tokens_out=(\d+)"
+    r" cost_usd=(\S+) attempts=1"
 )
 
 
@@ -137,3 +159,38 @@ async def start_secure_gateway(start_gateway: StartGateway, folder: Path) -> Sec
         channel,
         gateway_pb2_grpc.GatewayServiceStub(channel),
     )
+
+
+async def check_tool_round_trip(gateway: Gateway, out: str, caller: str, model: str = "") -> None:
+    """The tool example's output is one round trip: a call that fits the tool's schema,
+    the result it sent, a final answer that quotes it, and the two calls' exact usage
+    and cost, which must add up to what the gateway billed `caller`."""
+    call_line, result_line, final_text, ask_line, reply_line, rest = out.split("\n")
+    call = TOOL_CALL.fullmatch(call_line)
+    assert call and rest == "", out
+    arguments = json.loads(call[1])
+    jsonschema.validate(arguments, WEATHER_PARAMETERS)
+    assert result_line.startswith("tool result {"), out
+    result = result_line.removeprefix("tool result ")
+    assert json.loads(result) == {**arguments, "temperature": 21}  # what the tool returned
+    # the model saw the result: the simulator quotes its first words (all of them here)
+    assert f'given tool result "{result}":' in final_text, final_text
+    summaries = [TOOL_SUMMARY.fullmatch(line) for line in (ask_line, reply_line)]
+    assert all(summaries), out
+    ask, reply = (summary.groups() for summary in summaries if summary)
+    assert (ask[0], ask[2], reply[0], reply[2]) == ("ask", "TOOL_CALLS", "reply", "STOP")
+    assert ask[1] == reply[1] == (model or "gemini-2.5-flash")  # short: FAST when routed
+    billed = await usage_of(gateway, caller)
+    assert billed.requests == 2 and billed.errors == 0
+    total = billed.total
+    assert (total.input_tokens, total.output_tokens) == (
+        int(ask[3]) + int(reply[3]),
+        int(ask[4]) + int(reply[4]),
+    )
+    assert dollars(total.cost) == dollars(sum(_nanos(summary[5]) for summary in (ask, reply)))
+
+
+def _nanos(dollars_text: str) -> int:
+    """ "0.000120000" as nano-dollars."""
+    units, fraction = dollars_text.split(".")
+    return int(units) * 10**9 + int(fraction)

@@ -360,6 +360,23 @@ async def test_failed_attempts_from_one_address_are_throttled_with_retry_info(
     assert 0 < info.retry_delay.seconds <= 60
 
 
+async def test_the_admin_api_without_gateway_auth_keeps_the_configured_failure_limit(
+    start_gateway: StartGateway,
+):
+    # SWITCHYARD_AUTH=none: the admin API has a throttle of its own, at the configured limit.
+    gateway = await start_gateway(
+        env={"SWITCHYARD_ADMIN_KEY": ADMIN_KEY, "SWITCHYARD_AUTH_FAILURE_LIMIT": "2"}
+    )
+    stub = admin_pb2_grpc.AdminServiceStub(gateway.channel)
+    wrong = bearer("adm-" + "x" * 43)
+    for _ in range(2):
+        error = await refusal(stub.ListTenants(admin_pb2.ListTenantsRequest(), metadata=wrong))
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    error = await refusal(stub.ListTenants(admin_pb2.ListTenantsRequest(), metadata=wrong))
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "too many failed authentications" in details(error)
+
+
 def call_raw(gateway: Gateway, metadata: tuple[tuple[str, str], ...]):
     return gateway.stub.Query(pb.QueryRequest(query=query(SIMPLE)), metadata=metadata)
 

@@ -10,6 +10,7 @@ import re
 import signal
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from .conftest import BANNER, ENV, SWITCHYARD, Gateway, switchyard
@@ -182,9 +183,99 @@ async def test_usage_export_writes_every_call_as_csv_and_jsonl(gateway: Gateway)
 async def test_db_upgrade_migrates_the_configured_database(tmp_path):
     code, out, err = await switchyard("db", "upgrade", env={"SWITCHYARD_DATA_DIR": str(tmp_path)})
     assert code == 0, err
-    assert out == f"sqlite:///{tmp_path / 'ledger.db'}: schema at revision 0003\n"
+    assert out == f"sqlite:///{tmp_path / 'ledger.db'}: schema at revision 0004\n"
     code, _, err = await switchyard(
         "db", "upgrade", env={"SWITCHYARD_DATABASE_URL": "postgresql://u:hunter2@127.0.0.1:1/x"}
     )
     assert code == 2 and "cannot migrate postgresql://u:***@127.0.0.1:1/x" in err
     assert "hunter2" not in err
+
+
+WEATHER_PARAMETERS = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string"},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+    },
+    "required": ["city", "unit"],
+}
+TOOLS = [
+    {
+        "name": "get_weather",
+        "description": "The current weather in a city",
+        "parameters": WEATHER_PARAMETERS,
+    },
+    {"name": "get_time", "description": "The time now"},
+]
+TOOL_LINE = re.compile(r"tool call (get_weather|get_time) (\{.*\}) \(id ([A-Za-z0-9_-]+)\)")
+
+
+@pytest.mark.parametrize("model", ["gpt-4.1", "claude-sonnet-4-20250514"])
+async def test_tool_calls_are_printed_unary_and_as_they_complete(
+    gateway: Gateway, tmp_path: Path, model: str
+):
+    tools = tmp_path / "tools.json"
+    tools.write_text(json.dumps(TOOLS))
+    prompt = "Weather and time in Lisbon? [[tools:get_weather,get_time:empty]]"
+    argv = ["query", prompt, "--tools", str(tools), "--model", model, "--address", gateway.address]
+    for stream in ([], ["--stream"]):  # streamed: each printed whole once it is complete
+        code, out, err = await switchyard(*argv, *stream)
+        assert code == 0, err
+        weather, time = (TOOL_LINE.fullmatch(line) for line in out.splitlines())
+        assert weather and time, out
+        assert weather[1] == "get_weather" and weather[3] != time[3]  # in order, ids apart
+        jsonschema.validate(json.loads(weather[2]), WEATHER_PARAMETERS)
+        assert (time[1], time[2]) == ("get_time", "{}")  # the empty-arguments call
+        assert err.startswith(f"model={model} ")
+
+
+async def test_a_forced_tool_choice_reaches_the_model(gateway: Gateway, tmp_path: Path):
+    tools = tmp_path / "tools.json"
+    tools.write_text(json.dumps(TOOLS))
+    code, out, _ = await switchyard(
+        "query", "What time is it?", "--tools", str(tools), "--tool-choice", "get_time",
+        "--address", gateway.address,
+    )  # fmt: skip
+    called = TOOL_LINE.fullmatch(out.strip())
+    assert code == 0 and called and called[1] == "get_time", out
+
+
+async def test_json_schema_answers_say_whether_they_validate(gateway: Gateway, tmp_path: Path):
+    person = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+    }
+    schema = tmp_path / "person.json"
+    schema.write_text(json.dumps(person))
+    argv = ["--json-schema", str(schema), "--address", gateway.address]
+    code, out, err = await switchyard("query", "Who wrote Dom Casmurro?", *argv)
+    assert code == 0, err
+    jsonschema.validate(json.loads(out), person)
+    assert err.rstrip().endswith("validation=VALID")
+    # streamed, the end says the text did not validate: exit 65, and where it fails
+    code, out, err = await switchyard("query", "Who? [[json:invalid]]", "--stream", *argv)
+    assert code == 65, err
+    assert "validation=INVALID" in err
+    assert "switchyard: the answer does not fit the requested JSON format: $" in err
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(json.loads(out), person)
+    # unary, each model of the chain was tried and none fitted
+    code, _, err = await switchyard("query", "Who? [[json:invalid]]", *argv)
+    assert code == 14 and "INVALID_OUTPUT (the answer did not validate" in err
+
+
+async def test_an_image_file_is_sent_and_a_model_without_images_refuses_it(
+    gateway: Gateway, tmp_path: Path
+):
+    picture = tmp_path / "dot.png"
+    picture.write_bytes(bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806"))
+    code, out, err = await switchyard(
+        "query", "What is this?", "--image", str(picture), "--address", gateway.address
+    )
+    assert code == 0 and out.startswith("Simulated answer"), err
+    code, _, err = await switchyard(
+        "query", "What is this?", "--image", str(picture), "--model", "deepseek-v3.2",
+        "--address", gateway.address,
+    )  # fmt: skip
+    assert code == 3 and "deepseek-v3.2" in err and "image" in err

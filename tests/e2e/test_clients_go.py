@@ -6,7 +6,15 @@ from pathlib import Path
 import pytest
 
 from .conftest import Gateway, StartGateway
-from .example_clients import ROOT, check_answers, make, run, start_secure_gateway
+from .example_clients import (
+    ROOT,
+    TOOL_PROMPT,
+    check_answers,
+    check_tool_round_trip,
+    make,
+    run,
+    start_secure_gateway,
+)
 
 pytestmark = [
     pytest.mark.timeout(300),  # a cold build compiles grpc-go (about 15 s on 2 cores)
@@ -15,6 +23,7 @@ pytestmark = [
 ]
 EXAMPLE = str(ROOT / ".build/bin/switchyard-go-example")
 PROMPT = "Compare quicksort and mergesort [[sim tokens=6]]"
+CALLER = "go-tools"
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +35,26 @@ async def test_the_go_example_queries_and_streams(built, gateway: Gateway):
     code, out, err = await run(EXAMPLE, "-address", gateway.address, "-prompt", PROMPT)
     assert code == 0, err
     await check_answers(gateway, PROMPT, out)
+
+
+@pytest.mark.parametrize("model", ["", "claude-sonnet-4-20250514"], ids=["routed", "anthropic"])
+async def test_the_go_tool_example_makes_one_round_trip(built, gateway: Gateway, model: str):
+    code, out, err = await run(
+        EXAMPLE, "-tools", "-address", gateway.address, "-prompt", TOOL_PROMPT, "-model", model,
+        "-caller", CALLER,
+    )  # fmt: skip
+    assert code == 0, err
+    await check_tool_round_trip(gateway, out, CALLER, model)
+
+
+async def test_the_go_tool_example_exits_with_the_status_of_a_refused_call(built, gateway: Gateway):
+    # a tool the query does not offer: the relay refuses it, before any tool runs
+    code, out, err = await run(
+        EXAMPLE, "-tools", "-address", gateway.address, "-prompt", "hi [[tool:get_time]]"
+    )
+    assert code == 3 and out == ""
+    assert err.startswith("error: InvalidArgument: ") and "get_time" in err
+    assert "(request id " in err
 
 
 async def test_the_go_example_exits_with_the_status_and_shows_the_request_id(

@@ -5,7 +5,15 @@ from pathlib import Path
 import pytest
 
 from .conftest import Gateway, StartGateway
-from .example_clients import ROOT, check_answers, make, run, start_secure_gateway
+from .example_clients import (
+    ROOT,
+    TOOL_PROMPT,
+    check_answers,
+    check_tool_round_trip,
+    make,
+    run,
+    start_secure_gateway,
+)
 
 pytestmark = [
     pytest.mark.timeout(180),
@@ -13,6 +21,8 @@ pytestmark = [
     pytest.mark.gateway_env(SWITCHYARD_CACHE_ENABLED="false"),
 ]
 EXAMPLE = str(ROOT / "clients/node/dist/clients/node/src/example.js")
+TOOLS = str(ROOT / "clients/node/dist/clients/node/src/tools.js")
+CALLER = "node-tools"
 PROMPT = "Compare quicksort and mergesort [[sim tokens=6]]"
 
 
@@ -25,6 +35,28 @@ async def test_the_node_example_queries_and_streams(built, gateway: Gateway):
     code, out, err = await run("node", EXAMPLE, "--address", gateway.address, "--prompt", PROMPT)
     assert code == 0, err
     await check_answers(gateway, PROMPT, out)
+
+
+@pytest.mark.parametrize("model", ["", "claude-sonnet-4-20250514"], ids=["routed", "anthropic"])
+async def test_the_node_tool_example_makes_one_round_trip(built, gateway: Gateway, model: str):
+    code, out, err = await run(
+        "node", TOOLS, "--address", gateway.address, "--prompt", TOOL_PROMPT, "--model", model,
+        "--caller", CALLER,
+    )  # fmt: skip
+    assert code == 0, err
+    await check_tool_round_trip(gateway, out, CALLER, model)
+
+
+async def test_the_node_tool_example_exits_with_the_status_of_a_refused_call(
+    built, gateway: Gateway
+):
+    # a tool the query does not offer: the relay refuses it, before any tool runs
+    code, out, err = await run(
+        "node", TOOLS, "--address", gateway.address, "--prompt", "hi [[tool:get_time]]"
+    )
+    assert code == 3 and out == ""
+    assert err.startswith("error: INVALID_ARGUMENT: ") and "get_time" in err
+    assert "(request id " in err
 
 
 async def test_the_node_example_exits_with_the_status_and_shows_the_request_id(

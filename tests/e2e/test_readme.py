@@ -1,8 +1,11 @@
 """The README's commands and code, run against a real gateway, so they stay true."""
 
+import ast
 import asyncio
 import contextlib
 import io
+import itertools
+import json
 import os
 import re
 import signal
@@ -24,13 +27,24 @@ def blocks(language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", README, re.DOTALL)
 
 
+def block(language: str, needle: str) -> str:
+    """The one block of `language` whose code holds `needle`."""
+    [found] = [code for code in blocks(language) if needle in code]
+    return found
+
+
 def commands() -> list[str]:
-    """Every tool command of the sh blocks, continuation lines joined."""
+    """Every tool command of the sh blocks, continuation lines joined, each with the
+    here-document it reads (`<<'EOF'`, its lines, `EOF`)."""
     found = []
     for block in blocks("sh"):
-        for line in block.replace("\\\n", " ").splitlines():
+        lines = iter(block.replace("\\\n", " ").splitlines())
+        for line in lines:
             command = line.split("  #")[0].strip()
             if command.startswith((".venv/bin/grpcurl", ".venv/bin/buf", ".venv/bin/switchyard")):
+                if command.endswith("<<'EOF'"):
+                    body = itertools.takewhile(lambda text: text != "EOF", lines)
+                    command = "\n".join((command, *body, "EOF"))
                 found.append(command)
     return found
 
@@ -45,17 +59,22 @@ def region(path: str, name: str) -> str:
 
 def test_the_readme_has_commands_to_run():
     assert len(commands()) >= 10
-    assert len(blocks("python")) == 4
+    assert len(blocks("python")) == 9  # each is run by a test below
+    assert len(blocks("ts")) == len(blocks("go")) == 2  # each is an example's region
     assert any(command.startswith(".venv/bin/switchyard query") for command in commands())
 
 
 @pytest.mark.parametrize(
-    ("language", "path"),
-    [("ts", "clients/node/src/example.ts"), ("go", "clients/go/example/main.go")],
+    ("language", "path", "name"),
+    [
+        ("ts", "clients/node/src/example.ts", "node"),
+        ("go", "clients/go/example/main.go", "go"),
+        ("ts", "clients/node/src/tools.ts", "node-tools"),
+        ("go", "clients/go/example/tools.go", "go-tools"),
+    ],
 )
-def test_the_node_and_go_snippets_are_the_tested_examples(language, path):
-    [snippet] = blocks(language)
-    assert snippet.expandtabs(4) == region(path, "node" if language == "ts" else "go")
+def test_the_node_and_go_snippets_are_the_tested_examples(language, path, name):
+    assert region(path, name) in [snippet.expandtabs(4) for snippet in blocks(language)]
 
 
 async def test_every_grpcurl_and_buf_command_works(gateway: Gateway):
@@ -74,14 +93,16 @@ async def test_every_grpcurl_and_buf_command_works(gateway: Gateway):
         assert out.strip(), command
 
 
-async def run_python(gateway: Gateway, code: str) -> str:
-    """Run a README snippet against the gateway; what it printed."""
+async def run_python(gateway: Gateway, code: str, namespace: dict | None = None) -> str:
+    """Run a README snippet against the gateway; what it printed. Snippets that
+    continue another one share its `namespace`."""
     code = code.replace(DEFAULT, gateway.address)
     printed = io.StringIO()
+    names = {"__name__": "readme"} if namespace is None else namespace
 
     def run() -> None:
         with contextlib.redirect_stdout(printed):
-            exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+            exec(compile(code, "README.md", "exec"), names)
 
     await asyncio.to_thread(run)
     return printed.getvalue()
@@ -111,7 +132,7 @@ async def test_the_tls_and_key_snippet_works(
     secure = await start_secure_gateway(start_gateway, tmp_path)
     try:
         monkeypatch.setenv("SWITCHYARD_API_KEY", secure.key)
-        code = blocks("python")[3].replace('"tls.crt"', repr(str(secure.ca_file)))
+        code = block("python", '"tls.crt"').replace('"tls.crt"', repr(str(secure.ca_file)))
         printed = await run_python(secure.gateway, code)
     finally:
         await secure.channel.close()
@@ -217,3 +238,87 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+# The "Tools, structured output and images" section, run as written.
+WEATHER_ENUM = {"celsius", "fahrenheit"}
+
+
+async def test_the_tool_round_trip_snippets_work_unary_streamed_and_with_thinking(
+    gateway: Gateway,
+):
+    namespace = {"__name__": "readme"}
+    *calls, final = (
+        await run_python(gateway, block("python", "while answer.tool_calls"), namespace)
+    ).splitlines()
+    name, arguments = calls[0].split(" ", 1)
+    assert name == "get_weather" and ast.literal_eval(arguments)["unit"] in WEATHER_ENUM
+    assert final.startswith("STOP Simulated answer from gemini-2.5-flash given tool result")
+
+    streamed = await run_python(gateway, block("python", "stream.events()"), namespace)
+    calling, completed, finished, text = streamed.splitlines()
+    assert (calling, finished) == ("calling get_weather", "TOOL_CALLS")
+    assert set(ast.literal_eval(completed.removeprefix("get_weather "))) == {"city", "unit"}
+    assert text.startswith("Simulated answer from gemini-2.5-flash given tool result")
+
+    thinking = await run_python(gateway, block("python", "thinking_budget=2048"), namespace)
+    thought, reply = thinking.splitlines()
+    kind, *_, signature = thought.split(" ")
+    assert kind == "Reasoning" and signature  # the signature came, and went back
+    assert reply.startswith("STOP ")  # the next turn was accepted
+
+
+async def test_the_json_schema_snippet_validates_and_falls_back(gateway: Gateway):
+    printed = await run_python(gateway, block("python", "response_format=person"))
+    valid, invalid, success, final = printed.splitlines()
+    assert valid.startswith("VALID {")
+    assert set(ast.literal_eval(valid.removeprefix("VALID "))) == {"name", "born"}
+    assert invalid.startswith("gemini-2.5-flash INVALID_OUTPUT the answer did not validate: $")
+    assert success.strip() == "gpt-4.1 SUCCESS"
+    assert final.startswith("gpt-4.1 VALID {")
+
+
+async def test_the_image_snippet_works_and_routing_skips_the_model_without_images(
+    gateway: Gateway, tmp_path: Path
+):
+    picture = tmp_path / "chart.png"
+    picture.write_bytes(bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000"))
+    code = block("python", "Image.from_file").replace('"chart.png"', repr(str(picture)))
+    answer, route = (await run_python(gateway, code)).splitlines()
+    assert answer.startswith("gemini-2.5-flash Simulated answer")
+    assert route == "gemini-2.5-flash (('deepseek-v3.2', 'it does not take images'),)"
+
+
+async def test_the_buf_curl_tool_round_trip_sends_back_the_call_the_answer_gave(
+    gateway: Gateway,
+):
+    [ask] = [command for command in commands() if "TOOL_CHOICE_MODE_REQUIRED" in command]
+    [answer] = [command for command in commands() if "ROLE_TOOL" in command]
+
+    async def run(command: str) -> dict:
+        process = await asyncio.create_subprocess_shell(
+            command.replace(DEFAULT, gateway.address),
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, err.decode()
+        return json.loads(out)
+
+    first = await run(ask)
+    assert first["finishReason"] == "FINISH_REASON_TOOL_CALLS"
+    [call] = first["toolCalls"]
+    sent = json.loads(answer.split("<<'EOF'\n", 1)[1].removesuffix("\nEOF"))
+    _, assistant, results = sent["query"]["messages"]
+    # The README's second call sends back a call of the shape the first answer gave (the
+    # id is the provider's, different per process), and its result under the same id.
+    [part] = assistant["parts"]
+    shown = part["toolCall"]
+    assert (shown["name"], set(shown["arguments"])) == (call["name"], set(call["arguments"]))
+    for call_id in (shown["id"], call["id"]):
+        assert re.fullmatch(r"call_[A-Za-z0-9]{24}", call_id), call_id
+    assert results["parts"][0]["toolResult"]["toolCallId"] == shown["id"]
+    final = await run(answer)
+    assert final["finishReason"] == "FINISH_REASON_STOP"
+    assert 'given tool result "21 degrees celsius, clear sky"' in final["content"]

@@ -33,7 +33,7 @@ def test_the_contract_today_is_compatible_with_the_release():
 @pytest.mark.parametrize(
     ("change", "before", "after", "complaint"),
     [
-        ("renumbered", "string prompt = 1;", "string prompt = 12;", 'field "1" with name "prompt"'),
+        ("renumbered", "string prompt = 1;", "string prompt = 99;", 'field "1" with name "prompt"'),
         ("retyped", "uint32 max_tokens = 5;", "string max_tokens = 5;", "max_tokens"),
         ("removed", "bool disable_fallback = 9;", "reserved 9;", "disable_fallback"),
         ("renamed", "string model = 4;", "string model_name = 4;", "model"),
@@ -58,5 +58,5 @@ def test_an_added_field_is_not_breaking(tmp_path):
     source = tmp_path / "proto" / GATEWAY
     text = source.read_text()
     anchor = "  CacheMode cache_mode = 11;\n"
-    source.write_text(text.replace(anchor, anchor + "  // A new knob.\n  bool new_knob = 12;\n"))
+    source.write_text(text.replace(anchor, anchor + "  // A new knob.\n  bool new_knob = 99;\n"))
     assert breaking(tmp_path).returncode == 0

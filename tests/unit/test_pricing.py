@@ -20,8 +20,8 @@ from server.settings import RoutingSettings
 
 def test_catalog_prices_become_whole_nanos_per_token():
     catalog = default_catalog()
-    # $15/M = 15,000 nanos a token; cache reads $1.50/M = 1,500
-    assert catalog.models["claude-sonnet-4-20250514"].price == Price(15_000, 75_000, 1_500)
+    # $15/M = 15,000 nanos a token; cache reads $1.50/M = 1,500; cache writes $18.75/M
+    assert catalog.models["claude-sonnet-4-20250514"].price == Price(15_000, 75_000, 1_500, 18_750)
     assert catalog.models["gpt-4.1"].price == Price(8_000, 32_000, 2_000)
     assert catalog.models["gemini-2.5-flash"].price == Price(2_500, 10_000, 625)
     assert catalog.models["deepseek-v3.2"].price == Price(420, 420, 42)
@@ -103,3 +103,27 @@ def test_largest_cost_is_the_priciest_model_of_the_chain():
     assert largest_cost(alone) == 1_012_500
     # Route's range on the chosen model: uncached input only, then all of max_tokens
     assert (route.cost_min, route.cost_max) == (5 * 2_500, 1_012_500)
+
+
+def test_cache_writes_reads_and_reasoning_are_priced_exactly():
+    claude = default_catalog().models["claude-sonnet-4-20250514"]
+    # 1,000 uncached at $15/M + 4,000 written at $18.75/M (1.25x) + 2,000 read at $1.50/M,
+    # and 500 output (300 of them reasoning) at $75/M:
+    # 0.015 + 0.075 + 0.003 + 0.0375 = 0.1305 USD
+    usage = Usage(
+        7_000, 500, cached_input_tokens=2_000, reasoning_tokens=300, cache_write_tokens=4_000
+    )
+    assert cost_nanos(usage, claude.price) == 130_500_000
+    # Reasoning tokens are output tokens already: counting them apart changes nothing.
+    assert cost_nanos(usage, claude.price) == cost_nanos(
+        Usage(7_000, 500, cached_input_tokens=2_000, cache_write_tokens=4_000), claude.price
+    )
+
+
+def test_cache_writes_cost_the_input_price_unless_the_model_says():
+    gpt = default_catalog().models["gpt-4.1"]  # OpenAI charges nothing extra for writes
+    assert gpt.price.cache_write_nanos is None
+    written = Usage(1_000, 0, cache_write_tokens=1_000)
+    assert cost_nanos(written, gpt.price) == cost_nanos(Usage(1_000, 0), gpt.price) == 8_000_000
+    plain = Price.per_million(Decimal(3), Decimal(15))
+    assert cost_nanos(Usage(10, 0, cached_input_tokens=4, cache_write_tokens=6), plain) == 30_000

@@ -415,3 +415,31 @@ def test_each_worker_s_metrics_port_must_exist():
     with pytest.raises(ConfigError) as caught:
         load_settings({**env, "SWITCHYARD_PROMETHEUS_PORT": "65534"})
     assert caught.value.key == "SWITCHYARD_PROMETHEUS_PORT"
+
+
+def test_per_call_bounds_default_and_come_from_the_environment_and_the_file(tmp_path):
+    limits = load_settings({}).limits
+    assert (limits.max_messages, limits.max_text_bytes, limits.max_parts) == (1000, 1 << 20, 2000)
+    env = write(tmp_path, "[limits]\nmax_messages = 50\nmax_text_bytes = 4096\nmax_parts = 60\n")
+    limits = load_settings(env).limits
+    assert (limits.max_messages, limits.max_text_bytes, limits.max_parts) == (50, 4096, 60)
+    limits = load_settings(
+        {**env, "SWITCHYARD_MAX_MESSAGES": "7", "SWITCHYARD_MAX_TEXT_BYTES": "100"}
+    ).limits  # the environment wins over the file
+    assert (limits.max_messages, limits.max_text_bytes, limits.max_parts) == (7, 100, 60)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SWITCHYARD_MAX_MESSAGES", "0"),
+        ("SWITCHYARD_MAX_MESSAGES", "many"),
+        ("SWITCHYARD_MAX_PARTS", "-1"),
+        ("SWITCHYARD_MAX_TEXT_BYTES", "0"),
+        ("SWITCHYARD_MAX_TEXT_BYTES", str(2 * 1024**3)),  # past what gRPC's receive limit holds
+    ],
+)
+def test_bad_per_call_bounds_name_the_variable(name, value):
+    with pytest.raises(ConfigError) as caught:
+        load_settings({name: value})
+    assert caught.value.key == name

@@ -1,8 +1,11 @@
 // Command example calls Switchyard from Go: one Query, then one StreamQuery
-// printed as it arrives, each followed by a summary line.
+// printed as it arrives, each followed by a summary line. With -tools it makes
+// a tool round trip instead (tools.go): the tool call, its result, the final
+// answer and a summary line of each call.
 //
 //	example -address 127.0.0.1:50051 -prompt "Compare quicksort and mergesort"
 //	SWITCHYARD_API_KEY=sy-... example -address gateway:50051 -tls-ca ca.pem
+//	example -tools -prompt "What is the weather in Lisbon?"
 //
 // With -tls-ca it connects over TLS, trusting that CA; SWITCHYARD_API_KEY, when
 // set, is sent as `authorization: Bearer <key>` (an environment variable, not a
@@ -37,9 +40,18 @@ func main() {
 	caller := flag.String("caller", "go-example", "sent as x-switchyard-caller metadata")
 	timeout := flag.Duration("timeout", 2*time.Minute, "deadline of each call")
 	tlsCA := flag.String("tls-ca", "", "use TLS, trusting the CA certificate in this PEM file")
+	tools := flag.Bool("tools", false, "make a tool round trip (get_weather) instead")
+	model := flag.String("model", "", "with -tools: the model to ask (default: routed)")
 	flag.Parse()
 
-	if err := run(*address, *prompt, *caller, *tlsCA, os.Getenv("SWITCHYARD_API_KEY"), *timeout); err != nil {
+	apiKey := os.Getenv("SWITCHYARD_API_KEY")
+	var err error
+	if *tools {
+		err = runTools(*address, *prompt, *caller, *model, *tlsCA, apiKey, *timeout)
+	} else {
+		err = run(*address, *prompt, *caller, *tlsCA, apiKey, *timeout)
+	}
+	if err != nil {
 		st := status.Convert(err)
 		fmt.Fprintf(os.Stderr, "error: %s: %s\n", st.Code(), st.Message())
 		os.Exit(int(st.Code()))

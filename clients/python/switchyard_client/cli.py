@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import NoReturn
+from pathlib import Path
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import json_format
 
-from switchyard_client import cli_admin
+from switchyard_client import cli_admin, events
 from switchyard_client._version import __version__
 from switchyard_client.cli_base import (
     EXIT_INTERRUPTED,
+    EXIT_INVALID_OUTPUT,
     EXIT_OK,
     EXIT_REPORT_MISSING,
     EXIT_USAGE,
@@ -33,11 +36,13 @@ from switchyard_client.cli_base import (
 )
 from switchyard_client.client import Client
 from switchyard_client.connection import DEFAULT_TARGET
+from switchyard_client.conversation import Image, Message, Tool
 from switchyard_client.errors import SwitchyardError, UnimplementedError
 from switchyard_client.export import write as write_export
-from switchyard_client.formatting import route_text, summary_line, usage_text
+from switchyard_client.formatting import route_text, summary_line, tool_call_line, usage_text
 from switchyard_client.progress import Spinner
 from switchyard_client.requests import CacheMode, QueryOptions, Task
+from switchyard_client.results import Summary
 from switchyard_client.times import parse_when
 
 _EXIT_CODES = f"""\
@@ -48,6 +53,7 @@ exit codes:
            8 RESOURCE_EXHAUSTED, 9 FAILED_PRECONDITION, 12 UNIMPLEMENTED, 13 INTERNAL,
            14 UNAVAILABLE (also health NOT_SERVING), 16 UNAUTHENTICATED
   {EXIT_USAGE}       the command line is wrong
+  {EXIT_INVALID_OUTPUT}       query --json-schema: the answer does not validate against the schema
   {EXIT_INTERRUPTED}      interrupted (Ctrl-C); the call is cancelled
 """
 
@@ -60,6 +66,9 @@ examples:
   switchyard serve
   switchyard query "What is the capital of France?" --task fast
   switchyard query "Compare quicksort and mergesort" --stream
+  switchyard query "What is the weather in Lisbon?" --tools tools.json --stream
+  switchyard query "Who wrote Dom Casmurro?" --json-schema person.json
+  switchyard query "What does this chart show?" --image chart.png
   switchyard route "Analyze this algorithm"
   switchyard usage --hours 1 --caller search
   switchyard usage export --since 24h --format csv > calls.csv
@@ -254,6 +263,31 @@ def _query_options(parser: argparse.ArgumentParser) -> None:
         choices=[mode.value for mode in CacheMode],
         help="how the response cache may serve and store this query (default: default)",
     )
+    parser.add_argument(
+        "--tools",
+        type=Path,
+        metavar="FILE",
+        help='tools the model may call: a JSON list of {"name", "description", "parameters"}'
+        " (parameters: a JSON Schema); the calls it asks for are printed",
+    )
+    parser.add_argument(
+        "--tool-choice",
+        metavar="auto|none|required|NAME",
+        help="whether the model must call a tool, or which one (default: auto)",
+    )
+    parser.add_argument(
+        "--json-schema",
+        type=Path,
+        metavar="FILE",
+        help="answer JSON that validates against the JSON Schema in FILE (the gateway checks"
+        f" it; exit {EXIT_INVALID_OUTPUT} when the answer does not)",
+    )
+    parser.add_argument(
+        "--image",
+        action="append",
+        metavar="PATH_OR_URL",
+        help="attach an image (a .png, .jpg, .gif or .webp file, or an http(s) URL); repeatable",
+    )
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -275,7 +309,50 @@ def _prompt_and_options(args: argparse.Namespace) -> tuple[str, QueryOptions]:
         options["disable_fallback"] = True
     if args.cache:
         options["cache_mode"] = args.cache
+    if args.tools is not None:
+        options["tools"] = _tools_file(args.tools)
+    if args.tool_choice:
+        options["tool_choice"] = args.tool_choice
+    if args.json_schema is not None:
+        schema = _json_file(args.json_schema, "--json-schema")
+        if not isinstance(schema, dict):
+            raise ValueError(f"--json-schema {args.json_schema}: expected a JSON Schema object")
+        options["response_format"] = schema
+    if args.image:
+        # The prompt and its images become one user message.
+        text = [prompt] if prompt.strip() else []
+        options["messages"] = [Message.user(*text, *map(_image, args.image))]
+        prompt = ""
     return prompt, options
+
+
+def _json_file(path: Path, option: str) -> Any:
+    """The JSON value in `path`; ValueError (exit 64) names the option and the problem."""
+    try:
+        return json.loads(path.read_bytes())
+    except OSError as error:
+        raise ValueError(f"{option} {path}: {error.strerror or error}") from None
+    except ValueError as error:
+        raise ValueError(f"{option} {path} is not JSON: {error}") from None
+
+
+def _tools_file(path: Path) -> list[Tool]:
+    tools = _json_file(path, "--tools")
+    if not isinstance(tools, list) or not all(isinstance(tool, dict) for tool in tools):
+        raise ValueError(f'--tools {path}: expected a JSON list of {{"name": ...}} objects')
+    try:
+        return [Tool.from_dict(tool) for tool in tools]
+    except ValueError as error:
+        raise ValueError(f"--tools {path}: {error}") from None
+
+
+def _image(source: str) -> Image:
+    if source.startswith(("https://", "http://")):
+        return Image(url=source)
+    try:
+        return Image.from_file(source)
+    except OSError as error:
+        raise ValueError(f"--image {source}: {error.strerror or error}") from None
 
 
 def _serve(args: argparse.Namespace, terminal: Terminal) -> int:
@@ -305,27 +382,52 @@ def _query(args: argparse.Namespace, terminal: Terminal) -> int:
                 answer = client.query(prompt, timeout=args.timeout, **options)
             if args.json:
                 terminal.out.write(json_format.MessageToJson(answer.raw) + "\n")
-                return EXIT_OK
-            terminal.out.write(answer.text + "\n")
+                return _validated(answer.summary, terminal)
+            if answer.text or not answer.tool_calls:
+                terminal.out.write(answer.text + "\n")
+            for call in answer.tool_calls:
+                terminal.out.write(tool_call_line(call) + "\n")
             terminal.out.flush()
             terminal.err.write(summary_line(answer.summary) + "\n")
-            return EXIT_OK
+            return _validated(answer.summary, terminal)
 
         stream = client.stream(prompt, timeout=args.timeout, **options)
+        shown = in_text = False  # anything written; text written since the last line break
         with stream:
             spinner = Spinner(terminal.out, "waiting for the first token")
             spinner.start()
             try:
-                for text in stream:
-                    spinner.stop()
-                    terminal.out.write(text)
+                for event in stream.events():
+                    if isinstance(event, events.TextDelta):
+                        spinner.stop()
+                        terminal.out.write(event.text)
+                        shown = in_text = True
+                    elif isinstance(event, events.ToolCallCompleted):  # each as it completes
+                        spinner.stop()
+                        line = tool_call_line(event.call) + "\n"
+                        terminal.out.write("\n" + line if in_text else line)
+                        shown, in_text = True, False
+                    else:
+                        continue
                     terminal.out.flush()
             finally:
                 spinner.stop()
-        terminal.out.write("\n")
+        if in_text or not shown:  # the text ends its line, as the unary answer does
+            terminal.out.write("\n")
         terminal.out.flush()
         terminal.err.write(summary_line(stream.summary) + "\n")
+        return _validated(stream.summary, terminal)
+
+
+def _validated(summary: Summary, terminal: Terminal) -> int:
+    """EXIT_OK, or EXIT_INVALID_OUTPUT saying why the answer does not fit its JSON Schema."""
+    if summary.validation != "INVALID":
         return EXIT_OK
+    terminal.err.write(
+        "switchyard: the answer does not fit the requested JSON format:"
+        f" {summary.validation_error}\n"
+    )
+    return EXIT_INVALID_OUTPUT
 
 
 def _route(args: argparse.Namespace, terminal: Terminal) -> int:

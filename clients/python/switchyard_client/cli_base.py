@@ -15,6 +15,7 @@ from switchyard_client.connection import DEFAULT_TARGET, TLS
 EXIT_OK = 0
 EXIT_REPORT_MISSING = 1
 EXIT_USAGE = 64  # sysexits EX_USAGE: clear of every gRPC status number
+EXIT_INVALID_OUTPUT = 65  # sysexits EX_DATAERR: the answer does not fit the JSON Schema asked for
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 

@@ -24,8 +24,9 @@ from switchyard.v1 import gateway_pb2 as pb
 from switchyard.v1 import gateway_pb2_grpc
 
 from switchyard_client.base import ClientBase, export_request, usage_request
+from switchyard_client.conversation import ToolResults
 from switchyard_client.errors import DeadlineExceededError, UnavailableError, translated
-from switchyard_client.requests import QueryOptions, query_spec
+from switchyard_client.requests import QueryOptions, Turn, query_spec, reply_spec
 from switchyard_client.results import Answer, Route
 from switchyard_client.stream import TextStream
 
@@ -47,13 +48,34 @@ class Client(ClientBase):
         metadata: Mapping[str, str] | None = None,
         **options: Unpack[QueryOptions],
     ) -> Answer:
-        """One complete answer: text, model, usage, exact cost and every attempt."""
-        request = pb.QueryRequest(query=query_spec(prompt, options))
+        """One complete answer: text (or tool calls), model, usage, exact cost and attempts."""
+        return self._query(query_spec(prompt, options), timeout, metadata)
+
+    def reply(
+        self,
+        previous: Turn,
+        results: ToolResults | None = None,
+        /,
+        *,
+        prompt: str | None = None,
+        timeout: float | None = None,
+        metadata: Mapping[str, str] | None = None,
+        **overrides: Unpack[QueryOptions],
+    ) -> Answer:
+        """Follow an answer up: the same query with the answer, the tool `results` (by
+        call id) and `prompt` appended; `overrides` change options (e.g. tool_choice)."""
+        return self._query(reply_spec(previous, results, prompt, overrides), timeout, metadata)
+
+    def _query(
+        self, spec: pb.QuerySpec, timeout: float | None, metadata: Mapping[str, str] | None
+    ) -> Answer:
         with translated():
             response = self._stub.Query(
-                request, timeout=self._timeout(timeout), metadata=self._metadata(metadata)
+                pb.QueryRequest(query=spec),
+                timeout=self._timeout(timeout),
+                metadata=self._metadata(metadata),
             )
-        return Answer.from_proto(response)
+        return Answer.from_proto(response, spec)
 
     def stream(
         self,
@@ -64,12 +86,33 @@ class Client(ClientBase):
         metadata: Mapping[str, str] | None = None,
         **options: Unpack[QueryOptions],
     ) -> TextStream:
-        """The answer as an iterator of text deltas; `.summary` once it is read to the end."""
-        request = pb.StreamQueryRequest(query=query_spec(prompt, options))
+        """The answer as an iterator of text deltas (`.events()` for tool calls and
+        reasoning too); `.summary` once it is read to the end."""
+        return self._stream(query_spec(prompt, options), timeout, metadata)
+
+    def stream_reply(
+        self,
+        previous: Turn,
+        results: ToolResults | None = None,
+        /,
+        *,
+        prompt: str | None = None,
+        timeout: float | None = None,
+        metadata: Mapping[str, str] | None = None,
+        **overrides: Unpack[QueryOptions],
+    ) -> TextStream:
+        """reply(), streamed."""
+        return self._stream(reply_spec(previous, results, prompt, overrides), timeout, metadata)
+
+    def _stream(
+        self, spec: pb.QuerySpec, timeout: float | None, metadata: Mapping[str, str] | None
+    ) -> TextStream:
         call = self._stub.StreamQuery(
-            request, timeout=self._timeout(timeout), metadata=self._metadata(metadata)
+            pb.StreamQueryRequest(query=spec),
+            timeout=self._timeout(timeout),
+            metadata=self._metadata(metadata),
         )
-        return TextStream(call)
+        return TextStream(call, spec)
 
     def route(
         self,

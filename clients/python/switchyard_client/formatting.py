@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -10,6 +11,7 @@ from google.protobuf import timestamp_pb2
 from switchyard.admin.v1 import admin_pb2 as admin_pb
 from switchyard.v1 import gateway_pb2 as pb
 
+from switchyard_client.conversation import ToolCall
 from switchyard_client.results import Route, Summary, usd
 
 
@@ -40,7 +42,15 @@ def summary_line(summary: Summary) -> str:
         parts.append("cached=yes")
     if summary.usage.estimated:
         parts.append("usage=estimated")
+    if summary.validation is not None:
+        parts.append(f"validation={summary.validation}")
     return " ".join(parts)
+
+
+def tool_call_line(call: ToolCall) -> str:
+    """One tool call the model asked for: its name, JSON arguments and id."""
+    arguments = json.dumps(call.arguments, ensure_ascii=False, sort_keys=True)  # stable lines
+    return f"tool call {call.name} {arguments} (id {call.id})"
 
 
 def route_text(route: Route) -> str:
@@ -60,6 +70,9 @@ def route_text(route: Route) -> str:
     ]
     if circuits:
         lines.append(("circuits", ", ".join(circuits)))
+    skipped = [f"{model} ({reason})" for model, reason in route.skipped]
+    if skipped:
+        lines.append(("skipped", ", ".join(skipped)))
     admission = route.raw.admission
     lines.append(("admitted", "yes" if route.admitted else f"no: {admission.reason}"))
     return "\n".join(f"{name:<10} {value}" for name, value in lines)

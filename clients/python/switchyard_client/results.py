@@ -3,15 +3,30 @@
 Money arrives as ``google.type.Money``; here it is a ``Decimal`` of US
 dollars, exact to the nano-dollar. Each value keeps the message it came from
 in ``raw`` for the fields this module does not surface.
+
+An answer that asked for tool calls carries them (``tool_calls``, arguments
+as a dict) with the model's ``reasoning``; ``next_messages(results)`` is the
+conversation to send next, so a tool round trip is two calls and one dict.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from google.type import money_pb2
 from switchyard.v1 import gateway_pb2 as pb
+
+from switchyard_client.conversation import (
+    Message,
+    Thought,
+    ToolCall,
+    ToolResults,
+    follow_up,
+    thought_from_proto,
+)
 
 _NANOS_PER_UNIT = 1_000_000_000
 
@@ -38,12 +53,19 @@ class Usage:
     output_tokens: int
     cached_input_tokens: int = 0
     estimated: bool = False
+    reasoning_tokens: int = 0  # of output_tokens, those spent thinking (OpenAI wire reports it)
+    cache_write_input_tokens: int = 0  # of input_tokens, those written to the prompt cache
 
     @classmethod
     def from_proto(cls, usage: pb.Usage) -> Usage:
         """From the contract's Usage."""
         return cls(
-            usage.input_tokens, usage.output_tokens, usage.cached_input_tokens, usage.estimated
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cached_input_tokens,
+            usage.estimated,
+            usage.reasoning_tokens,
+            usage.cache_write_input_tokens,
         )
 
 
@@ -92,6 +114,8 @@ class Route:
     cost_max: Decimal
     admitted: bool
     raw: pb.RouteDecision
+    # Models the route or its fallbacks left out, each with why: (model, reason)
+    skipped: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_proto(cls, route: pb.RouteDecision) -> Route:
@@ -111,6 +135,7 @@ class Route:
             # A gateway that predates admission control admits everything.
             admitted=route.admission.admitted or not route.HasField("admission"),
             raw=route,
+            skipped=tuple((skip.model, skip.reason) for skip in route.skipped_models),
         )
 
 
@@ -128,20 +153,42 @@ class Summary:
     latency_ms: int
     request_id: str
     time_to_first_token_ms: int | None = None  # streams only
+    # With a JSON response format: "VALID" or "INVALID" (validation_error says where);
+    # None when nothing was checked.
+    validation: str | None = None
+    validation_error: str = ""
+
+
+def _validation(value: int) -> str | None:
+    if value == pb.OUTPUT_VALIDATION_UNSPECIFIED:
+        return None
+    return _enum_name(pb.OutputValidation, value, "OUTPUT_VALIDATION_")
 
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """One complete answer from Query."""
+    """One complete answer from Query: its text, or the tool calls it asks for.
+
+    Example::
+
+        answer = client.query("Weather in Lisbon?", tools=[weather])
+        if answer.tool_calls:
+            results = {call.id: get_weather(**call.arguments) for call in answer.tool_calls}
+            answer = client.reply(answer, results)  # same options, the conversation grown
+        print(answer.text)
+    """
 
     text: str
     summary: Summary
     route: Route
     raw: pb.QueryResponse
+    tool_calls: tuple[ToolCall, ...] = ()
+    reasoning: tuple[Thought, ...] = ()  # send back unchanged: next_messages() does
+    request: pb.QuerySpec | None = None  # the query this answers, for next_messages()
 
     @classmethod
-    def from_proto(cls, response: pb.QueryResponse) -> Answer:
-        """From the contract's QueryResponse."""
+    def from_proto(cls, response: pb.QueryResponse, request: pb.QuerySpec | None = None) -> Answer:
+        """From the contract's QueryResponse (and the query it answers, when known)."""
         summary = Summary(
             model=response.model,
             provider=response.provider,
@@ -152,8 +199,19 @@ class Answer:
             cached=response.cached,
             latency_ms=response.latency_ms,
             request_id=response.request_id,
+            validation=_validation(response.validation),
+            validation_error=response.validation_error,
         )
-        return cls(response.content, summary, Route.from_proto(response.route), response)
+        return cls(
+            response.content,
+            summary,
+            Route.from_proto(response.route),
+            response,
+            # most answers have neither: no generator for them
+            tuple(map(ToolCall.from_proto, response.tool_calls)) if response.tool_calls else (),
+            tuple(map(thought_from_proto, response.reasoning)) if response.reasoning else (),
+            request,
+        )
 
     @property
     def model(self) -> str:
@@ -170,6 +228,29 @@ class Answer:
         """Exact cost in US dollars, over every attempt."""
         return self.summary.cost
 
+    @property
+    def finish_reason(self) -> str:
+        """Why the model stopped: "STOP", "LENGTH", "CONTENT_FILTER" or "TOOL_CALLS"."""
+        return self.summary.finish_reason
+
+    @property
+    def validation(self) -> str | None:
+        """With a JSON response format: "VALID" or "INVALID"; None when not checked."""
+        return self.summary.validation
+
+    def json(self) -> Any:
+        """The text parsed as JSON (for a JSON response format); ValueError if it is not."""
+        return json.loads(self.text)
+
+    def next_messages(
+        self, results: ToolResults | None = None, *, prompt: str | None = None
+    ) -> list[Message]:
+        """The conversation to send next: the query's messages, this answer (reasoning,
+        text, tool calls), the tool `results` by call id, then `prompt` if given."""
+        return follow_up(
+            self.request, self.text, self.reasoning, self.tool_calls, results=results, prompt=prompt
+        )
+
 
 def stream_summary(start: pb.StreamStart, end: pb.StreamEnd) -> Summary:
     """The Summary of a completed stream, from its first and last messages."""
@@ -184,4 +265,6 @@ def stream_summary(start: pb.StreamStart, end: pb.StreamEnd) -> Summary:
         latency_ms=end.latency_ms,
         request_id=start.request_id,
         time_to_first_token_ms=end.time_to_first_token_ms,
+        validation=_validation(end.validation),
+        validation_error=end.validation_error,
     )

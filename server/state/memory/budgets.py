@@ -4,15 +4,26 @@ Atomicity: each method runs to its end without an await inside, and the
 gateway runs on one asyncio thread, so `reserve`'s check and hold can never
 interleave with another call's. Nothing outside this class relies on that.
 Reservations never expire here: a process that dies takes its holds with it.
+
+Bounded: callers under the default budget (in none-auth mode any name is
+one) are kept for at most `max_callers` (SWITCHYARD_MAX_CALLERS), the least
+recently seen going first, but only a caller whose spend can be forgotten
+safely goes: nothing held in flight, nothing spent this period beyond what
+the ledger gave at start (that comes back with it). When every caller kept
+has spend in force, a new one is refused (RESOURCE_EXHAUSTED, naming the
+bound) rather than given a budget that forgot what it spent. Callers with
+a budget of their own ([budgets."name"], a directory tenant's policy) are
+known and never evicted.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 
 from server.clock import SYSTEM_CLOCK, Clock
 from server.domain import ADMITTED, Admission, BudgetPressure, TenantPolicy
-from server.errors import BudgetExceededError, BudgetUnknownError
+from server.errors import BudgetExceededError, BudgetUnknownError, RateLimitedError
 from server.settings import BudgetSettings
 from server.state.budgets import (
     BudgetStatus,
@@ -22,6 +33,8 @@ from server.state.budgets import (
     period_starts,
     spent_until_reset,
 )
+
+_EVICTION_SCAN = 8  # kept callers looked at for one that can go, before a new one is refused
 
 
 class _Period:
@@ -66,6 +79,8 @@ class MemoryBudgetStore:
         "_admit_unseeded",
         "_clock",
         "_enabled",
+        "_max_callers",
+        "_recent",
         "_seed",
         "_seed_periods",
         "_settings",
@@ -80,10 +95,14 @@ class MemoryBudgetStore:
         seeded: bool = True,
         admit_unseeded: bool = False,
         track_all: bool = False,
+        max_callers: int = 10_000,
     ) -> None:
         self._settings = settings
         self._clock = clock
         self._accounts: dict[str, tuple[_Period, ...]] = {}
+        # Callers under the default budget, least recently seen first: the evictable ones.
+        self._recent: OrderedDict[str, None] = OrderedDict()
+        self._max_callers = max_callers
         limits = (settings.default, *settings.callers.values())
         configured = any(lim.day is not None or lim.month is not None for lim in limits)
         self._enabled = configured or track_all
@@ -127,6 +146,8 @@ class MemoryBudgetStore:
         periods = self._periods(tenant, policy)
         if not periods:
             return None
+        if tenant not in self._accounts:
+            raise self._no_room(tenant)
         capped = [p for p in periods if p.limit is not None]
         if capped:
             self._check_seeded(tenant)
@@ -154,6 +175,8 @@ class MemoryBudgetStore:
         capped = [p for p in self._periods(tenant, policy) if p.limit is not None]
         if not capped:
             return ADMITTED
+        if tenant not in self._accounts:
+            return Admission(False, self._no_room(tenant).message)
         if self._seed is None and not self._admit_unseeded:
             return Admission(False, BudgetUnknownError(tenant).message)
         refusal = self._refusal(tenant, capped, amount)
@@ -196,7 +219,10 @@ class MemoryBudgetStore:
         day, month = self._limits(tenant, policy)
         periods = self._accounts.get(tenant)
         if periods is None or tuple(p.limit for p in periods) != self._shape(day, month):
-            periods = self._reopen(tenant, periods or (), day, month)
+            evictable = policy is None and tenant not in self._settings.callers
+            periods = self._reopen(tenant, periods or (), day, month, evictable)
+        elif tenant in self._recent:
+            self._recent.move_to_end(tenant)  # seen now
         if periods:
             now = self._clock.wall()
             for period in periods:
@@ -210,9 +236,18 @@ class MemoryBudgetStore:
         return tuple(limit for limit in (day, month) if limit is not None)
 
     def _reopen(
-        self, tenant: str, old: tuple[_Period, ...], day: int | None, month: int | None
+        self,
+        tenant: str,
+        old: tuple[_Period, ...],
+        day: int | None,
+        month: int | None,
+        evictable: bool,
     ) -> tuple[_Period, ...]:
-        """The periods for new limits, keeping what the old ones counted."""
+        """The periods for new limits, keeping what the old ones counted.
+
+        A new caller under the default budget is kept only if there is room
+        (see the module); otherwise the periods are returned but not kept.
+        """
         fraction = self._settings.downgrade_at
         kept = {period.name: period for period in old}
         periods = []
@@ -232,9 +267,58 @@ class MemoryBudgetStore:
         if fresh and self._seed:
             self._apply_seed(tenant, fresh)
         result = tuple(periods)
-        if result or tenant in self._accounts:
+        if tenant in self._accounts:
             self._accounts[tenant] = result
+        elif result and (not evictable or self._room()):
+            self._accounts[tenant] = result
+            if evictable:
+                self._recent[tenant] = None
         return result
+
+    def _room(self) -> bool:
+        """Is there room for one more default-budget caller (after evicting one that can go)?"""
+        recent = self._recent
+        if len(recent) < self._max_callers:
+            return True
+        for _ in range(min(_EVICTION_SCAN, len(recent))):
+            oldest = next(iter(recent))
+            if self._forgettable(oldest, self._accounts[oldest]):
+                del recent[oldest]
+                del self._accounts[oldest]
+                return True
+            recent.move_to_end(oldest)  # its spend is in force: look at the next one
+        return False
+
+    def _forgettable(self, tenant: str, periods: Iterable[_Period]) -> bool:
+        """Would dropping the caller lose nothing: no hold, no spend but the ledger's seed?"""
+        day, month = (self._seed or {}).get(tenant, (0, 0))
+        day_start, month_start = self._seed_periods
+        now = self._clock.wall()
+        for period in periods:
+            period.roll(now)
+            if period.reserved:
+                return False
+            starts = day_start if period.name == "day" else month_start
+            seeded = day if period.name == "day" else month
+            if period.resets_at != next_reset(period.name, starts):
+                seeded = 0  # a period after the seed's: it started from nothing
+            if period.spent != seeded:
+                return False
+        return True
+
+    def _no_room(self, tenant: str) -> RateLimitedError:
+        """The refusal of a new caller while every kept caller has spend in force."""
+        now = self._clock.wall()
+        oldest = self._accounts[next(iter(self._recent))]
+        retry_after = max(max(p.resets_at for p in oldest) - now, 1.0)
+        return RateLimitedError(
+            f"this gateway keeps the spend of at most {self._max_callers} callers under the"
+            f" default budget (SWITCHYARD_MAX_CALLERS) and each of them has spend in force, so"
+            f" caller {tenant!r} cannot get a budget now; retry after the budgets reset, or"
+            f' (operators) give it a [budgets."{tenant}"] table, raise SWITCHYARD_MAX_CALLERS,'
+            " or identify callers with API keys",
+            retry_after,
+        )
 
     def _refusal(
         self, tenant: str, periods: list[_Period], amount: int

@@ -9,14 +9,16 @@ deadline (or `max_wait`), or finds the queue full, is refused at once with
 RESOURCE_EXHAUSTED and a retry-after hint instead of failing later with a
 timeout.
 
-Concurrency gates hand a freed slot straight to the first live waiter, so
-slots go in arrival order and a waiter that gives up passes its slot on.
+Concurrency gates queue their waiters in a `FairQueue` (``state/gates.py``):
+a freed slot goes straight to the live waiter of the caller holding the
+least of the cap for its weight, FIFO within one caller, and a waiter that
+gives up passes its slot on. A full queue makes room by refusing the newest
+waiter of the caller asking the most, so one caller cannot fill it either.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Sequence
 
 from aiolimiter import AsyncLimiter
@@ -25,7 +27,9 @@ from server.clock import SYSTEM_CLOCK, Clock
 from server.errors import CapacityError, ModelBusyError, RateLimitedError
 from server.state.gates import (
     ConcurrencyGate,
+    FairQueue,
     Lease,
+    QueueFullError,
     RateGate,
     Ticket,
     admit_in_turn,
@@ -138,9 +142,9 @@ class MemoryRateGate:
 
 
 class MemoryConcurrencyGate:
-    """At most `limit` tries at once; waiters queue FIFO, bounded, deadline-aware."""
+    """At most `limit` tries at once; waiters queue by fair share, bounded, deadline-aware."""
 
-    __slots__ = ("_clock", "_in_use", "_max_wait", "_max_waiters", "_waiters", "limit", "name")
+    __slots__ = ("_clock", "_max_wait", "_max_waiters", "_queue", "limit", "name")
 
     def __init__(
         self,
@@ -152,8 +156,7 @@ class MemoryConcurrencyGate:
     ) -> None:
         self.name = name
         self.limit = limit
-        self._in_use = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._queue = FairQueue(limit)
         self._max_waiters = max_waiters
         self._max_wait = max_wait
         self._clock = clock
@@ -161,56 +164,50 @@ class MemoryConcurrencyGate:
     @property
     def in_use(self) -> int:
         """Slots held now."""
-        return self._in_use
+        return self._queue.in_use
 
     @property
     def waiters(self) -> int:
         """Tries queued for a slot right now."""
-        return len(self._waiters)
+        return self._queue.waiting
 
-    async def acquire(self, deadline: float | None) -> Lease:
-        """Take a slot, waiting in line while the deadline allows."""
-        if self._in_use < self.limit and not self._waiters:
-            self._in_use += 1
-            return Lease(self._clock.monotonic())
+    def holding(self, caller: str) -> int:
+        """Slots `caller` holds now."""
+        return self._queue.holding(caller)
+
+    async def acquire(self, deadline: float | None, caller: str = "", weight: float = 1.0) -> Lease:
+        """Take a slot for `caller`, waiting its turn while the deadline allows."""
+        queue = self._queue
+        if queue.in_use < self.limit and not queue.waiting:  # `take` and `hold`, inlined
+            queue.in_use += 1
+            held = queue.held
+            held[caller] = held.get(caller, 0) + 1
+            return Lease(self._clock.monotonic(), None, caller)  # the only allocation
         timeout = self._max_wait
         if deadline is not None:
             timeout = min(timeout, deadline - self._clock.monotonic())
-        if len(self._waiters) >= self._max_waiters or timeout <= 0:
-            raise self._busy()
-        slot: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(slot)
+        if timeout <= 0:
+            raise self._busy(caller)
         try:
-            async with asyncio.timeout(timeout):
-                await slot
-        except BaseException as exc:
-            if slot.done() and not slot.cancelled():
-                self._hand_on()  # a slot was handed over as we gave up: pass it on
-            else:
-                slot.cancel()
-                self._waiters.remove(slot)  # leave the line, so it stays bounded truly
-            if isinstance(exc, TimeoutError):
-                raise self._busy() from None
-            raise
-        return Lease(self._clock.monotonic())
+            await queue.wait(caller, weight, timeout, self._max_waiters)
+        except (TimeoutError, QueueFullError):
+            raise self._busy(caller) from None
+        return Lease(self._clock.monotonic(), None, caller)
 
     async def release(self, lease: Lease) -> None:
-        """Give the lease's slot back: to the first live waiter, else to the pool."""
+        """Give the lease's slot back: to the fairest waiting caller, else to the pool."""
         if lease.released:
             return
         lease.released = True
-        self._hand_on()
+        queue = self._queue
+        queue.unhold(lease.caller)
+        if queue.waiting:
+            queue.give()
+        else:  # the free path, inlined
+            queue.in_use -= 1
 
-    def _hand_on(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)  # the slot moves to it; in_use is unchanged
-                return
-        self._in_use -= 1
-
-    def _busy(self) -> ModelBusyError:
-        return busy(self.name, self.limit)
+    def _busy(self, caller: str) -> ModelBusyError:
+        return busy(self.name, self.limit, caller, self._queue.holding(caller))
 
 
 class MemoryGates:
@@ -253,9 +250,11 @@ class MemoryGates:
         caps: Sequence[ConcurrencyGate],
         rates: Sequence[tuple[RateGate, float]],
         deadline: float | None,
+        caller: str = "",
+        weight: float = 1.0,
     ) -> Ticket:
         """Take each slot, then each rate amount, one gate after another."""
-        return await admit_in_turn(caps, rates, deadline)
+        return await admit_in_turn(caps, rates, deadline, caller, weight)
 
     async def give_back(
         self, ticket: Ticket, refunds: Sequence[tuple[RateGate, float]] = ()

@@ -8,12 +8,18 @@ same however many calls a tenant made:
 * older minutes are folded into hour buckets, kept for 35 days, so a window
   reaching further back is exact to the hour.
 
+At most `max_tenants` tenants are kept (SWITCHYARD_MAX_CALLERS): past it, the
+totals of the tenant that called least recently are dropped, so callers who
+name themselves cannot grow it without bound. Budgets do not read this
+ledger (`spend` is empty), so nothing they enforce is lost with it.
+
 See ``server/state/ledger.py`` for the contract.
 """
 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 from server.domain import CacheUse, Outcome
 from server.errors import ExportUnavailableError
@@ -40,16 +46,22 @@ class _Book:
 class MemoryLedger:
     """A ledger in this process's memory; lost on restart."""
 
-    __slots__ = ("_books",)
+    __slots__ = ("_books", "_max_tenants")
 
-    def __init__(self) -> None:
-        self._books: dict[str, _Book] = {}
+    def __init__(self, max_tenants: int = 10_000) -> None:
+        self._books: OrderedDict[str, _Book] = OrderedDict()  # least recently recorded first
+        self._max_tenants = max_tenants
 
     def record(self, entry: CallRecord) -> None:
         """Add the call into its tenant's bucket for the minute it ended in."""
-        book = self._books.get(entry.tenant)
+        books = self._books
+        book = books.get(entry.tenant)
         if book is None:
-            book = self._books[entry.tenant] = _Book()
+            book = books[entry.tenant] = _Book()
+            if len(books) > self._max_tenants:
+                books.popitem(last=False)
+        else:
+            books.move_to_end(entry.tenant)
         minute = int(entry.at // MINUTE)
         tally = book.minutes.get(minute)
         if tally is None:

@@ -18,7 +18,8 @@ the Lua scripts the client is given are loaded on every new connection.
 
 Each command has `timeout` seconds (TimeoutError after it). The timer is a
 plain loop callback, one per connection armed for its oldest command (not one
-per command: that cost 3 us a command), never a cancellation of the caller:
+per command, which cost a timer handle and its cancellation each), never a
+cancellation of the caller:
 asyncio runs a turn's I/O callbacks before its timers, so a reply that has
 arrived is taken even when a busy process looks at it late; only a reply that
 is really not there yet times out. (A task cancelled by `asyncio.timeout`

@@ -19,9 +19,14 @@ by a write, so N replicas admit exactly what one process would.
   replica that dies stops renewing and its slots come back within
   `lease_ttl` (15 s by default). A try that finds a cap full waits in this
   process and tries again when a local slot frees or after a short poll
-  (2 ms doubling to 50 ms), until its deadline or `max_wait`; FIFO holds
-  within a replica, not across replicas (a freed slot goes to whichever
-  replica asks first).
+  (2 ms doubling to 50 ms), until its deadline or `max_wait`. Only one try
+  per cap and process asks Redis at a time: the turn goes by the fair queue
+  of ``state/gates.py`` (to the waiting caller holding the fewest of this
+  replica's leases of the cap for its weight, FIFO within one caller), and a
+  try holding the turn hands it on when a caller with less of its share
+  comes to wait. So fair shares hold per replica, in front of the shared
+  ADMIT, and cost nothing while a cap has room; across replicas a freed slot
+  goes to whichever replica asks first.
 
 Time is the gateway's wall clock in milliseconds, passed to the scripts, so
 the replicas' clocks must agree (NTP): a replica whose clock runs d ahead
@@ -48,7 +53,9 @@ from server.clock import SYSTEM_CLOCK, Clock
 from server.errors import CapacityError, ModelBusyError
 from server.state.gates import (
     ConcurrencyGate,
+    FairQueue,
     Lease,
+    QueueFullError,
     RateGate,
     Ticket,
     admit_in_turn,
@@ -141,8 +148,10 @@ class RedisLease(Lease):
 
     __slots__ = ("id", "local")
 
-    def __init__(self, lease_id: str, taken_at: float, local: Lease | None = None) -> None:
-        super().__init__(taken_at, None)
+    def __init__(
+        self, lease_id: str, taken_at: float, local: Lease | None = None, caller: str = ""
+    ) -> None:
+        super().__init__(taken_at, None, caller)
         self.id = lease_id
         self.local = local
 
@@ -211,7 +220,7 @@ class RedisRateGate:
 class RedisConcurrencyGate:
     """A concurrency cap shared by every replica, as leases; `local` is the outage share."""
 
-    __slots__ = ("_factory", "freed", "held", "key", "limit", "line", "local", "name", "waiting")
+    __slots__ = ("_factory", "freed", "held", "key", "limit", "line", "local", "name")
 
     def __init__(
         self, factory: RedisGates, name: str, limit: int, local: MemoryConcurrencyGate
@@ -221,9 +230,9 @@ class RedisConcurrencyGate:
         self.local = local
         self.key = f"{factory.prefix}cap:{name}"
         self.held = 0  # leases this process holds in Redis
-        self.waiting = 0
         self.freed = asyncio.Event()  # set when this process gives a slot back
-        self.line = asyncio.Lock()  # FIFO: the first waiter of this process asks Redis
+        # One unit, the turn to ask Redis; its `held` counts this process's leases per caller.
+        self.line = FairQueue(1, counts_slots=False)
         self._factory = factory
 
     @property
@@ -233,12 +242,16 @@ class RedisConcurrencyGate:
 
     @property
     def waiters(self) -> int:
-        """Tries of this process waiting for a slot."""
-        return self.waiting + self.local.waiters
+        """Tries of this process waiting for a slot (the one asking Redis included)."""
+        return self.line.in_use + self.line.waiting + self.local.waiters
 
-    async def acquire(self, deadline: float | None) -> Lease:
+    def holding(self, caller: str) -> int:
+        """Slots `caller` holds through this process (in Redis, or locally)."""
+        return self.line.holding(caller) + self.local.holding(caller)
+
+    async def acquire(self, deadline: float | None, caller: str = "", weight: float = 1.0) -> Lease:
         """Take a slot, as the one gate of an `admit`."""
-        return (await self._factory.admit((self,), (), deadline)).leases[0]
+        return (await self._factory.admit((self,), (), deadline, caller, weight)).leases[0]
 
     async def release(self, lease: Lease) -> None:
         """Give the lease's slot back (once)."""
@@ -246,9 +259,9 @@ class RedisConcurrencyGate:
             return
         await self._factory.give_back(Ticket((self,), [lease], (), 0.0))
 
-    def busy(self) -> ModelBusyError:
+    def busy(self, caller: str = "") -> ModelBusyError:
         """The refusal of a try that found the cap full until it could wait no longer."""
-        return busy(self.name, self.limit)
+        return busy(self.name, self.limit, caller, self.holding(caller))
 
 
 class RedisGates:
@@ -335,19 +348,23 @@ class RedisGates:
         caps: Sequence[ConcurrencyGate],
         rates: Sequence[tuple[RateGate, float]],
         deadline: float | None,
+        caller: str = "",
+        weight: float = 1.0,
     ) -> Ticket:
         """Take every slot and rate amount of one try in one script (see the module)."""
         shared_caps = [_ours(cap, RedisConcurrencyGate) for cap in caps]
         shared_rates = [(_ours(gate, RedisRateGate), amount) for gate, amount in rates]
         if not self._link.up:
-            return await self._admit_locally(shared_caps, shared_rates, deadline)
+            return await self._admit_locally(shared_caps, shared_rates, deadline, caller, weight)
         for gate, amount in shared_rates:
             if amount > gate.burst:
                 raise gate.too_big(amount)
         clock = self._clock
         started = clock.monotonic()
         lease_id = f"{self._id_prefix}{next(self._ids)}" if shared_caps else ""
-        taken = await self._take_shared(shared_caps, shared_rates, deadline, lease_id, started)
+        taken = await self._take_shared(
+            shared_caps, shared_rates, deadline, lease_id, started, caller=caller, weight=weight
+        )
         if isinstance(taken, Ticket):
             return taken  # Redis did not answer: admitted by the local twins
         wait_text = taken
@@ -355,7 +372,8 @@ class RedisGates:
         now = clock.monotonic()
         for cap in shared_caps:
             cap.held += 1
-            leases.append(RedisLease(lease_id, now))
+            cap.line.hold(caller)
+            leases.append(RedisLease(lease_id, now, None, caller))
         if shared_caps:
             self._held[lease_id] = tuple(cap.key for cap in shared_caps)
             self._start_renewing()
@@ -398,8 +416,16 @@ class RedisGates:
         deadline: float | None,
         lease_id: str,
         started: float,
+        *,
+        caller: str,
+        weight: float,
     ) -> str | Ticket:
-        """Run ADMIT until it takes everything (its wait, as text), or raise a refusal."""
+        """Run ADMIT until it takes everything (its wait, as text), or raise a refusal.
+
+        A try that finds a cap full waits for the turn of this process (see the
+        module), then asks again each time a local slot frees or a poll ends,
+        and hands the turn on as soon as a caller with less of its share waits.
+        """
         clock = self._clock
         keys = [cap.key for cap in shared_caps] + [gate.key for gate, _ in shared_rates]
         fixed: list[object] = [cap.limit for cap in shared_caps]
@@ -407,16 +433,22 @@ class RedisGates:
             fixed += [gate.t_ms, gate.burst * gate.t_ms, amount]
         ttl_ms = self._ttl * 1000
         poll = _POLL_FIRST
-        line: RedisConcurrencyGate | None = None  # the cap whose line this try stands in
+        line: RedisConcurrencyGate | None = None  # the cap whose turn this try holds
         loop = asyncio.get_running_loop()
         ends = loop.time()  # when waiting for a slot must stop (real time, set in line)
-        # Tries already waiting in this process for one of these caps go first (FIFO).
-        queued = next((cap for cap in shared_caps if cap.waiting), None)
+        # Tries already waiting in this process for one of these caps go first (fairly).
+        queued = next((cap for cap in shared_caps if cap.line.in_use), None)
         try:
             if queued is not None:
-                line = await self._join_line(queued, deadline, started)
+                line = await self._join_line(queued, caller, weight, deadline, started)
                 ends = loop.time() + self._wait_budget(deadline, started)
             while True:
+                if line is not None and line.line.fairer_waiting(caller, weight):
+                    # A caller with less of its share waits: it asks first. Checked right
+                    # before each ADMIT, so a slot freed meanwhile goes to it, not to us.
+                    turn, line = line, None
+                    turn.line.give()
+                    line = await self._wait_turn(turn, caller, weight, ends - loop.time(), True)
                 left = _NEVER if deadline is None else (deadline - clock.monotonic()) * 1000
                 queue_full = any(gate.waiters >= self._max_waiters for gate, _ in shared_rates)
                 allowed = 0.0 if queue_full else min(left, self._max_wait * 1000)
@@ -424,7 +456,9 @@ class RedisGates:
                 try:
                     status, index, wait_text = await self._link.run(self._admit, keys, args)
                 except RedisDownError:
-                    return await self._admit_locally(shared_caps, shared_rates, deadline)
+                    return await self._admit_locally(
+                        shared_caps, shared_rates, deadline, caller, weight
+                    )
                 except asyncio.CancelledError:
                     self._forget(shared_caps, lease_id)  # the script may have run: drop the lease
                     raise
@@ -435,35 +469,44 @@ class RedisGates:
                     raise self._rate_refusal(gate, float(wait_text), queue_full, left)
                 cap = shared_caps[index - 1]
                 if line is None:
-                    line = await self._join_line(cap, deadline, started)
+                    line = await self._join_line(cap, caller, weight, deadline, started)
                     ends = loop.time() + self._wait_budget(deadline, started)
-                    continue  # first in line now: try again at once
+                    continue  # this try's turn now: ask again at once
                 remaining = ends - loop.time()
                 if remaining <= 0:
-                    raise cap.busy()
+                    raise cap.busy(caller)
                 await self._wait_for_slot(cap, min(poll, remaining))
                 poll = min(poll * 2, _POLL_MAX)
         finally:
             if line is not None:
-                line.waiting -= 1
-                line.line.release()
+                line.line.give()  # the turn goes to the fairest waiting caller
 
     async def _join_line(
-        self, cap: RedisConcurrencyGate, deadline: float | None, started: float
+        self,
+        cap: RedisConcurrencyGate,
+        caller: str,
+        weight: float,
+        deadline: float | None,
+        started: float,
     ) -> RedisConcurrencyGate:
-        """Wait to be first of this process's tries waiting for `cap` (or raise busy)."""
-        remaining = self._wait_budget(deadline, started)
-        if remaining <= 0 or cap.waiting >= self._max_waiters:
-            raise cap.busy()
-        cap.waiting += 1
+        """Wait for this process's turn to ask Redis for `cap` (or raise busy)."""
+        return await self._wait_turn(
+            cap, caller, weight, self._wait_budget(deadline, started), False
+        )
+
+    async def _wait_turn(
+        self, cap: RedisConcurrencyGate, caller: str, weight: float, seconds: float, first: bool
+    ) -> RedisConcurrencyGate:
+        """Take the turn of `cap` if it is free, else wait for it in `caller`'s line (at its
+        head if `first`: a try that handed its turn on keeps its place among its caller's)."""
+        if seconds <= 0:
+            raise cap.busy(caller)
+        if cap.line.take():
+            return cap
         try:
-            async with asyncio.timeout(remaining):
-                await cap.line.acquire()
-        except BaseException as exc:
-            cap.waiting -= 1
-            if isinstance(exc, TimeoutError):
-                raise cap.busy() from None
-            raise
+            await cap.line.wait(caller, weight, seconds, self._max_waiters, first=first)
+        except (TimeoutError, QueueFullError):
+            raise cap.busy(caller) from None
         return cap
 
     def _wait_budget(self, deadline: float | None, started: float) -> float:
@@ -494,11 +537,19 @@ class RedisGates:
         caps: Sequence[RedisConcurrencyGate],
         rates: Sequence[tuple[RedisRateGate, float]],
         deadline: float | None,
+        caller: str,
+        weight: float,
     ) -> Ticket:
         inner = await admit_in_turn(
-            [cap.local for cap in caps], [(gate.local, amount) for gate, amount in rates], deadline
+            [cap.local for cap in caps],
+            [(gate.local, amount) for gate, amount in rates],
+            deadline,
+            caller,
+            weight,
         )
-        leases: list[Lease] = [RedisLease("", lease.taken_at, lease) for lease in inner.leases]
+        leases: list[Lease] = [
+            RedisLease("", lease.taken_at, lease, caller) for lease in inner.leases
+        ]
         return Ticket(caps, leases, rates, inner.waited, token=inner)
 
     # ---- giving back -----------------------------------------------------------------
@@ -529,6 +580,7 @@ class RedisGates:
             lease_id = lease.id
             held.append(cap)
             cap.held -= 1
+            cap.line.unhold(lease.caller)
         if lease_id:
             self._held.pop(lease_id, None)
         if not held and not refunds_:

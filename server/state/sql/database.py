@@ -34,11 +34,12 @@ CALL_COLUMNS = (
     "request_id", "ended_at_us", "tenant", "key_id", "end_user", "route_model", "route_reason",
     "model", "status", "input_tokens", "output_tokens", "cached_input_tokens", "estimated",
     "cost_nanos", "latency_us", "ttft_us", "cache", "saved_cost_nanos", "labels",
+    "reasoning_tokens", "cache_write_tokens",  # migration 0004: last, in this order
 )  # fmt: skip
 ATTEMPT_COLUMNS = (
     "request_id", "seq", "tenant", "ended_at_us", "model", "provider", "outcome", "http_status",
     "error", "latency_us", "input_tokens", "output_tokens", "cached_input_tokens", "estimated",
-    "cost_nanos",
+    "cost_nanos", "reasoning_tokens", "cache_write_tokens",
 )  # fmt: skip
 
 _ERRORS = "CASE WHEN status NOT IN ('OK', 'CANCELLED') THEN 1 ELSE 0 END"
@@ -177,8 +178,8 @@ class Database(Protocol):
 
 
 def call_values(row: CallRow) -> tuple[Any, ...]:
-    """A call's column values, in CALL_COLUMNS order (the row's first fields)."""
-    return row[:19]
+    """A call's column values, in CALL_COLUMNS order (the row's fields but its attempts)."""
+    return (*row[:19], row.reasoning_tokens, row.cache_write_tokens)
 
 
 def attempt_values(row: CallRow, attempt: AttemptRow) -> tuple[Any, ...]:
@@ -188,16 +189,17 @@ def attempt_values(row: CallRow, attempt: AttemptRow) -> tuple[Any, ...]:
         attempt.provider, attempt.outcome, attempt.http_status, attempt.error,
         attempt.latency_us, attempt.input_tokens, attempt.output_tokens,
         attempt.cached_input_tokens, attempt.estimated, attempt.cost,
+        attempt.reasoning_tokens, attempt.cache_write_tokens,
     )  # fmt: skip
 
 
 def _attempt_row(a: Sequence[Any]) -> AttemptRow:
     # a: request_id, then the AttemptRow fields; SQLite keeps booleans as 0 and 1
-    return AttemptRow._make((*a[1:11], bool(a[11]), a[12]))
+    return AttemptRow._make((*a[1:11], bool(a[11]), *a[12:15]))
 
 
 def _call_row(c: Sequence[Any], attempts: tuple[AttemptRow, ...]) -> CallRow:
-    return CallRow._make((*c[:12], bool(c[12]), *c[13:19], attempts))
+    return CallRow._make((*c[:12], bool(c[12]), *c[13:19], attempts, *c[19:21]))
 
 
 def _rows_of(calls: Sequence[Sequence[Any]], attempts: Sequence[Sequence[Any]]) -> list[CallRow]:
@@ -394,7 +396,7 @@ def _sqlite_revision(connection: sqlite3.Connection) -> str | None:
     return None if row is None else str(row[0])
 
 
-_ROWS_PER_STATEMENT = 500  # 500 x 19 values, well inside SQLite's 32,766 variables
+_ROWS_PER_STATEMENT = 500  # 500 x 21 values, well inside SQLite's 32,766 variables
 
 
 def _boundary(found: Sequence[Any] | None, before_us: int) -> int:

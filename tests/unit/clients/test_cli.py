@@ -2,9 +2,12 @@
 
 import argparse
 import io
+import json
+import re
 import sys
 import types
 from datetime import timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -188,3 +191,144 @@ def test_report_help_is_the_report_s_own(monkeypatch, capsys):
     assert done.value.code == 0
     help_text = capsys.readouterr().out
     assert help_text.startswith("usage: switchyard report") and "--since" in help_text
+
+
+TOOLS = [
+    {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+    {"name": "get_time"},
+]
+
+
+def _call(call_id: str, name: str, **arguments: str) -> pb.ToolCall:
+    call = pb.ToolCall(id=call_id, name=name)
+    call.arguments.update(arguments)
+    return call
+
+
+def test_query_with_tools_sends_them_and_prints_each_call(fake, tmp_path):
+    tools = tmp_path / "tools.json"
+    tools.write_text(json.dumps(TOOLS))
+    fake.gateway.answers["Query"] = pb.QueryResponse(
+        model="gpt-4.1",
+        finish_reason=pb.FINISH_REASON_TOOL_CALLS,
+        tool_calls=[_call("call_1", "get_weather", city="Lisbon"), _call("call_2", "get_time")],
+    )
+    code, out, err = call(
+        "query", "Weather?", "--tools", str(tools), "--tool-choice", "required",
+        "--address", fake.address,
+    )  # fmt: skip
+    assert code == 0
+    assert out.splitlines() == [  # no empty answer line: the calls are the answer
+        'tool call get_weather {"city": "Lisbon"} (id call_1)',
+        "tool call get_time {} (id call_2)",
+    ]
+    assert err.startswith("model=gpt-4.1 ")
+    spec = fake.gateway.seen[0].request.query
+    assert [tool.name for tool in spec.tools] == ["get_weather", "get_time"]
+    assert spec.tool_choice.mode == pb.TOOL_CHOICE_MODE_REQUIRED
+
+
+def test_a_streamed_tool_call_is_printed_once_complete_on_its_own_line(fake, tmp_path):
+    tools = tmp_path / "tools.json"
+    tools.write_text(json.dumps(TOOLS))
+    fake.gateway.answers["StreamQuery"] = [
+        pb.StreamQueryResponse(start=pb.StreamStart(model="gpt-4.1")),
+        pb.StreamQueryResponse(delta=pb.TextDelta(text="Let me check.")),
+        pb.StreamQueryResponse(tool_call_start=pb.ToolCallStart(index=0, id="c1", name="get_time")),
+        pb.StreamQueryResponse(tool_call_delta=pb.ToolCallDelta(index=0, arguments="{")),
+        pb.StreamQueryResponse(tool_call_end=pb.ToolCallEnd(index=0, call=_call("c1", "get_time"))),
+        pb.StreamQueryResponse(end=pb.StreamEnd(finish_reason=pb.FINISH_REASON_TOOL_CALLS)),
+    ]
+    code, out, _ = call(
+        "query", "Time?", "--stream", "--tools", str(tools), "--address", fake.address
+    )
+    assert code == 0
+    assert out == "Let me check.\ntool call get_time {} (id c1)\n"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["unary", "streamed"])
+def test_a_json_answer_that_does_not_validate_exits_65_and_says_where(fake, tmp_path, stream):
+    schema = tmp_path / "person.json"
+    schema.write_text('{"type": "object", "required": ["name"]}')
+    where = "$ lacks the required property 'name'"
+    verdict: dict[str, Any] = {
+        "validation": pb.OUTPUT_VALIDATION_INVALID,
+        "validation_error": where,
+    }
+    fake.gateway.answers["Query"] = pb.QueryResponse(content="{}", **verdict)
+    fake.gateway.answers["StreamQuery"] = [
+        pb.StreamQueryResponse(start=pb.StreamStart(model="gpt-4.1")),
+        pb.StreamQueryResponse(delta=pb.TextDelta(text="{}")),
+        pb.StreamQueryResponse(end=pb.StreamEnd(**verdict)),
+    ]
+    argv = ["query", "Who?", "--json-schema", str(schema), "--address", fake.address]
+    code, out, err = call(*argv, *(["--stream"] if stream else []))
+    assert (code, out) == (65, "{}\n")
+    assert "validation=INVALID" in err.splitlines()[0]
+    assert (
+        err.splitlines()[1]
+        == f"switchyard: the answer does not fit the requested JSON format: {where}"
+    )
+    spec = fake.gateway.seen[0].request.query
+    assert spec.response_format.type == pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA
+    assert list(spec.response_format.json_schema.schema["required"]) == ["name"]
+
+
+def test_images_go_with_the_prompt_in_one_user_message(fake, tmp_path):
+    picture = tmp_path / "chart.png"
+    picture.write_bytes(b"\x89PNG\r\n")
+    fake.gateway.answers["Query"] = pb.QueryResponse(content="A chart.")
+    code, out, _ = call(
+        "query", "What is this?", "--image", str(picture), "--image", "https://example.com/b.webp",
+        "--address", fake.address,
+    )  # fmt: skip
+    assert (code, out) == (0, "A chart.\n")
+    spec = fake.gateway.seen[0].request.query
+    assert spec.prompt == ""
+    [message] = spec.messages
+    text, data, url = message.parts
+    assert (message.role, text.text) == (pb.ROLE_USER, "What is this?")
+    assert data.image == pb.Image(data=b"\x89PNG\r\n", media_type="image/png")
+    assert url.image.url == "https://example.com/b.webp"
+
+
+@pytest.mark.parametrize(
+    ("files", "argv", "message"),
+    [
+        ({}, ["--tools", "missing.json"], "--tools missing.json: No such file or directory"),
+        ({"t.json": "[{"}, ["--tools", "t.json"], "--tools t.json is not JSON"),
+        ({"t.json": '{"name": "x"}'}, ["--tools", "t.json"], "expected a JSON list of"),
+        ({"t.json": '[{"nom": "x"}]'}, ["--tools", "t.json"], r"unknown keys \['nom'\]"),
+        ({"s.json": "[1]"}, ["--json-schema", "s.json"], "expected a JSON Schema object"),
+        ({"a.bmp": "BM"}, ["--image", "a.bmp"], "a.bmp: cannot tell the image format"),
+        ({}, ["--image", "gone.png"], "--image gone.png: No such file or directory"),
+    ],
+)
+def test_a_bad_file_option_exits_64_naming_the_file(
+    fake, tmp_path, monkeypatch, files, argv, message
+):
+    monkeypatch.chdir(tmp_path)
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    code, out, err = call("query", "hi", *argv, "--address", fake.address)
+    assert (code, out) == (64, "")
+    assert re.search(message, err), err
+    assert fake.gateway.seen == []  # refused before any call
+
+
+def test_route_shows_the_models_it_skipped(fake):
+    fake.gateway.answers["Route"] = pb.RouteResponse(
+        route=pb.RouteDecision(
+            model="gpt-4.1",
+            skipped_models=[pb.SkippedModel(model="deepseek-v3.2", reason="does not take images")],
+        )
+    )
+    code, out, _ = call(
+        "route", "hi", "--image", "https://example.com/a.png", "--address", fake.address
+    )
+    assert code == 0
+    assert "skipped    deepseek-v3.2 (does not take images)" in out.splitlines()

@@ -1,5 +1,6 @@
 """The limiter stage: every gate a try needs, taken in order and given back on every path."""
 
+import asyncio
 import dataclasses
 
 import pytest
@@ -8,9 +9,9 @@ from server.catalog import default_catalog
 from server.domain import ModelCall, Outcome
 from server.errors import ModelBusyError, RateLimitedError, RelayUnavailableError
 from server.pipeline.limiter import LimiterStage, Limits
-from server.settings import LimitSettings
+from server.settings import ConfigError, LimitSettings, load_settings
 from server.state.memory import MemoryGates
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, until
 
 from .fakes import CATALOG, ScriptedModels, routed_call
 
@@ -77,3 +78,58 @@ async def test_token_budget_reserves_input_plus_max_tokens_and_refunds_the_unuse
     assert await tpm.acquire(900, deadline=CLOCK.monotonic()) == 0.0
     with pytest.raises(ModelBusyError, match="at most 1000 tokens at once"):
         await stage.query(ModelCall(call, gpt, 2000))
+
+
+async def test_a_full_provider_hands_its_slots_by_the_tenants_weighted_shares():
+    # Three openai slots, all held by `heavy` (weight 2): its share is 2 of the 3 against
+    # `light` (weight 1). The call's tenant and its weight reach the gates.
+    limits = limits_for(provider_concurrency={"openai": 3}, tenant_weights={"heavy": 2})
+    gpt = CATALOG.models["gpt-4.1"]
+    stage = LimiterStage(ScriptedModels({"gpt-4.1": ["a", "b"]}), limits, clock=CLOCK)
+    provider = limits.of(gpt).provider_cap
+
+    async def open_stream(tenant: str):
+        """A stream holding its slots: it has yielded its first event and is not read on."""
+        stream = stage.stream(ModelCall(routed_call(model="gpt-4.1", tenant=tenant), gpt, 10))
+        await anext(stream)
+        return stream
+
+    heavy = [await open_stream("heavy") for _ in range(3)]
+    light_waiting = [asyncio.create_task(open_stream("light")) for _ in range(2)]
+    await until(lambda: provider.waiters == 2)
+    heavy_waiting = [asyncio.create_task(open_stream("heavy")) for _ in range(2)]
+    await until(lambda: provider.waiters == 4)
+    await heavy.pop(0).aclose()  # heavy 2 of 3, light 0: light's first waiter
+    await until(lambda: provider.holding("light") == 1)
+    await heavy.pop(0).aclose()  # heavy 1 (half its weight), light 1: heavy, though light
+    await until(lambda: provider.holding("heavy") == 2)  # queued first
+    assert provider.holding("light") == 1 and not light_waiting[1].done()
+    for task in light_waiting[1:] + heavy_waiting[1:]:
+        task.cancel()
+    for task in (light_waiting[0], heavy_waiting[0]):
+        heavy.append(await task)
+    for stream in heavy:
+        await stream.aclose()
+    assert (provider.in_use, provider.waiters) == (0, 0)
+
+
+def test_tenant_weights_come_from_the_environment_or_the_file_and_are_checked(tmp_path):
+    assert load_settings(
+        {"SWITCHYARD_TENANT_WEIGHTS": "search=3, batch=1"}
+    ).limits.tenant_weights == {
+        "search": 3,
+        "batch": 1,
+    }
+    config = tmp_path / "switchyard.toml"
+    config.write_text('[limits.tenant_weights]\n"billing-svc" = 4\n')
+    limits = load_settings({"SWITCHYARD_CONFIG": str(config)}).limits
+    assert limits.tenant_weights == {"billing-svc": 4}
+    assert Limits(CATALOG.models.values(), limits, MemoryGates(1, 1.0)).weights["billing-svc"] == 4
+    for bad in ("search=0", "search=2.5", "search", "=2"):
+        with pytest.raises(
+            ConfigError,
+            match=r"^SWITCHYARD_TENANT_WEIGHTS: expected name=count pairs, each count a whole",
+        ):
+            load_settings({"SWITCHYARD_TENANT_WEIGHTS": bad})
+    with pytest.raises(ConfigError, match="from 1 to 1000"):
+        load_settings({"SWITCHYARD_TENANT_WEIGHTS": "search=5000"})

@@ -7,7 +7,7 @@ from server.catalog import default_catalog
 from server.domain import FinishReason, Message, Request, Role, Usage
 from server.errors import RelayProtocolError, RelayUnavailableError
 from server.relay.sse import SSEDecoder
-from server.relay.wires import WIRES
+from server.relay.wires import WIRES, Answer
 
 CATALOG = default_catalog()
 GPT = CATALOG.models["gpt-4.1"]
@@ -51,9 +51,9 @@ def test_openai_headers_use_bearer():
 
 def test_openai_answer():
     body = b'{"choices":[{"message":{"role":"assistant","content":"yo"},"finish_reason":"length"}],"usage":{"prompt_tokens":3,"completion_tokens":4}}'
-    assert WIRES["openai"].decode(body) == ("yo", Usage(3, 4), FinishReason.LENGTH)
+    assert WIRES["openai"].decode(body) == Answer("yo", Usage(3, 4), FinishReason.LENGTH)
     no_usage = b'{"choices":[{"message":{"content":null},"finish_reason":"stop"}]}'
-    assert WIRES["openai"].decode(no_usage) == ("", None, FinishReason.STOP)
+    assert WIRES["openai"].decode(no_usage) == Answer("", None, FinishReason.STOP)
     with pytest.raises(RelayProtocolError):
         WIRES["openai"].decode(b'{"choices": []}')
     with pytest.raises(RelayProtocolError):
@@ -120,12 +120,12 @@ def test_anthropic_request_body_moves_system_and_clamps_temperature():
     assert headers["x-api-key"] == "k" and headers["anthropic-version"]
 
 
-def test_anthropic_answer_counts_cache_tokens_as_input_and_reads_as_cached():
-    body = b'{"content":[{"type":"text","text":"a"},{"type":"tool_use"},{"type":"text","text":"b"}],"stop_reason":"max_tokens","usage":{"input_tokens":3,"cache_creation_input_tokens":5,"cache_read_input_tokens":10,"output_tokens":2}}'
-    # 3 uncached + 5 cache writes + 10 cache reads = 18 input tokens, of which the 10 reads are cached
-    assert WIRES["anthropic"].decode(body) == (
+def test_anthropic_answer_counts_cache_tokens_as_input_reads_and_writes_apart():
+    body = b'{"content":[{"type":"text","text":"a"},{"type":"server_tool_use"},{"type":"text","text":"b"}],"stop_reason":"max_tokens","usage":{"input_tokens":3,"cache_creation_input_tokens":5,"cache_read_input_tokens":10,"output_tokens":2}}'
+    # 3 uncached + 5 cache writes + 10 cache reads = 18 input tokens: 10 read, 5 written
+    assert WIRES["anthropic"].decode(body) == Answer(
         "ab",
-        Usage(18, 2, cached_input_tokens=10),
+        Usage(18, 2, cached_input_tokens=10, cache_write_tokens=5),
         FinishReason.LENGTH,
     )
 

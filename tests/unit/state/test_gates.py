@@ -194,3 +194,114 @@ async def test_no_wait_at_all_once_the_deadline_passed(backend):
     with pytest.raises(ModelBusyError):
         await at_once(backend, gate.acquire(clock.monotonic() - 1))
     assert gate.waiters == 0
+
+
+# ---- fair shares across callers ------------------------------------------------------
+
+
+async def queue_up(gate, caller: str, count: int, weight: float = 1.0) -> list[asyncio.Task]:
+    """`count` waiting tries of `caller`, each seen queued before the next comes (FIFO)."""
+    tasks = []
+    for _ in range(count):
+        wanted = gate.waiters + 1
+        tasks.append(asyncio.create_task(gate.acquire(None, caller, weight)))
+        await until(lambda: gate.waiters == wanted)  # noqa: B023 (awaited within the turn)
+    return tasks
+
+
+async def test_a_freed_slot_goes_to_the_caller_holding_the_least_of_its_share(backend):
+    gate = cap(backend, limit=2, max_waiters=10)
+    held = [await gate.acquire(None, "greedy"), await gate.acquire(None, "greedy")]
+    greedy = await queue_up(gate, "greedy", 3)  # in line first ...
+    other = asyncio.create_task(gate.acquire(None, "other"))  # ... then another caller
+    await until(lambda: gate.waiters == 4)
+    await gate.release(held[0])
+    lease = await asyncio.wait_for(other, 2)  # served before greedy's earlier waiters
+    assert lease.caller == "other"
+    assert not any(task.done() for task in greedy)  # greedy holds its share: it waits
+    await gate.release(held[1])
+    first = await asyncio.wait_for(greedy[0], 2)  # FIFO within greedy
+    assert not any(task.done() for task in greedy[1:])
+    for task in greedy[1:]:
+        task.cancel()
+    await asyncio.gather(*greedy[1:], return_exceptions=True)
+    for done in (lease, first):
+        await gate.release(done)
+    assert (gate.in_use, gate.waiters) == (0, 0)
+
+
+async def test_weights_divide_a_full_cap_between_callers(backend):
+    gate = cap(backend, limit=4, max_waiters=50)
+    holding = [await gate.acquire(None, "heavy", 3.0) for _ in range(4)]
+    waiting = await queue_up(gate, "heavy", 12, 3.0) + await queue_up(gate, "light", 12)
+    for _ in range(12):  # the oldest holder finishes; its slot is handed on
+        await gate.release(holding.pop(0))
+        await until(lambda: any(task.done() for task in waiting))
+        served = next(task for task in waiting if task.done())
+        waiting.remove(served)
+        holding.append(served.result())
+        # 3 : 1, though every heavy waiter came first (FIFO would serve heavy only)
+        assert sorted(lease.caller for lease in holding) == ["heavy"] * 3 + ["light"]
+    for task in waiting:
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
+    for lease in holding:
+        await gate.release(lease)
+    assert (gate.in_use, gate.waiters) == (0, 0)
+
+
+async def test_a_full_queue_refuses_the_caller_that_fills_it_not_the_others(backend):
+    gate = cap(backend, limit=2, max_waiters=3)
+    held = [await gate.acquire(None, "greedy"), await gate.acquire(None, "greedy")]
+    greedy: list[asyncio.Task] = []
+    while True:  # greedy queues until its next try is refused at once
+        before = gate.waiters
+        task = asyncio.create_task(gate.acquire(None, "greedy"))
+        await until(lambda: gate.waiters > before or task.done())  # noqa: B023
+        if task.done():
+            break
+        greedy.append(task)
+    with pytest.raises(ModelBusyError, match="2 of them by caller 'greedy'"):
+        await task
+    other = asyncio.create_task(gate.acquire(None, "other"))  # the queue is full ...
+    newest = greedy.pop()  # ... so greedy's newest waiter makes room for it
+    with pytest.raises(ModelBusyError, match="2 calls in flight"):
+        await asyncio.wait_for(newest, 2)
+    assert not other.done()
+    await gate.release(held[0])
+    lease = await asyncio.wait_for(other, 2)
+    assert lease.caller == "other"
+    for waiting in greedy:
+        waiting.cancel()
+    await asyncio.gather(*greedy, return_exceptions=True)
+    for done in (held[1], lease):
+        await gate.release(done)
+    assert (gate.in_use, gate.waiters) == (0, 0)
+
+
+async def test_a_caller_past_its_share_is_told_so_when_its_wait_ends(backend):
+    clock = FakeClock()
+    gate = cap(backend, limit=1, max_wait=0.05, clock=clock)
+    held = await gate.acquire(None, "greedy")
+    with pytest.raises(ModelBusyError) as caught:
+        await gate.acquire(None, "greedy")  # waits max_wait (real time, 50 ms), then refused
+    assert "1 of them by caller 'greedy'" in caught.value.message
+    with pytest.raises(ModelBusyError) as plain:
+        await gate.acquire(clock.monotonic() - 1, "other")
+    assert "of them" not in plain.value.message  # a caller holding nothing is told only busy
+    await gate.release(held)
+
+
+async def test_the_fair_queue_keeps_nothing_per_caller_once_its_calls_end(backend):
+    gate = cap(backend, limit=2, max_waiters=10)
+    for n in range(500 if backend.name == "memory" else 20):  # callers come and go, some wait
+        first = await gate.acquire(None, f"caller-{n}")
+        second = await gate.acquire(None, f"caller-{n}")
+        third = asyncio.create_task(gate.acquire(None, f"other-{n}"))
+        await until(lambda: gate.waiters == 1)
+        await gate.release(first)
+        await gate.release(await asyncio.wait_for(third, 2))
+        await gate.release(second)
+    queue = gate.line if backend.name == "redis" else gate._queue
+    assert (queue.held, queue._lines) == ({}, {})
+    assert (gate.in_use, gate.waiters) == (0, 0)

@@ -23,9 +23,11 @@ type GatewayServiceClient interface {
 	// Query answers the query with one complete response.
 	Query(ctx context.Context, in *QueryRequest, opts ...grpc.CallOption) (*QueryResponse, error)
 	// StreamQuery answers the query as tokens are produced: one `start`
-	// message naming the model, then `delta` messages with text, then exactly
-	// one `end` message with usage, cost and attempts. A failure ends the
-	// stream with a gRPC error status instead of an `end` message.
+	// message naming the model, then `delta` messages with text (and, when
+	// the model reasons or calls tools, `reasoning` and `tool_call_*`
+	// messages in the order produced), then exactly one `end` message with
+	// usage, cost and attempts. A failure ends the stream with a gRPC error
+	// status instead of an `end` message.
 	StreamQuery(ctx context.Context, in *StreamQueryRequest, opts ...grpc.CallOption) (GatewayService_StreamQueryClient, error)
 	// GetUsage reports the calling caller's spend, tokens, requests, errors and
 	// cache savings per model over a time window, with its budget status and
@@ -147,9 +149,11 @@ type GatewayServiceServer interface {
 	// Query answers the query with one complete response.
 	Query(context.Context, *QueryRequest) (*QueryResponse, error)
 	// StreamQuery answers the query as tokens are produced: one `start`
-	// message naming the model, then `delta` messages with text, then exactly
-	// one `end` message with usage, cost and attempts. A failure ends the
-	// stream with a gRPC error status instead of an `end` message.
+	// message naming the model, then `delta` messages with text (and, when
+	// the model reasons or calls tools, `reasoning` and `tool_call_*`
+	// messages in the order produced), then exactly one `end` message with
+	// usage, cost and attempts. A failure ends the stream with a gRPC error
+	// status instead of an `end` message.
 	StreamQuery(*StreamQueryRequest, GatewayService_StreamQueryServer) error
 	// GetUsage reports the calling caller's spend, tokens, requests, errors and
 	// cache savings per model over a time window, with its budget status and

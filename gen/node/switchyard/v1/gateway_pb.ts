@@ -12,16 +12,16 @@
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Money } from "../../google/type/money_pb.js";
 import { file_google_type_money } from "../../google/type/money_pb.js";
-import type { Message as Message$1 } from "@bufbuild/protobuf";
+import type { JsonObject, Message as Message$1 } from "@bufbuild/protobuf";
 
 /**
  * Describes the file switchyard/v1/gateway.proto.
  */
 export const file_switchyard_v1_gateway: GenFile = /*@__PURE__*/
-  fileDesc("Chtzd2l0Y2h5YXJkL3YxL2dhdGV3YXkucHJvdG8SDXN3aXRjaHlhcmQudjEiPQoHTWVzc2FnZRIhCgRyb2xlGAEgASgOMhMuc3dpdGNoeWFyZC52MS5Sb2xlEg8KB2NvbnRlbnQYAiABKAkijgMKCVF1ZXJ5U3BlYxIOCgZwcm9tcHQYASABKAkSKAoIbWVzc2FnZXMYAiADKAsyFi5zd2l0Y2h5YXJkLnYxLk1lc3NhZ2USIQoEdGFzaxgDIAEoDjITLnN3aXRjaHlhcmQudjEuVGFzaxINCgVtb2RlbBgEIAEoCRISCgptYXhfdG9rZW5zGAUgASgNEhgKC3RlbXBlcmF0dXJlGAYgASgBSACIAQESEgoFdG9wX3AYByABKAFIAYgBARIMCgRzdG9wGAggAygJEhgKEGRpc2FibGVfZmFsbGJhY2sYCSABKAgSNAoGbGFiZWxzGAogAygLMiQuc3dpdGNoeWFyZC52MS5RdWVyeVNwZWMuTGFiZWxzRW50cnkSLAoKY2FjaGVfbW9kZRgLIAEoDjIYLnN3aXRjaHlhcmQudjEuQ2FjaGVNb2RlGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCDgoMX3RlbXBlcmF0dXJlQggKBl90b3BfcCJkCgVVc2FnZRIUCgxpbnB1dF90b2tlbnMYASABKA0SFQoNb3V0cHV0X3Rva2VucxgCIAEoDRIbChNjYWNoZWRfaW5wdXRfdG9rZW5zGAMgASgNEhEKCWVzdGltYXRlZBgEIAEoCCJXCgtUb2tlblRvdGFscxIUCgxpbnB1dF90b2tlbnMYASABKAQSFQoNb3V0cHV0X3Rva2VucxgCIAEoBBIbChNjYWNoZWRfaW5wdXRfdG9rZW5zGAMgASgEIl4KCk1vZGVsU3RhdGUSDQoFbW9kZWwYASABKAkSLAoHY2lyY3VpdBgCIAEoDjIbLnN3aXRjaHlhcmQudjEuQ2lyY3VpdFN0YXRlEhMKC3JldHJ5X2luX21zGAMgASgNIi0KCUFkbWlzc2lvbhIQCghhZG1pdHRlZBgBIAEoCBIOCgZyZWFzb24YAiABKAkiUAoMQ29zdEVzdGltYXRlEh8KA21pbhgBIAEoCzISLmdvb2dsZS50eXBlLk1vbmV5Eh8KA21heBgCIAEoCzISLmdvb2dsZS50eXBlLk1vbmV5IpwDCg1Sb3V0ZURlY2lzaW9uEg0KBW1vZGVsGAEgASgJEhAKCHByb3ZpZGVyGAIgASgJEhcKD2ZhbGxiYWNrX21vZGVscxgDIAMoCRIhCgR0YXNrGAQgASgOMhMuc3dpdGNoeWFyZC52MS5UYXNrEi0KCmNvbXBsZXhpdHkYBSABKA4yGS5zd2l0Y2h5YXJkLnYxLkNvbXBsZXhpdHkSKAoFYmFzaXMYBiABKA4yGS5zd2l0Y2h5YXJkLnYxLlJvdXRlQmFzaXMSDgoGcmVhc29uGAcgASgJEh4KFmVzdGltYXRlZF9pbnB1dF90b2tlbnMYCCABKA0SEgoKbWF4X3Rva2VucxgJIAEoDRIzCg5lc3RpbWF0ZWRfY29zdBgKIAEoCzIbLnN3aXRjaHlhcmQudjEuQ29zdEVzdGltYXRlEi8KDG1vZGVsX3N0YXRlcxgLIAMoCzIZLnN3aXRjaHlhcmQudjEuTW9kZWxTdGF0ZRIrCglhZG1pc3Npb24YDCABKAsyGC5zd2l0Y2h5YXJkLnYxLkFkbWlzc2lvbiLZAQoHQXR0ZW1wdBINCgVtb2RlbBgBIAEoCRIQCghwcm92aWRlchgCIAEoCRIuCgdvdXRjb21lGAMgASgOMh0uc3dpdGNoeWFyZC52MS5BdHRlbXB0T3V0Y29tZRITCgtodHRwX3N0YXR1cxgEIAEoDRINCgVlcnJvchgFIAEoCRISCgpsYXRlbmN5X21zGAYgASgNEiMKBXVzYWdlGAcgASgLMhQuc3dpdGNoeWFyZC52MS5Vc2FnZRIgCgRjb3N0GAggASgLMhIuZ29vZ2xlLnR5cGUuTW9uZXkiNwoMUm91dGVSZXF1ZXN0EicKBXF1ZXJ5GAEgASgLMhguc3dpdGNoeWFyZC52MS5RdWVyeVNwZWMiPAoNUm91dGVSZXNwb25zZRIrCgVyb3V0ZRgBIAEoCzIcLnN3aXRjaHlhcmQudjEuUm91dGVEZWNpc2lvbiI3CgxRdWVyeVJlcXVlc3QSJwoFcXVlcnkYASABKAsyGC5zd2l0Y2h5YXJkLnYxLlF1ZXJ5U3BlYyLzAgoNUXVlcnlSZXNwb25zZRIPCgdjb250ZW50GAEgASgJEg0KBW1vZGVsGAIgASgJEhAKCHByb3ZpZGVyGAMgASgJEiMKBXVzYWdlGAQgASgLMhQuc3dpdGNoeWFyZC52MS5Vc2FnZRIgCgRjb3N0GAUgASgLMhIuZ29vZ2xlLnR5cGUuTW9uZXkSMgoNZmluaXNoX3JlYXNvbhgGIAEoDjIbLnN3aXRjaHlhcmQudjEuRmluaXNoUmVhc29uEigKCGF0dGVtcHRzGAcgAygLMhYuc3dpdGNoeWFyZC52MS5BdHRlbXB0Eg4KBmNhY2hlZBgIIAEoCBISCgpsYXRlbmN5X21zGAkgASgNEisKBXJvdXRlGAogASgLMhwuc3dpdGNoeWFyZC52MS5Sb3V0ZURlY2lzaW9uEhIKCnJlcXVlc3RfaWQYCyABKAkSJgoKc2F2ZWRfY29zdBgMIAEoCzISLmdvb2dsZS50eXBlLk1vbmV5Ij0KElN0cmVhbVF1ZXJ5UmVxdWVzdBInCgVxdWVyeRgBIAEoCzIYLnN3aXRjaHlhcmQudjEuUXVlcnlTcGVjIm8KC1N0cmVhbVN0YXJ0Eg0KBW1vZGVsGAEgASgJEhAKCHByb3ZpZGVyGAIgASgJEisKBXJvdXRlGAMgASgLMhwuc3dpdGNoeWFyZC52MS5Sb3V0ZURlY2lzaW9uEhIKCnJlcXVlc3RfaWQYBCABKAkiGQoJVGV4dERlbHRhEgwKBHRleHQYASABKAkinAIKCVN0cmVhbUVuZBIjCgV1c2FnZRgBIAEoCzIULnN3aXRjaHlhcmQudjEuVXNhZ2USIAoEY29zdBgCIAEoCzISLmdvb2dsZS50eXBlLk1vbmV5EjIKDWZpbmlzaF9yZWFzb24YAyABKA4yGy5zd2l0Y2h5YXJkLnYxLkZpbmlzaFJlYXNvbhIoCghhdHRlbXB0cxgEIAMoCzIWLnN3aXRjaHlhcmQudjEuQXR0ZW1wdBIOCgZjYWNoZWQYBSABKAgSEgoKbGF0ZW5jeV9tcxgGIAEoDRIeChZ0aW1lX3RvX2ZpcnN0X3Rva2VuX21zGAcgASgNEiYKCnNhdmVkX2Nvc3QYCCABKAsyEi5nb29nbGUudHlwZS5Nb25leSKfAQoTU3RyZWFtUXVlcnlSZXNwb25zZRIrCgVzdGFydBgBIAEoCzIaLnN3aXRjaHlhcmQudjEuU3RyZWFtU3RhcnRIABIpCgVkZWx0YRgCIAEoCzIYLnN3aXRjaHlhcmQudjEuVGV4dERlbHRhSAASJwoDZW5kGAMgASgLMhguc3dpdGNoeWFyZC52MS5TdHJlYW1FbmRIAEIHCgVldmVudCJ1Cg9HZXRVc2FnZVJlcXVlc3QSKQoFc3RhcnQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKA2VuZBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGY2FsbGVyGAMgASgJIpQBCgpNb2RlbFVzYWdlEg0KBW1vZGVsGAEgASgJEhAKCGF0dGVtcHRzGAIgASgEEhcKD2ZhaWxlZF9hdHRlbXB0cxgDIAEoBBIqCgZ0b2tlbnMYBCABKAsyGi5zd2l0Y2h5YXJkLnYxLlRva2VuVG90YWxzEiAKBGNvc3QYBSABKAsyEi5nb29nbGUudHlwZS5Nb25leSJkCgpDYWNoZVVzYWdlEgwKBGhpdHMYASABKAQSDgoGbWlzc2VzGAIgASgEEhAKCGhpdF9yYXRlGAMgASgBEiYKCnNhdmVkX2Nvc3QYBCABKAsyEi5nb29nbGUudHlwZS5Nb25leSKSAQoLQnVkZ2V0VXNhZ2USDgoGcGVyaW9kGAEgASgJEiEKBWxpbWl0GAIgASgLMhIuZ29vZ2xlLnR5cGUuTW9uZXkSIQoFc3BlbnQYAyABKAsyEi5nb29nbGUudHlwZS5Nb25leRItCglyZXNldHNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkIKDFByb3ZpZGVyTG9hZBIQCghwcm92aWRlchgBIAEoCRIRCglpbl9mbGlnaHQYAiABKA0SDQoFbGltaXQYAyABKA0imAMKEEdldFVzYWdlUmVzcG9uc2USDgoGY2FsbGVyGAEgASgJEikKBXN0YXJ0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBInCgNlbmQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHJlcXVlc3RzGAQgASgEEg4KBmVycm9ycxgFIAEoBBIgCgRjb3N0GAYgASgLMhIuZ29vZ2xlLnR5cGUuTW9uZXkSKgoGdG9rZW5zGAcgASgLMhouc3dpdGNoeWFyZC52MS5Ub2tlblRvdGFscxIpCgZtb2RlbHMYCCADKAsyGS5zd2l0Y2h5YXJkLnYxLk1vZGVsVXNhZ2USKAoFY2FjaGUYCSABKAsyGS5zd2l0Y2h5YXJkLnYxLkNhY2hlVXNhZ2USKwoHYnVkZ2V0cxgKIAMoCzIaLnN3aXRjaHlhcmQudjEuQnVkZ2V0VXNhZ2USLgoJaW5fZmxpZ2h0GAsgAygLMhsuc3dpdGNoeWFyZC52MS5Qcm92aWRlckxvYWQinwEKEkV4cG9ydFVzYWdlUmVxdWVzdBIpCgVzdGFydBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJwoDZW5kGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYAyABKA0SEgoKcGFnZV90b2tlbhgEIAEoCRIOCgZjYWxsZXIYBSABKAkiWAoTRXhwb3J0VXNhZ2VSZXNwb25zZRIoCgVjYWxscxgBIAMoCzIZLnN3aXRjaHlhcmQudjEuQ2FsbFJlY29yZBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkijQQKCkNhbGxSZWNvcmQSEgoKcmVxdWVzdF9pZBgBIAEoCRIsCghlbmRlZF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGY2FsbGVyGAMgASgJEg4KBmtleV9pZBgEIAEoCRIQCghlbmRfdXNlchgFIAEoCRITCgtyb3V0ZV9tb2RlbBgGIAEoCRIUCgxyb3V0ZV9yZWFzb24YByABKAkSDQoFbW9kZWwYCCABKAkSDgoGc3RhdHVzGAkgASgJEiMKBXVzYWdlGAogASgLMhQuc3dpdGNoeWFyZC52MS5Vc2FnZRIgCgRjb3N0GAsgASgLMhIuZ29vZ2xlLnR5cGUuTW9uZXkSEgoKbGF0ZW5jeV9tcxgMIAEoDRIeChZ0aW1lX3RvX2ZpcnN0X3Rva2VuX21zGA0gASgNEg4KBmNhY2hlZBgOIAEoCBImCgpzYXZlZF9jb3N0GA8gASgLMhIuZ29vZ2xlLnR5cGUuTW9uZXkSNQoGbGFiZWxzGBAgAygLMiUuc3dpdGNoeWFyZC52MS5DYWxsUmVjb3JkLkxhYmVsc0VudHJ5EigKCGF0dGVtcHRzGBEgAygLMhYuc3dpdGNoeWFyZC52MS5BdHRlbXB0Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEqUAoEUm9sZRIUChBST0xFX1VOU1BFQ0lGSUVEEAASDwoLUk9MRV9TWVNURU0QARINCglST0xFX1VTRVIQAhISCg5ST0xFX0FTU0lTVEFOVBADKmIKBFRhc2sSFAoQVEFTS19VTlNQRUNJRklFRBAAEhIKDlRBU0tfUkVBU09OSU5HEAESEQoNVEFTS19DUkVBVElWRRACEg0KCVRBU0tfRkFTVBADEg4KClRBU0tfQkFUQ0gQBCpuCgpDb21wbGV4aXR5EhoKFkNPTVBMRVhJVFlfVU5TUEVDSUZJRUQQABIVChFDT01QTEVYSVRZX1NJTVBMRRABEhUKEUNPTVBMRVhJVFlfTUVESVVNEAISFgoSQ09NUExFWElUWV9DT01QTEVYEAMqcgoKUm91dGVCYXNpcxIbChdST1VURV9CQVNJU19VTlNQRUNJRklFRBAAEhUKEVJPVVRFX0JBU0lTX01PREVMEAESFAoQUk9VVEVfQkFTSVNfVEFTSxACEhoKFlJPVVRFX0JBU0lTX0NPTVBMRVhJVFkQAyqBAQoMRmluaXNoUmVhc29uEh0KGUZJTklTSF9SRUFTT05fVU5TUEVDSUZJRUQQABIWChJGSU5JU0hfUkVBU09OX1NUT1AQARIYChRGSU5JU0hfUkVBU09OX0xFTkdUSBACEiAKHEZJTklTSF9SRUFTT05fQ09OVEVOVF9GSUxURVIQAyrxAQoOQXR0ZW1wdE91dGNvbWUSHwobQVRURU1QVF9PVVRDT01FX1VOU1BFQ0lGSUVEEAASGwoXQVRURU1QVF9PVVRDT01FX1NVQ0NFU1MQARIjCh9BVFRFTVBUX09VVENPTUVfUkVUUllBQkxFX0VSUk9SEAISHwobQVRURU1QVF9PVVRDT01FX0ZJTkFMX0VSUk9SEAMSHQoZQVRURU1QVF9PVVRDT01FX0NBTkNFTExFRBAEEh8KG0FUVEVNUFRfT1VUQ09NRV9JTlRFUlJVUFRFRBAFEhsKF0FUVEVNUFRfT1VUQ09NRV9TS0lQUEVEEAYqbgoJQ2FjaGVNb2RlEhoKFkNBQ0hFX01PREVfVU5TUEVDSUZJRUQQABIWChJDQUNIRV9NT0RFX0RFRkFVTFQQARIVChFDQUNIRV9NT0RFX0JZUEFTUxACEhYKEkNBQ0hFX01PREVfUkVGUkVTSBADKnwKDENpcmN1aXRTdGF0ZRIdChlDSVJDVUlUX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUQ0lSQ1VJVF9TVEFURV9DTE9TRUQQARIWChJDSVJDVUlUX1NUQVRFX09QRU4QAhIbChdDSVJDVUlUX1NUQVRFX0hBTEZfT1BFThADMpUDCg5HYXRld2F5U2VydmljZRJCCgVSb3V0ZRIbLnN3aXRjaHlhcmQudjEuUm91dGVSZXF1ZXN0Ghwuc3dpdGNoeWFyZC52MS5Sb3V0ZVJlc3BvbnNlEkIKBVF1ZXJ5Ehsuc3dpdGNoeWFyZC52MS5RdWVyeVJlcXVlc3QaHC5zd2l0Y2h5YXJkLnYxLlF1ZXJ5UmVzcG9uc2USVgoLU3RyZWFtUXVlcnkSIS5zd2l0Y2h5YXJkLnYxLlN0cmVhbVF1ZXJ5UmVxdWVzdBoiLnN3aXRjaHlhcmQudjEuU3RyZWFtUXVlcnlSZXNwb25zZTABEksKCEdldFVzYWdlEh4uc3dpdGNoeWFyZC52MS5HZXRVc2FnZVJlcXVlc3QaHy5zd2l0Y2h5YXJkLnYxLkdldFVzYWdlUmVzcG9uc2USVgoLRXhwb3J0VXNhZ2USIS5zd2l0Y2h5YXJkLnYxLkV4cG9ydFVzYWdlUmVxdWVzdBoiLnN3aXRjaHlhcmQudjEuRXhwb3J0VXNhZ2VSZXNwb25zZTABYgZwcm90bzM", [file_google_protobuf_timestamp, file_google_type_money]);
+  fileDesc("Chtzd2l0Y2h5YXJkL3YxL2dhdGV3YXkucHJvdG8SDXN3aXRjaHlhcmQudjEiYQoHTWVzc2FnZRIhCgRyb2xlGAEgASgOMhMuc3dpdGNoeWFyZC52MS5Sb2xlEg8KB2NvbnRlbnQYAiABKAkSIgoFcGFydHMYAyADKAsyEy5zd2l0Y2h5YXJkLnYxLlBhcnQilAIKBFBhcnQSDgoEdGV4dBgBIAEoCUgAEiUKBWltYWdlGAIgASgLMhQuc3dpdGNoeWFyZC52MS5JbWFnZUgAEiwKCXRvb2xfY2FsbBgDIAEoCzIXLnN3aXRjaHlhcmQudjEuVG9vbENhbGxIABIwCgt0b29sX3Jlc3VsdBgEIAEoCzIZLnN3aXRjaHlhcmQudjEuVG9vbFJlc3VsdEgAEi0KCXJlYXNvbmluZxgFIAEoCzIYLnN3aXRjaHlhcmQudjEuUmVhc29uaW5nSAASPgoScmVkYWN0ZWRfcmVhc29uaW5nGAYgASgLMiAuc3dpdGNoeWFyZC52MS5SZWRhY3RlZFJlYXNvbmluZ0gAQgYKBGtpbmQiRAoFSW1hZ2USDQoDdXJsGAEgASgJSAASDgoEZGF0YRgCIAEoDEgAEhIKCm1lZGlhX3R5cGUYAyABKAlCCAoGc291cmNlIlAKCFRvb2xDYWxsEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSKgoJYXJndW1lbnRzGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJFCgpUb29sUmVzdWx0EhQKDHRvb2xfY2FsbF9pZBgBIAEoCRIPCgdjb250ZW50GAIgASgJEhAKCGlzX2Vycm9yGAMgASgIIiwKCVJlYXNvbmluZxIMCgR0ZXh0GAEgASgJEhEKCXNpZ25hdHVyZRgCIAEoCSIhChFSZWRhY3RlZFJlYXNvbmluZxIMCgRkYXRhGAEgASgJIlYKBFRvb2wSDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRIrCgpwYXJhbWV0ZXJzGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJHCgpUb29sQ2hvaWNlEisKBG1vZGUYASABKA4yHS5zd2l0Y2h5YXJkLnYxLlRvb2xDaG9pY2VNb2RlEgwKBG5hbWUYAiABKAkiUwoKSnNvblNjaGVtYRIMCgRuYW1lGAEgASgJEicKBnNjaGVtYRgCIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDgoGc3RyaWN0GAMgASgIInEKDlJlc3BvbnNlRm9ybWF0Ei8KBHR5cGUYASABKA4yIS5zd2l0Y2h5YXJkLnYxLlJlc3BvbnNlRm9ybWF0VHlwZRIuCgtqc29uX3NjaGVtYRgCIAEoCzIZLnN3aXRjaHlhcmQudjEuSnNvblNjaGVtYSK+BQoJUXVlcnlTcGVjEg4KBnByb21wdBgBIAEoCRIoCghtZXNzYWdlcxgCIAMoCzIWLnN3aXRjaHlhcmQudjEuTWVzc2FnZRIhCgR0YXNrGAMgASgOMhMuc3dpdGNoeWFyZC52MS5UYXNrEg0KBW1vZGVsGAQgASgJEhIKCm1heF90b2tlbnMYBSABKA0SGAoLdGVtcGVyYXR1cmUYBiABKAFIAIgBARISCgV0b3BfcBgHIAEoAUgBiAEBEgwKBHN0b3AYCCADKAkSGAoQZGlzYWJsZV9mYWxsYmFjaxgJIAEoCBI0CgZsYWJlbHMYCiADKAsyJC5zd2l0Y2h5YXJkLnYxLlF1ZXJ5U3BlYy5MYWJlbHNFbnRyeRIsCgpjYWNoZV9tb2RlGAsgASgOMhguc3dpdGNoeWFyZC52MS5DYWNoZU1vZGUSDgoGc3lzdGVtGAwgASgJEiIKBXRvb2xzGA0gAygLMhMuc3dpdGNoeWFyZC52MS5Ub29sEi4KC3Rvb2xfY2hvaWNlGA4gASgLMhkuc3dpdGNoeWFyZC52MS5Ub29sQ2hvaWNlEiAKE3BhcmFsbGVsX3Rvb2xfY2FsbHMYDyABKAhIAogBARI2Cg9yZXNwb25zZV9mb3JtYXQYECABKAsyHS5zd2l0Y2h5YXJkLnYxLlJlc3BvbnNlRm9ybWF0EjgKEHJlYXNvbmluZ19lZmZvcnQYESABKA4yHi5zd2l0Y2h5YXJkLnYxLlJlYXNvbmluZ0VmZm9ydBIeChZ0aGlua2luZ19idWRnZXRfdG9rZW5zGBIgASgNGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCDgoMX3RlbXBlcmF0dXJlQggKBl90b3BfcEIWChRfcGFyYWxsZWxfdG9vbF9jYWxscyKgAQoFVXNhZ2USFAoMaW5wdXRfdG9rZW5zGAEgASgNEhUKDW91dHB1dF90b2tlbnMYAiABKA0SGwoTY2FjaGVkX2lucHV0X3Rva2VucxgDIAEoDRIRCgllc3RpbWF0ZWQYBCABKAgSGAoQcmVhc29uaW5nX3Rva2VucxgFIAEoDRIgChhjYWNoZV93cml0ZV9pbnB1dF90b2tlbnMYBiABKA0iVwoLVG9rZW5Ub3RhbHMSFAoMaW5wdXRfdG9rZW5zGAEgASgEEhUKDW91dHB1dF90b2tlbnMYAiABKAQSGwoTY2FjaGVkX2lucHV0X3Rva2VucxgDIAEoBCJeCgpNb2RlbFN0YXRlEg0KBW1vZGVsGAEgASgJEiwKB2NpcmN1aXQYAiABKA4yGy5zd2l0Y2h5YXJkLnYxLkNpcmN1aXRTdGF0ZRITCgtyZXRyeV9pbl9tcxgDIAEoDSItCglBZG1pc3Npb24SEAoIYWRtaXR0ZWQYASABKAgSDgoGcmVhc29uGAIgASgJIlAKDENvc3RFc3RpbWF0ZRIfCgNtaW4YASABKAsyEi5nb29nbGUudHlwZS5Nb25leRIfCgNtYXgYAiABKAsyEi5nb29nbGUudHlwZS5Nb25leSLRAwoNUm91dGVEZWNpc2lvbhINCgVtb2RlbBgBIAEoCRIQCghwcm92aWRlchgCIAEoCRIXCg9mYWxsYmFja19tb2RlbHMYAyADKAkSIQoEdGFzaxgEIAEoDjITLnN3aXRjaHlhcmQudjEuVGFzaxItCgpjb21wbGV4aXR5GAUgASgOMhkuc3dpdGNoeWFyZC52MS5Db21wbGV4aXR5EigKBWJhc2lzGAYgASgOMhkuc3dpdGNoeWFyZC52MS5Sb3V0ZUJhc2lzEg4KBnJlYXNvbhgHIAEoCRIeChZlc3RpbWF0ZWRfaW5wdXRfdG9rZW5zGAggASgNEhIKCm1heF90b2tlbnMYCSABKA0SMwoOZXN0aW1hdGVkX2Nvc3QYCiABKAsyGy5zd2l0Y2h5YXJkLnYxLkNvc3RFc3RpbWF0ZRIvCgxtb2RlbF9zdGF0ZXMYCyADKAsyGS5zd2l0Y2h5YXJkLnYxLk1vZGVsU3RhdGUSKwoJYWRtaXNzaW9uGAwgASgLMhguc3dpdGNoeWFyZC52MS5BZG1pc3Npb24SMwoOc2tpcHBlZF9tb2RlbHMYDSADKAsyGy5zd2l0Y2h5YXJkLnYxLlNraXBwZWRNb2RlbCItCgxTa2lwcGVkTW9kZWwSDQoFbW9kZWwYASABKAkSDgoGcmVhc29uGAIgASgJItkBCgdBdHRlbXB0Eg0KBW1vZGVsGAEgASgJEhAKCHByb3ZpZGVyGAIgASgJEi4KB291dGNvbWUYAyABKA4yHS5zd2l0Y2h5YXJkLnYxLkF0dGVtcHRPdXRjb21lEhMKC2h0dHBfc3RhdHVzGAQgASgNEg0KBWVycm9yGAUgASgJEhIKCmxhdGVuY3lfbXMYBiABKA0SIwoFdXNhZ2UYByABKAsyFC5zd2l0Y2h5YXJkLnYxLlVzYWdlEiAKBGNvc3QYCCABKAsyEi5nb29nbGUudHlwZS5Nb25leSI3CgxSb3V0ZVJlcXVlc3QSJwoFcXVlcnkYASABKAsyGC5zd2l0Y2h5YXJkLnYxLlF1ZXJ5U3BlYyI8Cg1Sb3V0ZVJlc3BvbnNlEisKBXJvdXRlGAEgASgLMhwuc3dpdGNoeWFyZC52MS5Sb3V0ZURlY2lzaW9uIjcKDFF1ZXJ5UmVxdWVzdBInCgVxdWVyeRgBIAEoCzIYLnN3aXRjaHlhcmQudjEuUXVlcnlTcGVjIpcECg1RdWVyeVJlc3BvbnNlEg8KB2NvbnRlbnQYASABKAkSDQoFbW9kZWwYAiABKAkSEAoIcHJvdmlkZXIYAyABKAkSIwoFdXNhZ2UYBCABKAsyFC5zd2l0Y2h5YXJkLnYxLlVzYWdlEiAKBGNvc3QYBSABKAsyEi5nb29nbGUudHlwZS5Nb25leRIyCg1maW5pc2hfcmVhc29uGAYgASgOMhsuc3dpdGNoeWFyZC52MS5GaW5pc2hSZWFzb24SKAoIYXR0ZW1wdHMYByADKAsyFi5zd2l0Y2h5YXJkLnYxLkF0dGVtcHQSDgoGY2FjaGVkGAggASgIEhIKCmxhdGVuY3lfbXMYCSABKA0SKwoFcm91dGUYCiABKAsyHC5zd2l0Y2h5YXJkLnYxLlJvdXRlRGVjaXNpb24SEgoKcmVxdWVzdF9pZBgLIAEoCRImCgpzYXZlZF9jb3N0GAwgASgLMhIuZ29vZ2xlLnR5cGUuTW9uZXkSKwoKdG9vbF9jYWxscxgNIAMoCzIXLnN3aXRjaHlhcmQudjEuVG9vbENhbGwSJgoJcmVhc29uaW5nGA4gAygLMhMuc3dpdGNoeWFyZC52MS5QYXJ0EjMKCnZhbGlkYXRpb24YDyABKA4yHy5zd2l0Y2h5YXJkLnYxLk91dHB1dFZhbGlkYXRpb24SGAoQdmFsaWRhdGlvbl9lcnJvchgQIAEoCSI9ChJTdHJlYW1RdWVyeVJlcXVlc3QSJwoFcXVlcnkYASABKAsyGC5zd2l0Y2h5YXJkLnYxLlF1ZXJ5U3BlYyJvCgtTdHJlYW1TdGFydBINCgVtb2RlbBgBIAEoCRIQCghwcm92aWRlchgCIAEoCRIrCgVyb3V0ZRgDIAEoCzIcLnN3aXRjaHlhcmQudjEuUm91dGVEZWNpc2lvbhISCgpyZXF1ZXN0X2lkGAQgASgJIhkKCVRleHREZWx0YRIMCgR0ZXh0GAEgASgJIusCCglTdHJlYW1FbmQSIwoFdXNhZ2UYASABKAsyFC5zd2l0Y2h5YXJkLnYxLlVzYWdlEiAKBGNvc3QYAiABKAsyEi5nb29nbGUudHlwZS5Nb25leRIyCg1maW5pc2hfcmVhc29uGAMgASgOMhsuc3dpdGNoeWFyZC52MS5GaW5pc2hSZWFzb24SKAoIYXR0ZW1wdHMYBCADKAsyFi5zd2l0Y2h5YXJkLnYxLkF0dGVtcHQSDgoGY2FjaGVkGAUgASgIEhIKCmxhdGVuY3lfbXMYBiABKA0SHgoWdGltZV90b19maXJzdF90b2tlbl9tcxgHIAEoDRImCgpzYXZlZF9jb3N0GAggASgLMhIuZ29vZ2xlLnR5cGUuTW9uZXkSMwoKdmFsaWRhdGlvbhgJIAEoDjIfLnN3aXRjaHlhcmQudjEuT3V0cHV0VmFsaWRhdGlvbhIYChB2YWxpZGF0aW9uX2Vycm9yGAogASgJIjgKDVRvb2xDYWxsU3RhcnQSDQoFaW5kZXgYASABKA0SCgoCaWQYAiABKAkSDAoEbmFtZRgDIAEoCSIxCg1Ub29sQ2FsbERlbHRhEg0KBWluZGV4GAEgASgNEhEKCWFyZ3VtZW50cxgCIAEoCSJDCgtUb29sQ2FsbEVuZBINCgVpbmRleBgBIAEoDRIlCgRjYWxsGAIgASgLMhcuc3dpdGNoeWFyZC52MS5Ub29sQ2FsbCJXCg5SZWFzb25pbmdEZWx0YRINCgVpbmRleBgBIAEoDRIMCgR0ZXh0GAIgASgJEhEKCXNpZ25hdHVyZRgDIAEoCRIVCg1yZWRhY3RlZF9kYXRhGAQgASgJIvoCChNTdHJlYW1RdWVyeVJlc3BvbnNlEisKBXN0YXJ0GAEgASgLMhouc3dpdGNoeWFyZC52MS5TdHJlYW1TdGFydEgAEikKBWRlbHRhGAIgASgLMhguc3dpdGNoeWFyZC52MS5UZXh0RGVsdGFIABInCgNlbmQYAyABKAsyGC5zd2l0Y2h5YXJkLnYxLlN0cmVhbUVuZEgAEjcKD3Rvb2xfY2FsbF9zdGFydBgEIAEoCzIcLnN3aXRjaHlhcmQudjEuVG9vbENhbGxTdGFydEgAEjcKD3Rvb2xfY2FsbF9kZWx0YRgFIAEoCzIcLnN3aXRjaHlhcmQudjEuVG9vbENhbGxEZWx0YUgAEjMKDXRvb2xfY2FsbF9lbmQYBiABKAsyGi5zd2l0Y2h5YXJkLnYxLlRvb2xDYWxsRW5kSAASMgoJcmVhc29uaW5nGAcgASgLMh0uc3dpdGNoeWFyZC52MS5SZWFzb25pbmdEZWx0YUgAQgcKBWV2ZW50InUKD0dldFVzYWdlUmVxdWVzdBIpCgVzdGFydBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJwoDZW5kGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZjYWxsZXIYAyABKAkilAEKCk1vZGVsVXNhZ2USDQoFbW9kZWwYASABKAkSEAoIYXR0ZW1wdHMYAiABKAQSFwoPZmFpbGVkX2F0dGVtcHRzGAMgASgEEioKBnRva2VucxgEIAEoCzIaLnN3aXRjaHlhcmQudjEuVG9rZW5Ub3RhbHMSIAoEY29zdBgFIAEoCzISLmdvb2dsZS50eXBlLk1vbmV5ImQKCkNhY2hlVXNhZ2USDAoEaGl0cxgBIAEoBBIOCgZtaXNzZXMYAiABKAQSEAoIaGl0X3JhdGUYAyABKAESJgoKc2F2ZWRfY29zdBgEIAEoCzISLmdvb2dsZS50eXBlLk1vbmV5IpIBCgtCdWRnZXRVc2FnZRIOCgZwZXJpb2QYASABKAkSIQoFbGltaXQYAiABKAsyEi5nb29nbGUudHlwZS5Nb25leRIhCgVzcGVudBgDIAEoCzISLmdvb2dsZS50eXBlLk1vbmV5Ei0KCXJlc2V0c19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiQgoMUHJvdmlkZXJMb2FkEhAKCHByb3ZpZGVyGAEgASgJEhEKCWluX2ZsaWdodBgCIAEoDRINCgVsaW1pdBgDIAEoDSKYAwoQR2V0VXNhZ2VSZXNwb25zZRIOCgZjYWxsZXIYASABKAkSKQoFc3RhcnQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKA2VuZBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcmVxdWVzdHMYBCABKAQSDgoGZXJyb3JzGAUgASgEEiAKBGNvc3QYBiABKAsyEi5nb29nbGUudHlwZS5Nb25leRIqCgZ0b2tlbnMYByABKAsyGi5zd2l0Y2h5YXJkLnYxLlRva2VuVG90YWxzEikKBm1vZGVscxgIIAMoCzIZLnN3aXRjaHlhcmQudjEuTW9kZWxVc2FnZRIoCgVjYWNoZRgJIAEoCzIZLnN3aXRjaHlhcmQudjEuQ2FjaGVVc2FnZRIrCgdidWRnZXRzGAogAygLMhouc3dpdGNoeWFyZC52MS5CdWRnZXRVc2FnZRIuCglpbl9mbGlnaHQYCyADKAsyGy5zd2l0Y2h5YXJkLnYxLlByb3ZpZGVyTG9hZCKfAQoSRXhwb3J0VXNhZ2VSZXF1ZXN0EikKBXN0YXJ0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBInCgNlbmQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJEg4KBmNhbGxlchgFIAEoCSJYChNFeHBvcnRVc2FnZVJlc3BvbnNlEigKBWNhbGxzGAEgAygLMhkuc3dpdGNoeWFyZC52MS5DYWxsUmVjb3JkEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKNBAoKQ2FsbFJlY29yZBISCgpyZXF1ZXN0X2lkGAEgASgJEiwKCGVuZGVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZjYWxsZXIYAyABKAkSDgoGa2V5X2lkGAQgASgJEhAKCGVuZF91c2VyGAUgASgJEhMKC3JvdXRlX21vZGVsGAYgASgJEhQKDHJvdXRlX3JlYXNvbhgHIAEoCRINCgVtb2RlbBgIIAEoCRIOCgZzdGF0dXMYCSABKAkSIwoFdXNhZ2UYCiABKAsyFC5zd2l0Y2h5YXJkLnYxLlVzYWdlEiAKBGNvc3QYCyABKAsyEi5nb29nbGUudHlwZS5Nb25leRISCgpsYXRlbmN5X21zGAwgASgNEh4KFnRpbWVfdG9fZmlyc3RfdG9rZW5fbXMYDSABKA0SDgoGY2FjaGVkGA4gASgIEiYKCnNhdmVkX2Nvc3QYDyABKAsyEi5nb29nbGUudHlwZS5Nb25leRI1CgZsYWJlbHMYECADKAsyJS5zd2l0Y2h5YXJkLnYxLkNhbGxSZWNvcmQuTGFiZWxzRW50cnkSKAoIYXR0ZW1wdHMYESADKAsyFi5zd2l0Y2h5YXJkLnYxLkF0dGVtcHQaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASpfCgRSb2xlEhQKEFJPTEVfVU5TUEVDSUZJRUQQABIPCgtST0xFX1NZU1RFTRABEg0KCVJPTEVfVVNFUhACEhIKDlJPTEVfQVNTSVNUQU5UEAMSDQoJUk9MRV9UT09MEAQqYgoEVGFzaxIUChBUQVNLX1VOU1BFQ0lGSUVEEAASEgoOVEFTS19SRUFTT05JTkcQARIRCg1UQVNLX0NSRUFUSVZFEAISDQoJVEFTS19GQVNUEAMSDgoKVEFTS19CQVRDSBAEKm4KCkNvbXBsZXhpdHkSGgoWQ09NUExFWElUWV9VTlNQRUNJRklFRBAAEhUKEUNPTVBMRVhJVFlfU0lNUExFEAESFQoRQ09NUExFWElUWV9NRURJVU0QAhIWChJDT01QTEVYSVRZX0NPTVBMRVgQAypyCgpSb3V0ZUJhc2lzEhsKF1JPVVRFX0JBU0lTX1VOU1BFQ0lGSUVEEAASFQoRUk9VVEVfQkFTSVNfTU9ERUwQARIUChBST1VURV9CQVNJU19UQVNLEAISGgoWUk9VVEVfQkFTSVNfQ09NUExFWElUWRADKp8BCgxGaW5pc2hSZWFzb24SHQoZRklOSVNIX1JFQVNPTl9VTlNQRUNJRklFRBAAEhYKEkZJTklTSF9SRUFTT05fU1RPUBABEhgKFEZJTklTSF9SRUFTT05fTEVOR1RIEAISIAocRklOSVNIX1JFQVNPTl9DT05URU5UX0ZJTFRFUhADEhwKGEZJTklTSF9SRUFTT05fVE9PTF9DQUxMUxAEKpUCCg5BdHRlbXB0T3V0Y29tZRIfChtBVFRFTVBUX09VVENPTUVfVU5TUEVDSUZJRUQQABIbChdBVFRFTVBUX09VVENPTUVfU1VDQ0VTUxABEiMKH0FUVEVNUFRfT1VUQ09NRV9SRVRSWUFCTEVfRVJST1IQAhIfChtBVFRFTVBUX09VVENPTUVfRklOQUxfRVJST1IQAxIdChlBVFRFTVBUX09VVENPTUVfQ0FOQ0VMTEVEEAQSHwobQVRURU1QVF9PVVRDT01FX0lOVEVSUlVQVEVEEAUSGwoXQVRURU1QVF9PVVRDT01FX1NLSVBQRUQQBhIiCh5BVFRFTVBUX09VVENPTUVfSU5WQUxJRF9PVVRQVVQQBypuCglDYWNoZU1vZGUSGgoWQ0FDSEVfTU9ERV9VTlNQRUNJRklFRBAAEhYKEkNBQ0hFX01PREVfREVGQVVMVBABEhUKEUNBQ0hFX01PREVfQllQQVNTEAISFgoSQ0FDSEVfTU9ERV9SRUZSRVNIEAMqfAoMQ2lyY3VpdFN0YXRlEh0KGUNJUkNVSVRfU1RBVEVfVU5TUEVDSUZJRUQQABIYChRDSVJDVUlUX1NUQVRFX0NMT1NFRBABEhYKEkNJUkNVSVRfU1RBVEVfT1BFThACEhsKF0NJUkNVSVRfU1RBVEVfSEFMRl9PUEVOEAMqogEKDlRvb2xDaG9pY2VNb2RlEiAKHFRPT0xfQ0hPSUNFX01PREVfVU5TUEVDSUZJRUQQABIZChVUT09MX0NIT0lDRV9NT0RFX0FVVE8QARIZChVUT09MX0NIT0lDRV9NT0RFX05PTkUQAhIdChlUT09MX0NIT0lDRV9NT0RFX1JFUVVJUkVEEAMSGQoVVE9PTF9DSE9JQ0VfTU9ERV9UT09MEAQqpQEKElJlc3BvbnNlRm9ybWF0VHlwZRIkCiBSRVNQT05TRV9GT1JNQVRfVFlQRV9VTlNQRUNJRklFRBAAEh0KGVJFU1BPTlNFX0ZPUk1BVF9UWVBFX1RFWFQQARIkCiBSRVNQT05TRV9GT1JNQVRfVFlQRV9KU09OX09CSkVDVBACEiQKIFJFU1BPTlNFX0ZPUk1BVF9UWVBFX0pTT05fU0NIRU1BEAMqhQEKD1JlYXNvbmluZ0VmZm9ydBIgChxSRUFTT05JTkdfRUZGT1JUX1VOU1BFQ0lGSUVEEAASGAoUUkVBU09OSU5HX0VGRk9SVF9MT1cQARIbChdSRUFTT05JTkdfRUZGT1JUX01FRElVTRACEhkKFVJFQVNPTklOR19FRkZPUlRfSElHSBADKnEKEE91dHB1dFZhbGlkYXRpb24SIQodT1VUUFVUX1ZBTElEQVRJT05fVU5TUEVDSUZJRUQQABIbChdPVVRQVVRfVkFMSURBVElPTl9WQUxJRBABEh0KGU9VVFBVVF9WQUxJREFUSU9OX0lOVkFMSUQQAjKVAwoOR2F0ZXdheVNlcnZpY2USQgoFUm91dGUSGy5zd2l0Y2h5YXJkLnYxLlJvdXRlUmVxdWVzdBocLnN3aXRjaHlhcmQudjEuUm91dGVSZXNwb25zZRJCCgVRdWVyeRIbLnN3aXRjaHlhcmQudjEuUXVlcnlSZXF1ZXN0Ghwuc3dpdGNoeWFyZC52MS5RdWVyeVJlc3BvbnNlElYKC1N0cmVhbVF1ZXJ5EiEuc3dpdGNoeWFyZC52MS5TdHJlYW1RdWVyeVJlcXVlc3QaIi5zd2l0Y2h5YXJkLnYxLlN0cmVhbVF1ZXJ5UmVzcG9uc2UwARJLCghHZXRVc2FnZRIeLnN3aXRjaHlhcmQudjEuR2V0VXNhZ2VSZXF1ZXN0Gh8uc3dpdGNoeWFyZC52MS5HZXRVc2FnZVJlc3BvbnNlElYKC0V4cG9ydFVzYWdlEiEuc3dpdGNoeWFyZC52MS5FeHBvcnRVc2FnZVJlcXVlc3QaIi5zd2l0Y2h5YXJkLnYxLkV4cG9ydFVzYWdlUmVzcG9uc2UwAWIGcHJvdG8z", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_google_type_money]);
 
 /**
  * Message is one turn of a conversation.
@@ -37,11 +37,21 @@ export type Message = Message$1<"switchyard.v1.Message"> & {
   role: Role;
 
   /**
-   * The text of the message; must not be empty.
+   * The text of the message: the shorthand for one text part. Set it or
+   * `parts`; it must not be empty when `parts` is.
    *
    * @generated from field: string content = 2;
    */
   content: string;
+
+  /**
+   * The content as parts, in order. ROLE_SYSTEM: text. ROLE_USER: text and
+   * images. ROLE_ASSISTANT: reasoning, text and tool calls, as the answer
+   * gave them. ROLE_TOOL: tool results only.
+   *
+   * @generated from field: repeated switchyard.v1.Part parts = 3;
+   */
+  parts: Part[];
 };
 
 /**
@@ -50,6 +60,376 @@ export type Message = Message$1<"switchyard.v1.Message"> & {
  */
 export const MessageSchema: GenMessage<Message> = /*@__PURE__*/
   messageDesc(file_switchyard_v1_gateway, 0);
+
+/**
+ * Part is one piece of a message's content.
+ *
+ * @generated from message switchyard.v1.Part
+ */
+export type Part = Message$1<"switchyard.v1.Part"> & {
+  /**
+   * What the part is.
+   *
+   * @generated from oneof switchyard.v1.Part.kind
+   */
+  kind: {
+    /**
+     * Text; must not be empty.
+     *
+     * @generated from field: string text = 1;
+     */
+    value: string;
+    case: "text";
+  } | {
+    /**
+     * A picture for the model to look at (ROLE_USER only).
+     *
+     * @generated from field: switchyard.v1.Image image = 2;
+     */
+    value: Image;
+    case: "image";
+  } | {
+    /**
+     * A tool call the model made in an earlier answer (ROLE_ASSISTANT only).
+     *
+     * @generated from field: switchyard.v1.ToolCall tool_call = 3;
+     */
+    value: ToolCall;
+    case: "toolCall";
+  } | {
+    /**
+     * The result of one tool call (ROLE_TOOL only).
+     *
+     * @generated from field: switchyard.v1.ToolResult tool_result = 4;
+     */
+    value: ToolResult;
+    case: "toolResult";
+  } | {
+    /**
+     * The model's reasoning from an earlier answer, sent back unchanged so
+     * the provider can check its signature (ROLE_ASSISTANT only).
+     *
+     * @generated from field: switchyard.v1.Reasoning reasoning = 5;
+     */
+    value: Reasoning;
+    case: "reasoning";
+  } | {
+    /**
+     * Reasoning the provider encrypted, sent back unchanged (ROLE_ASSISTANT
+     * only).
+     *
+     * @generated from field: switchyard.v1.RedactedReasoning redacted_reasoning = 6;
+     */
+    value: RedactedReasoning;
+    case: "redactedReasoning";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message switchyard.v1.Part.
+ * Use `create(PartSchema)` to create a new message.
+ */
+export const PartSchema: GenMessage<Part> = /*@__PURE__*/
+  messageDesc(file_switchyard_v1_gateway, 1);
+
+/**
+ * Image is a picture given by URL or by its bytes.
+ *
+ * @generated from message switchyard.v1.Image
+ */
+export type Image = Message$1<"switchyard.v1.Image"> & {
+  /**
+   * Where the image is.
+   *
+   * @generated from oneof switchyard.v1.Image.source
+   */
+  source: {
+    /**
+     * An http(s) URL the provider fetches.
+     *
+     * @generated from field: string url = 1;
+     */
+    value: string;
+    case: "url";
+  } | {
+    /**
+     * The encoded image; `media_type` says its format. Anthropic models take
+     * at most 5 MB of it (base64), others more.
+     *
+     * @generated from field: bytes data = 2;
+     */
+    value: Uint8Array;
+    case: "data";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * "image/png", "image/jpeg", "image/gif" or "image/webp"; required with
+   * `data`, optional with `url`.
+   *
+   * @generated from field: string media_type = 3;
+   */
+  mediaType: string;
+};
+
+/**
+ * Describes the message switchyard.v1.Image.
+ * Use `create(ImageSchema)` to create a new message.
+ */
+export const ImageSchema: GenMessage<Image> = /*@__PURE__*/
+  messageDesc(file_switchyard_v1_gateway, 2);
+
+/**
+ * ToolCall is the model asking for one call of one of the query's tools.
+ *
+ * @generated from message switchyard.v1.ToolCall
+ */
+export type ToolCall = Message$1<"switchyard.v1.ToolCall"> & {
+  /**
+   * The call's id, chosen by the provider (letters, digits, "_" and "-");
+   * a ToolResult names it.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The tool to call: one of the query's tools.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * The arguments, a JSON object (empty when the tool takes none).
+   *
+   * @generated from field: google.protobuf.Struct arguments = 3;
+   */
+  arguments?: JsonObject | undefined;
+};
+
+/**
+ * Describes the message switchyard.v1.ToolCall.
+ * Use `create(ToolCallSchema)` to create a new message.
+ */
+export const ToolCallSchema: GenMessage<ToolCall> = /*@__PURE__*/
+  messageDesc(file_switchyard_v1_gateway, 3);
+
+/**
+ * ToolResult is what one tool call returned.
+ *
+ * @generated from message switchyard.v1.ToolResult
+ */
+export type ToolResult = Message$1<"switchyard.v1.ToolResult"> & {
+  /**
+   * The id of the ToolCall this answers; it must appear in an earlier
+   * assistant message.
+   *
+   * @generated from field: string tool_call_id = 1;
+   */
+  toolCallId: string;
+
+  /**
+   * What the tool returned, as text (JSON is fine).
+   *
+   * @generated from field: string content = 2;
+   */
+  content: string;
+
+  /**
+   * True when the tool failed and `content` says why (the OpenAI wire has no
+   * such flag; there the content alone tells the model).
+   *
+   * @generated from field: bool is_error = 3;
+   */
+  isError: boolean;
+};
+
+/**
+ * Describes the message switchyard.v1.ToolResult.
+ * Use `create(ToolResultSchema)` to create a new message.
+ */
+export const ToolResultSchema: GenMessage<ToolResult> = /*@__PURE__*/
+  messageDesc(file_switchyard_v1_gateway, 4);
+
+/**
+ * Reasoning is a model's visible thinking before its answer.
+ *
+ * @generated from message switchyard.v1.Reasoning
+ */
+export type Reasoning = Message$1<"switchyard.v1.Reasoning"> & {
+  /**
+   * The thinking text.
+   *
+   * @generated from field: string text = 1;
+   */
+  text: string;
+
+  /**
+   * The provider's opaque signature over the text (Anthropic); send it back
+   * unchanged, or the provider refuses the next turn.
+   *
+   * @generated from field: string signature = 2;
+   */
+  signature: string;
+};
+
+/**
+ * Describes the message switchyard.v1.Reasoning.
+ * Use `create(ReasoningSchema)` to create a new message.
+ */
+export const ReasoningSchema: GenMessage<Reasoning> = /*@__PURE__*/
+  messageDesc(file_switchyard_v1_gateway, 5);
+
+/**
+ * RedactedReasoning is thinking the provider encrypted for safety reasons.
+ *
+ * @generated from message switchyard.v1.RedactedReasoning
+ */
+export type RedactedReasoning = Message$1<"switchyard.v1.RedactedReasoning"> & {
+  /**
+   * The provider's opaque data; send it back unchanged.
+   *
+   * @generated from field: string data = 1;
+   */
+  data: string;
+};
+
+/**
+ * Describes the message switchyard.v1.RedactedReasoning.
+ * Use `create(RedactedReasoningSchema)` to create a new message.
+ */
+export const RedactedReasoningSchema: GenMessage<RedactedReasoning> = /*@__PURE__*/
+  messageDesc(file_switchyard_v1_gateway, 6);
+
+/**
+ * Tool is a function the model may call.
+ *
+ * @generated from message switchyard.v1.Tool
+ */
+export type Tool = Message$1<"switchyard.v1.Tool"> & {
+  /**
+   * The tool's name: 1 to 64 letters, digits, "_" or "-"; unique in the query.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * What the tool does and when to call it, for the model.
+   *
+   * @generated from field: string description = 2;
+   */
+  description: string;
+
+  /**
+   * The JSON Schema of the arguments: an object schema ({"type": "object",
+   * "properties": ...}); unset means the tool takes no arguments.
+   *
+   * @generated from field: google.protobuf.Struct parameters = 3;
+   */
+  parameters?: JsonObject | undefined;
+};
+
+/**
+ * Describes the message switchyard.v1.Tool.
+ * Use `create(ToolSchema)` to create a new message.
+ */
+export const ToolSchema: GenMessage<Tool> = /*@__PURE__*/
+  messageDesc(file_switchyard_v1_gateway, 7);
+
+/**
+ * ToolChoice says whether and which tools the model must call.
+ *
+ * @generated from message switchyard.v1.ToolChoice
+ */
+export type ToolChoice = Message$1<"switchyard.v1.ToolChoice"> & {
+  /**
+   * Auto, none, required, or one named tool.
+   *
+   * @generated from field: switchyard.v1.ToolChoiceMode mode = 1;
+   */
+  mode: ToolChoiceMode;
+
+  /**
+   * With TOOL_CHOICE_MODE_TOOL: the tool to call, one of the query's tools.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message switchyard.v1.ToolChoice.
+ * Use `create(ToolChoiceSchema)` to create a new message.
+ */
+export const ToolChoiceSchema: GenMessage<ToolChoice> = /*@__PURE__*/
+  messageDesc(file_switchyard_v1_gateway, 8);
+
+/**
+ * JsonSchema is the schema a JSON answer must validate against.
+ *
+ * @generated from message switchyard.v1.JsonSchema
+ */
+export type JsonSchema = Message$1<"switchyard.v1.JsonSchema"> & {
+  /**
+   * A name for the schema: 1 to 64 letters, digits, "_" or "-"; empty
+   * means "response".
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The JSON Schema of the answer: an object schema ({"type": "object",
+   * ...}), checked when the query arrives.
+   *
+   * @generated from field: google.protobuf.Struct schema = 2;
+   */
+  schema?: JsonObject | undefined;
+
+  /**
+   * Ask the provider to enforce the schema while generating (OpenAI's
+   * strict mode). Switchyard validates the answer either way.
+   *
+   * @generated from field: bool strict = 3;
+   */
+  strict: boolean;
+};
+
+/**
+ * Describes the message switchyard.v1.JsonSchema.
+ * Use `create(JsonSchemaSchema)` to create a new message.
+ */
+export const JsonSchemaSchema: GenMessage<JsonSchema> = /*@__PURE__*/
+  messageDesc(file_switchyard_v1_gateway, 9);
+
+/**
+ * ResponseFormat is the shape the answer's text must have.
+ *
+ * @generated from message switchyard.v1.ResponseFormat
+ */
+export type ResponseFormat = Message$1<"switchyard.v1.ResponseFormat"> & {
+  /**
+   * Text, a JSON object, or a JSON object fitting `json_schema`.
+   *
+   * @generated from field: switchyard.v1.ResponseFormatType type = 1;
+   */
+  type: ResponseFormatType;
+
+  /**
+   * Required with RESPONSE_FORMAT_TYPE_JSON_SCHEMA.
+   *
+   * @generated from field: switchyard.v1.JsonSchema json_schema = 2;
+   */
+  jsonSchema?: JsonSchema | undefined;
+};
+
+/**
+ * Describes the message switchyard.v1.ResponseFormat.
+ * Use `create(ResponseFormatSchema)` to create a new message.
+ */
+export const ResponseFormatSchema: GenMessage<ResponseFormat> = /*@__PURE__*/
+  messageDesc(file_switchyard_v1_gateway, 10);
 
 /**
  * QuerySpec is what to ask and how; Route, Query and StreamQuery take the
@@ -141,6 +521,62 @@ export type QuerySpec = Message$1<"switchyard.v1.QuerySpec"> & {
    * @generated from field: switchyard.v1.CacheMode cache_mode = 11;
    */
   cacheMode: CacheMode;
+
+  /**
+   * Instructions that steer the model, sent ahead of the conversation as
+   * its first system message.
+   *
+   * @generated from field: string system = 12;
+   */
+  system: string;
+
+  /**
+   * Functions the model may call; up to 128, with unique names. The answer
+   * then may hold tool calls (FINISH_REASON_TOOL_CALLS) instead of text.
+   *
+   * @generated from field: repeated switchyard.v1.Tool tools = 13;
+   */
+  tools: Tool[];
+
+  /**
+   * Whether and which tools the model must call; unset means auto.
+   *
+   * @generated from field: switchyard.v1.ToolChoice tool_choice = 14;
+   */
+  toolChoice?: ToolChoice | undefined;
+
+  /**
+   * Whether the model may ask for several tool calls in one answer; unset
+   * leaves the provider's default (allowed). Needs `tools`.
+   *
+   * @generated from field: optional bool parallel_tool_calls = 15;
+   */
+  parallelToolCalls?: boolean | undefined;
+
+  /**
+   * The shape of the answer's text: free text (the default), a JSON object,
+   * or JSON that validates against a schema (Switchyard checks it).
+   *
+   * @generated from field: switchyard.v1.ResponseFormat response_format = 16;
+   */
+  responseFormat?: ResponseFormat | undefined;
+
+  /**
+   * How much a reasoning model may think before answering. Set this or
+   * `thinking_budget_tokens`, not both; only models that reason take it.
+   *
+   * @generated from field: switchyard.v1.ReasoningEffort reasoning_effort = 17;
+   */
+  reasoningEffort: ReasoningEffort;
+
+  /**
+   * The most tokens a reasoning model may think for, at least 1,024 and
+   * less than the call's max_tokens (thinking counts as output); 0 means
+   * no budget. OpenAI-wire models get the nearest reasoning effort.
+   *
+   * @generated from field: uint32 thinking_budget_tokens = 18;
+   */
+  thinkingBudgetTokens: number;
 };
 
 /**
@@ -148,7 +584,7 @@ export type QuerySpec = Message$1<"switchyard.v1.QuerySpec"> & {
  * Use `create(QuerySpecSchema)` to create a new message.
  */
 export const QuerySpecSchema: GenMessage<QuerySpec> = /*@__PURE__*/
-  messageDesc(file_switchyard_v1_gateway, 1);
+  messageDesc(file_switchyard_v1_gateway, 11);
 
 /**
  * Usage counts the tokens a call was billed for.
@@ -185,6 +621,23 @@ export type Usage = Message$1<"switchyard.v1.Usage"> & {
    * @generated from field: bool estimated = 4;
    */
   estimated: boolean;
+
+  /**
+   * Of output_tokens, those the model spent reasoning before its answer, as
+   * the provider reports them (the OpenAI wire does; Anthropic includes
+   * thinking in output_tokens without a separate count). Billed as output.
+   *
+   * @generated from field: uint32 reasoning_tokens = 5;
+   */
+  reasoningTokens: number;
+
+  /**
+   * Of input_tokens, those the provider wrote to its prompt cache, billed at
+   * the model's cache-write price (Anthropic: 1.25 times the input price).
+   *
+   * @generated from field: uint32 cache_write_input_tokens = 6;
+   */
+  cacheWriteInputTokens: number;
 };
 
 /**
@@ -192,7 +645,7 @@ export type Usage = Message$1<"switchyard.v1.Usage"> & {
  * Use `create(UsageSchema)` to create a new message.
  */
 export const UsageSchema: GenMessage<Usage> = /*@__PURE__*/
-  messageDesc(file_switchyard_v1_gateway, 2);
+  messageDesc(file_switchyard_v1_gateway, 12);
 
 /**
  * TokenTotals counts tokens over many calls.
@@ -227,7 +680,7 @@ export type TokenTotals = Message$1<"switchyard.v1.TokenTotals"> & {
  * Use `create(TokenTotalsSchema)` to create a new message.
  */
 export const TokenTotalsSchema: GenMessage<TokenTotals> = /*@__PURE__*/
-  messageDesc(file_switchyard_v1_gateway, 3);
+  messageDesc(file_switchyard_v1_gateway, 13);
 
 /**
  * ModelState is the health of one model as the router sees it.
@@ -262,7 +715,7 @@ export type ModelState = Message$1<"switchyard.v1.ModelState"> & {
  * Use `create(ModelStateSchema)` to create a new message.
  */
 export const ModelStateSchema: GenMessage<ModelState> = /*@__PURE__*/
-  messageDesc(file_switchyard_v1_gateway, 4);
+  messageDesc(file_switchyard_v1_gateway, 14);
 
 /**
  * Admission says whether the caller's budget lets a query run now.
@@ -292,7 +745,7 @@ export type Admission = Message$1<"switchyard.v1.Admission"> & {
  * Use `create(AdmissionSchema)` to create a new message.
  */
 export const AdmissionSchema: GenMessage<Admission> = /*@__PURE__*/
-  messageDesc(file_switchyard_v1_gateway, 5);
+  messageDesc(file_switchyard_v1_gateway, 15);
 
 /**
  * CostEstimate is the range a query's cost can fall in before it runs.
@@ -320,7 +773,7 @@ export type CostEstimate = Message$1<"switchyard.v1.CostEstimate"> & {
  * Use `create(CostEstimateSchema)` to create a new message.
  */
 export const CostEstimateSchema: GenMessage<CostEstimate> = /*@__PURE__*/
-  messageDesc(file_switchyard_v1_gateway, 6);
+  messageDesc(file_switchyard_v1_gateway, 16);
 
 /**
  * RouteDecision is where a query goes and why.
@@ -413,6 +866,15 @@ export type RouteDecision = Message$1<"switchyard.v1.RouteDecision"> & {
    * @generated from field: switchyard.v1.Admission admission = 12;
    */
   admission?: Admission | undefined;
+
+  /**
+   * Models that the route or its fallbacks would have included but left
+   * out, in the order they were considered, each with why (for example, a
+   * model that does not take tools, or whose context window is too small).
+   *
+   * @generated from field: repeated switchyard.v1.SkippedModel skipped_models = 13;
+   */
+  skippedModels: SkippedModel[];
 };
 
 /**
@@ -420,7 +882,35 @@ export type RouteDecision = Message$1<"switchyard.v1.RouteDecision"> & {
  * Use `create(RouteDecisionSchema)` to create a new message.
  */
 export const RouteDecisionSchema: GenMessage<RouteDecision> = /*@__PURE__*/
-  messageDesc(file_switchyard_v1_gateway, 7);
+  messageDesc(file_switchyard_v1_gateway, 17);
+
+/**
+ * SkippedModel is a model the router left out, and why.
+ *
+ * @generated from message switchyard.v1.SkippedModel
+ */
+export type SkippedModel = Message$1<"switchyard.v1.SkippedModel"> & {
+  /**
+   * The model left out.
+   *
+   * @generated from field: string model = 1;
+   */
+  model: string;
+
+  /**
+   * Why, in a few words, for example "does not take images".
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message switchyard.v1.SkippedModel.
+ * Use `create(SkippedModelSchema)` to create a new message.
+ */
+export const SkippedModelSchema: GenMessage<SkippedModel> = /*@__PURE__*/
+  messageDesc(file_switchyard_v1_gateway, 18);
 
 /**
  * Attempt is one try of one model during a call.
@@ -491,7 +981,7 @@ export type Attempt = Message$1<"switchyard.v1.Attempt"> & {
  * Use `create(AttemptSchema)` to create a new message.
  */
 export const AttemptSchema: GenMessage<Attempt> = /*@__PURE__*/
-  messageDesc(file_switchyard_v1_gateway, 8);
+  messageDesc(file_switchyard_v1_gateway, 19);
 
 /**
  * RouteRequest asks where a query would go.
@@ -512,7 +1002,7 @@ export type RouteRequest = Message$1<"switchyard.v1.RouteRequest"> & {
  * Use `create(RouteRequestSchema)` to create a new message.
  */
 export const RouteRequestSchema: GenMessage<RouteRequest> = /*@__PURE__*/
-  messageDesc(file_switchyard_v1_gateway, 9);
+  messageDesc(file_switchyard_v1_gateway, 20);
 
 /**
  * RouteResponse says where the query would go.
@@ -533,7 +1023,7 @@ export type RouteResponse = Message$1<"switchyard.v1.RouteResponse"> & {
  * Use `create(RouteResponseSchema)` to create a new message.
  */
 export const RouteResponseSchema: GenMessage<RouteResponse> = /*@__PURE__*/
-  messageDesc(file_switchyard_v1_gateway, 10);
+  messageDesc(file_switchyard_v1_gateway, 21);
 
 /**
  * QueryRequest asks for one complete answer.
@@ -554,7 +1044,7 @@ export type QueryRequest = Message$1<"switchyard.v1.QueryRequest"> & {
  * Use `create(QueryRequestSchema)` to create a new message.
  */
 export const QueryRequestSchema: GenMessage<QueryRequest> = /*@__PURE__*/
-  messageDesc(file_switchyard_v1_gateway, 11);
+  messageDesc(file_switchyard_v1_gateway, 22);
 
 /**
  * QueryResponse is the answer and what it took.
@@ -647,6 +1137,38 @@ export type QueryResponse = Message$1<"switchyard.v1.QueryResponse"> & {
    * @generated from field: google.type.Money saved_cost = 12;
    */
   savedCost?: Money | undefined;
+
+  /**
+   * The tool calls the model asked for, in order (with
+   * FINISH_REASON_TOOL_CALLS). Send them back in the next turn's assistant
+   * message, followed by a ROLE_TOOL message with their results.
+   *
+   * @generated from field: repeated switchyard.v1.ToolCall tool_calls = 13;
+   */
+  toolCalls: ToolCall[];
+
+  /**
+   * The model's reasoning before its answer, in order: `reasoning` and
+   * `redacted_reasoning` parts. Send them back unchanged, ahead of the text
+   * and tool calls, in the next turn's assistant message.
+   *
+   * @generated from field: repeated switchyard.v1.Part reasoning = 14;
+   */
+  reasoning: Part[];
+
+  /**
+   * With a JSON response format: whether `content` has it.
+   *
+   * @generated from field: switchyard.v1.OutputValidation validation = 15;
+   */
+  validation: OutputValidation;
+
+  /**
+   * With OUTPUT_VALIDATION_INVALID: where the content fails the format.
+   *
+   * @generated from field: string validation_error = 16;
+   */
+  validationError: string;
 };
 
 /**
@@ -654,7 +1176,7 @@ export type QueryResponse = Message$1<"switchyard.v1.QueryResponse"> & {
  * Use `create(QueryResponseSchema)` to create a new message.
  */
 export const QueryResponseSchema: GenMessage<QueryResponse> = /*@__PURE__*/
-  messageDesc(file_switchyard_v1_gateway, 12);
+  messageDesc(file_switchyard_v1_gateway, 23);
 
 /**
  * StreamQueryRequest asks for an answer streamed as it is produced.
@@ -675,7 +1197,7 @@ export type StreamQueryRequest = Message$1<"switchyard.v1.StreamQueryRequest"> &
  * Use `create(StreamQueryRequestSchema)` to create a new message.
  */
 export const StreamQueryRequestSchema: GenMessage<StreamQueryRequest> = /*@__PURE__*/
-  messageDesc(file_switchyard_v1_gateway, 13);
+  messageDesc(file_switchyard_v1_gateway, 24);
 
 /**
  * StreamStart opens a stream; it is sent once the answering model has
@@ -718,7 +1240,7 @@ export type StreamStart = Message$1<"switchyard.v1.StreamStart"> & {
  * Use `create(StreamStartSchema)` to create a new message.
  */
 export const StreamStartSchema: GenMessage<StreamStart> = /*@__PURE__*/
-  messageDesc(file_switchyard_v1_gateway, 14);
+  messageDesc(file_switchyard_v1_gateway, 25);
 
 /**
  * TextDelta is the next piece of the answer's text.
@@ -739,7 +1261,7 @@ export type TextDelta = Message$1<"switchyard.v1.TextDelta"> & {
  * Use `create(TextDeltaSchema)` to create a new message.
  */
 export const TextDeltaSchema: GenMessage<TextDelta> = /*@__PURE__*/
-  messageDesc(file_switchyard_v1_gateway, 15);
+  messageDesc(file_switchyard_v1_gateway, 26);
 
 /**
  * StreamEnd closes a stream that completed.
@@ -803,6 +1325,20 @@ export type StreamEnd = Message$1<"switchyard.v1.StreamEnd"> & {
    * @generated from field: google.type.Money saved_cost = 8;
    */
   savedCost?: Money | undefined;
+
+  /**
+   * With a JSON response format: whether the streamed text has it.
+   *
+   * @generated from field: switchyard.v1.OutputValidation validation = 9;
+   */
+  validation: OutputValidation;
+
+  /**
+   * With OUTPUT_VALIDATION_INVALID: where the text fails the format.
+   *
+   * @generated from field: string validation_error = 10;
+   */
+  validationError: string;
 };
 
 /**
@@ -810,7 +1346,143 @@ export type StreamEnd = Message$1<"switchyard.v1.StreamEnd"> & {
  * Use `create(StreamEndSchema)` to create a new message.
  */
 export const StreamEndSchema: GenMessage<StreamEnd> = /*@__PURE__*/
-  messageDesc(file_switchyard_v1_gateway, 16);
+  messageDesc(file_switchyard_v1_gateway, 27);
+
+/**
+ * ToolCallStart opens a streamed tool call: its id and name, before any
+ * of its arguments.
+ *
+ * @generated from message switchyard.v1.ToolCallStart
+ */
+export type ToolCallStart = Message$1<"switchyard.v1.ToolCallStart"> & {
+  /**
+   * Which tool call of the answer, from 0, in the order the calls started.
+   *
+   * @generated from field: uint32 index = 1;
+   */
+  index: number;
+
+  /**
+   * The call's id.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+
+  /**
+   * The tool called.
+   *
+   * @generated from field: string name = 3;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message switchyard.v1.ToolCallStart.
+ * Use `create(ToolCallStartSchema)` to create a new message.
+ */
+export const ToolCallStartSchema: GenMessage<ToolCallStart> = /*@__PURE__*/
+  messageDesc(file_switchyard_v1_gateway, 28);
+
+/**
+ * ToolCallDelta is the next fragment of a streamed tool call's arguments.
+ *
+ * @generated from message switchyard.v1.ToolCallDelta
+ */
+export type ToolCallDelta = Message$1<"switchyard.v1.ToolCallDelta"> & {
+  /**
+   * The tool call it belongs to (ToolCallStart.index).
+   *
+   * @generated from field: uint32 index = 1;
+   */
+  index: number;
+
+  /**
+   * JSON text to append to the call's earlier fragments; fragments may end
+   * anywhere, even inside a string.
+   *
+   * @generated from field: string arguments = 2;
+   */
+  arguments: string;
+};
+
+/**
+ * Describes the message switchyard.v1.ToolCallDelta.
+ * Use `create(ToolCallDeltaSchema)` to create a new message.
+ */
+export const ToolCallDeltaSchema: GenMessage<ToolCallDelta> = /*@__PURE__*/
+  messageDesc(file_switchyard_v1_gateway, 29);
+
+/**
+ * ToolCallEnd closes a streamed tool call with its arguments parsed.
+ *
+ * @generated from message switchyard.v1.ToolCallEnd
+ */
+export type ToolCallEnd = Message$1<"switchyard.v1.ToolCallEnd"> & {
+  /**
+   * The tool call it closes (ToolCallStart.index).
+   *
+   * @generated from field: uint32 index = 1;
+   */
+  index: number;
+
+  /**
+   * The complete call; its arguments are a JSON object ({} when the
+   * fragments were empty).
+   *
+   * @generated from field: switchyard.v1.ToolCall call = 2;
+   */
+  call?: ToolCall | undefined;
+};
+
+/**
+ * Describes the message switchyard.v1.ToolCallEnd.
+ * Use `create(ToolCallEndSchema)` to create a new message.
+ */
+export const ToolCallEndSchema: GenMessage<ToolCallEnd> = /*@__PURE__*/
+  messageDesc(file_switchyard_v1_gateway, 30);
+
+/**
+ * ReasoningDelta is the next piece of the model's reasoning.
+ *
+ * @generated from message switchyard.v1.ReasoningDelta
+ */
+export type ReasoningDelta = Message$1<"switchyard.v1.ReasoningDelta"> & {
+  /**
+   * Which reasoning part of the answer it belongs to, from 0.
+   *
+   * @generated from field: uint32 index = 1;
+   */
+  index: number;
+
+  /**
+   * Thinking text to append to the part's earlier text.
+   *
+   * @generated from field: string text = 2;
+   */
+  text: string;
+
+  /**
+   * The part's signature, sent once when the part is complete (Anthropic).
+   *
+   * @generated from field: string signature = 3;
+   */
+  signature: string;
+
+  /**
+   * A redacted reasoning part's data, whole; `text` is then empty.
+   *
+   * @generated from field: string redacted_data = 4;
+   */
+  redactedData: string;
+};
+
+/**
+ * Describes the message switchyard.v1.ReasoningDelta.
+ * Use `create(ReasoningDeltaSchema)` to create a new message.
+ */
+export const ReasoningDeltaSchema: GenMessage<ReasoningDelta> = /*@__PURE__*/
+  messageDesc(file_switchyard_v1_gateway, 31);
 
 /**
  * StreamQueryResponse is one message of a stream: start, then deltas, then end.
@@ -847,6 +1519,38 @@ export type StreamQueryResponse = Message$1<"switchyard.v1.StreamQueryResponse">
      */
     value: StreamEnd;
     case: "end";
+  } | {
+    /**
+     * Middle messages: a tool call's id and name, before its arguments.
+     *
+     * @generated from field: switchyard.v1.ToolCallStart tool_call_start = 4;
+     */
+    value: ToolCallStart;
+    case: "toolCallStart";
+  } | {
+    /**
+     * Middle messages: the next fragment of a tool call's arguments.
+     *
+     * @generated from field: switchyard.v1.ToolCallDelta tool_call_delta = 5;
+     */
+    value: ToolCallDelta;
+    case: "toolCallDelta";
+  } | {
+    /**
+     * Middle messages: a tool call complete, with its parsed arguments.
+     *
+     * @generated from field: switchyard.v1.ToolCallEnd tool_call_end = 6;
+     */
+    value: ToolCallEnd;
+    case: "toolCallEnd";
+  } | {
+    /**
+     * Middle messages: the model's reasoning, ahead of its answer.
+     *
+     * @generated from field: switchyard.v1.ReasoningDelta reasoning = 7;
+     */
+    value: ReasoningDelta;
+    case: "reasoning";
   } | { case: undefined; value?: undefined };
 };
 
@@ -855,7 +1559,7 @@ export type StreamQueryResponse = Message$1<"switchyard.v1.StreamQueryResponse">
  * Use `create(StreamQueryResponseSchema)` to create a new message.
  */
 export const StreamQueryResponseSchema: GenMessage<StreamQueryResponse> = /*@__PURE__*/
-  messageDesc(file_switchyard_v1_gateway, 17);
+  messageDesc(file_switchyard_v1_gateway, 32);
 
 /**
  * GetUsageRequest asks for the calling caller's usage over a window. The
@@ -892,7 +1596,7 @@ export type GetUsageRequest = Message$1<"switchyard.v1.GetUsageRequest"> & {
  * Use `create(GetUsageRequestSchema)` to create a new message.
  */
 export const GetUsageRequestSchema: GenMessage<GetUsageRequest> = /*@__PURE__*/
-  messageDesc(file_switchyard_v1_gateway, 18);
+  messageDesc(file_switchyard_v1_gateway, 33);
 
 /**
  * ModelUsage is one model's share of a caller's usage.
@@ -941,7 +1645,7 @@ export type ModelUsage = Message$1<"switchyard.v1.ModelUsage"> & {
  * Use `create(ModelUsageSchema)` to create a new message.
  */
 export const ModelUsageSchema: GenMessage<ModelUsage> = /*@__PURE__*/
-  messageDesc(file_switchyard_v1_gateway, 19);
+  messageDesc(file_switchyard_v1_gateway, 34);
 
 /**
  * CacheUsage is what the response cache did for a caller.
@@ -983,7 +1687,7 @@ export type CacheUsage = Message$1<"switchyard.v1.CacheUsage"> & {
  * Use `create(CacheUsageSchema)` to create a new message.
  */
 export const CacheUsageSchema: GenMessage<CacheUsage> = /*@__PURE__*/
-  messageDesc(file_switchyard_v1_gateway, 20);
+  messageDesc(file_switchyard_v1_gateway, 35);
 
 /**
  * BudgetUsage is one spend budget of a caller.
@@ -1025,7 +1729,7 @@ export type BudgetUsage = Message$1<"switchyard.v1.BudgetUsage"> & {
  * Use `create(BudgetUsageSchema)` to create a new message.
  */
 export const BudgetUsageSchema: GenMessage<BudgetUsage> = /*@__PURE__*/
-  messageDesc(file_switchyard_v1_gateway, 21);
+  messageDesc(file_switchyard_v1_gateway, 36);
 
 /**
  * ProviderLoad is the gateway's current load on one provider.
@@ -1060,7 +1764,7 @@ export type ProviderLoad = Message$1<"switchyard.v1.ProviderLoad"> & {
  * Use `create(ProviderLoadSchema)` to create a new message.
  */
 export const ProviderLoadSchema: GenMessage<ProviderLoad> = /*@__PURE__*/
-  messageDesc(file_switchyard_v1_gateway, 22);
+  messageDesc(file_switchyard_v1_gateway, 37);
 
 /**
  * GetUsageResponse is the caller's usage over the window.
@@ -1151,7 +1855,7 @@ export type GetUsageResponse = Message$1<"switchyard.v1.GetUsageResponse"> & {
  * Use `create(GetUsageResponseSchema)` to create a new message.
  */
 export const GetUsageResponseSchema: GenMessage<GetUsageResponse> = /*@__PURE__*/
-  messageDesc(file_switchyard_v1_gateway, 23);
+  messageDesc(file_switchyard_v1_gateway, 38);
 
 /**
  * ExportUsageRequest asks for the calls that ended in [start, end).
@@ -1201,7 +1905,7 @@ export type ExportUsageRequest = Message$1<"switchyard.v1.ExportUsageRequest"> &
  * Use `create(ExportUsageRequestSchema)` to create a new message.
  */
 export const ExportUsageRequestSchema: GenMessage<ExportUsageRequest> = /*@__PURE__*/
-  messageDesc(file_switchyard_v1_gateway, 24);
+  messageDesc(file_switchyard_v1_gateway, 39);
 
 /**
  * ExportUsageResponse is one page of an export.
@@ -1229,7 +1933,7 @@ export type ExportUsageResponse = Message$1<"switchyard.v1.ExportUsageResponse">
  * Use `create(ExportUsageResponseSchema)` to create a new message.
  */
 export const ExportUsageResponseSchema: GenMessage<ExportUsageResponse> = /*@__PURE__*/
-  messageDesc(file_switchyard_v1_gateway, 25);
+  messageDesc(file_switchyard_v1_gateway, 40);
 
 /**
  * CallRecord is one finished call as the ledger keeps it: what it asked,
@@ -1363,7 +2067,7 @@ export type CallRecord = Message$1<"switchyard.v1.CallRecord"> & {
  * Use `create(CallRecordSchema)` to create a new message.
  */
 export const CallRecordSchema: GenMessage<CallRecord> = /*@__PURE__*/
-  messageDesc(file_switchyard_v1_gateway, 26);
+  messageDesc(file_switchyard_v1_gateway, 41);
 
 /**
  * Role says who wrote a message of the conversation.
@@ -1393,11 +2097,20 @@ export enum Role {
   USER = 2,
 
   /**
-   * An earlier answer of the model.
+   * An earlier answer of the model: its text, and the tool calls and
+   * reasoning parts it produced, sent back unchanged.
    *
    * @generated from enum value: ROLE_ASSISTANT = 3;
    */
   ASSISTANT = 3,
+
+  /**
+   * The results of tool calls the model asked for: a message of
+   * `tool_result` parts, after the assistant message that made the calls.
+   *
+   * @generated from enum value: ROLE_TOOL = 4;
+   */
+  TOOL = 4,
 }
 
 /**
@@ -1569,6 +2282,14 @@ export enum FinishReason {
    * @generated from enum value: FINISH_REASON_CONTENT_FILTER = 3;
    */
   CONTENT_FILTER = 3,
+
+  /**
+   * The model asked for tool calls (`tool_calls`) and waits for their
+   * results in a ROLE_TOOL message.
+   *
+   * @generated from enum value: FINISH_REASON_TOOL_CALLS = 4;
+   */
+  TOOL_CALLS = 4,
 }
 
 /**
@@ -1632,6 +2353,15 @@ export enum AttemptOutcome {
    * @generated from enum value: ATTEMPT_OUTCOME_SKIPPED = 6;
    */
   SKIPPED = 6,
+
+  /**
+   * The model answered, but not in the requested format: the answer did not
+   * validate against the requested JSON Schema (`error` says where). The
+   * try is billed and the next model of the chain was tried.
+   *
+   * @generated from enum value: ATTEMPT_OUTCOME_INVALID_OUTPUT = 7;
+   */
+  INVALID_OUTPUT = 7,
 }
 
 /**
@@ -1724,6 +2454,173 @@ export const CircuitStateSchema: GenEnum<CircuitState> = /*@__PURE__*/
   enumDesc(file_switchyard_v1_gateway, 7);
 
 /**
+ * ToolChoiceMode says whether and which tools the model must call.
+ *
+ * @generated from enum switchyard.v1.ToolChoiceMode
+ */
+export enum ToolChoiceMode {
+  /**
+   * The same as TOOL_CHOICE_MODE_AUTO.
+   *
+   * @generated from enum value: TOOL_CHOICE_MODE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The model decides whether to call tools.
+   *
+   * @generated from enum value: TOOL_CHOICE_MODE_AUTO = 1;
+   */
+  AUTO = 1,
+
+  /**
+   * The model must not call a tool; it answers with text.
+   *
+   * @generated from enum value: TOOL_CHOICE_MODE_NONE = 2;
+   */
+  NONE = 2,
+
+  /**
+   * The model must call at least one of the tools.
+   *
+   * @generated from enum value: TOOL_CHOICE_MODE_REQUIRED = 3;
+   */
+  REQUIRED = 3,
+
+  /**
+   * The model must call the tool named in ToolChoice.name.
+   *
+   * @generated from enum value: TOOL_CHOICE_MODE_TOOL = 4;
+   */
+  TOOL = 4,
+}
+
+/**
+ * Describes the enum switchyard.v1.ToolChoiceMode.
+ */
+export const ToolChoiceModeSchema: GenEnum<ToolChoiceMode> = /*@__PURE__*/
+  enumDesc(file_switchyard_v1_gateway, 8);
+
+/**
+ * ResponseFormatType is the shape the answer's text must have.
+ *
+ * @generated from enum switchyard.v1.ResponseFormatType
+ */
+export enum ResponseFormatType {
+  /**
+   * The same as RESPONSE_FORMAT_TYPE_TEXT.
+   *
+   * @generated from enum value: RESPONSE_FORMAT_TYPE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Free text.
+   *
+   * @generated from enum value: RESPONSE_FORMAT_TYPE_TEXT = 1;
+   */
+  TEXT = 1,
+
+  /**
+   * A JSON object, of any shape.
+   *
+   * @generated from enum value: RESPONSE_FORMAT_TYPE_JSON_OBJECT = 2;
+   */
+  JSON_OBJECT = 2,
+
+  /**
+   * A JSON object that validates against ResponseFormat.json_schema.
+   *
+   * @generated from enum value: RESPONSE_FORMAT_TYPE_JSON_SCHEMA = 3;
+   */
+  JSON_SCHEMA = 3,
+}
+
+/**
+ * Describes the enum switchyard.v1.ResponseFormatType.
+ */
+export const ResponseFormatTypeSchema: GenEnum<ResponseFormatType> = /*@__PURE__*/
+  enumDesc(file_switchyard_v1_gateway, 9);
+
+/**
+ * ReasoningEffort is how much a reasoning model may think before answering.
+ *
+ * @generated from enum switchyard.v1.ReasoningEffort
+ */
+export enum ReasoningEffort {
+  /**
+   * The model's default (no extended thinking on Anthropic models).
+   *
+   * @generated from enum value: REASONING_EFFORT_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Think briefly (Anthropic: a thinking budget of a quarter of max_tokens,
+   * at least 1,024).
+   *
+   * @generated from enum value: REASONING_EFFORT_LOW = 1;
+   */
+  LOW = 1,
+
+  /**
+   * Think more (Anthropic: half of max_tokens, at least 1,024).
+   *
+   * @generated from enum value: REASONING_EFFORT_MEDIUM = 2;
+   */
+  MEDIUM = 2,
+
+  /**
+   * Think the most (Anthropic: three quarters of max_tokens, at least 1,024).
+   *
+   * @generated from enum value: REASONING_EFFORT_HIGH = 3;
+   */
+  HIGH = 3,
+}
+
+/**
+ * Describes the enum switchyard.v1.ReasoningEffort.
+ */
+export const ReasoningEffortSchema: GenEnum<ReasoningEffort> = /*@__PURE__*/
+  enumDesc(file_switchyard_v1_gateway, 10);
+
+/**
+ * OutputValidation says whether the answer's text has the requested format.
+ *
+ * @generated from enum switchyard.v1.OutputValidation
+ */
+export enum OutputValidation {
+  /**
+   * Not checked: the query asked for no JSON response format, or the
+   * answer is tool calls.
+   *
+   * @generated from enum value: OUTPUT_VALIDATION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The text is a JSON object that validates against the requested schema.
+   *
+   * @generated from enum value: OUTPUT_VALIDATION_VALID = 1;
+   */
+  VALID = 1,
+
+  /**
+   * The text is not valid JSON, not an object, or does not validate
+   * against the schema; `validation_error` says where.
+   *
+   * @generated from enum value: OUTPUT_VALIDATION_INVALID = 2;
+   */
+  INVALID = 2,
+}
+
+/**
+ * Describes the enum switchyard.v1.OutputValidation.
+ */
+export const OutputValidationSchema: GenEnum<OutputValidation> = /*@__PURE__*/
+  enumDesc(file_switchyard_v1_gateway, 11);
+
+/**
  * GatewayService answers queries through the routed model and tells callers,
  * without calling any model, where a query would go and what it would cost.
  *
@@ -1753,9 +2650,11 @@ export const GatewayService: GenService<{
   },
   /**
    * StreamQuery answers the query as tokens are produced: one `start`
-   * message naming the model, then `delta` messages with text, then exactly
-   * one `end` message with usage, cost and attempts. A failure ends the
-   * stream with a gRPC error status instead of an `end` message.
+   * message naming the model, then `delta` messages with text (and, when
+   * the model reasons or calls tools, `reasoning` and `tool_call_*`
+   * messages in the order produced), then exactly one `end` message with
+   * usage, cost and attempts. A failure ends the stream with a gRPC error
+   * status instead of an `end` message.
    *
    * @generated from rpc switchyard.v1.GatewayService.StreamQuery
    */

@@ -12,6 +12,7 @@ google.type.Money in US dollars; amounts are exact to the nano-dollar.
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -40,7 +41,13 @@ class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Role.ValueType],
     ROLE_USER: _Role.ValueType  # 2
     """The person or service asking."""
     ROLE_ASSISTANT: _Role.ValueType  # 3
-    """An earlier answer of the model."""
+    """An earlier answer of the model: its text, and the tool calls and
+    reasoning parts it produced, sent back unchanged.
+    """
+    ROLE_TOOL: _Role.ValueType  # 4
+    """The results of tool calls the model asked for: a message of
+    `tool_result` parts, after the assistant message that made the calls.
+    """
 
 class Role(_Role, metaclass=_RoleEnumTypeWrapper):
     """Role says who wrote a message of the conversation."""
@@ -52,7 +59,13 @@ ROLE_SYSTEM: Role.ValueType  # 1
 ROLE_USER: Role.ValueType  # 2
 """The person or service asking."""
 ROLE_ASSISTANT: Role.ValueType  # 3
-"""An earlier answer of the model."""
+"""An earlier answer of the model: its text, and the tool calls and
+reasoning parts it produced, sent back unchanged.
+"""
+ROLE_TOOL: Role.ValueType  # 4
+"""The results of tool calls the model asked for: a message of
+`tool_result` parts, after the assistant message that made the calls.
+"""
 Global___Role: _TypeAlias = Role  # noqa: Y015
 
 class _Task:
@@ -157,6 +170,10 @@ class _FinishReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FinishRe
     """The answer reached max_tokens and was cut short."""
     FINISH_REASON_CONTENT_FILTER: _FinishReason.ValueType  # 3
     """The provider withheld or cut the answer for its content."""
+    FINISH_REASON_TOOL_CALLS: _FinishReason.ValueType  # 4
+    """The model asked for tool calls (`tool_calls`) and waits for their
+    results in a ROLE_TOOL message.
+    """
 
 class FinishReason(_FinishReason, metaclass=_FinishReasonEnumTypeWrapper):
     """FinishReason says why the model stopped producing text."""
@@ -169,6 +186,10 @@ FINISH_REASON_LENGTH: FinishReason.ValueType  # 2
 """The answer reached max_tokens and was cut short."""
 FINISH_REASON_CONTENT_FILTER: FinishReason.ValueType  # 3
 """The provider withheld or cut the answer for its content."""
+FINISH_REASON_TOOL_CALLS: FinishReason.ValueType  # 4
+"""The model asked for tool calls (`tool_calls`) and waits for their
+results in a ROLE_TOOL message.
+"""
 Global___FinishReason: _TypeAlias = FinishReason  # noqa: Y015
 
 class _AttemptOutcome:
@@ -193,6 +214,11 @@ class _AttemptOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Attemp
     """A stream failed after text had already been sent to the caller."""
     ATTEMPT_OUTCOME_SKIPPED: _AttemptOutcome.ValueType  # 6
     """The model was not tried (for example, its circuit breaker was open)."""
+    ATTEMPT_OUTCOME_INVALID_OUTPUT: _AttemptOutcome.ValueType  # 7
+    """The model answered, but not in the requested format: the answer did not
+    validate against the requested JSON Schema (`error` says where). The
+    try is billed and the next model of the chain was tried.
+    """
 
 class AttemptOutcome(_AttemptOutcome, metaclass=_AttemptOutcomeEnumTypeWrapper):
     """AttemptOutcome is how one try of one model ended."""
@@ -213,6 +239,11 @@ ATTEMPT_OUTCOME_INTERRUPTED: AttemptOutcome.ValueType  # 5
 """A stream failed after text had already been sent to the caller."""
 ATTEMPT_OUTCOME_SKIPPED: AttemptOutcome.ValueType  # 6
 """The model was not tried (for example, its circuit breaker was open)."""
+ATTEMPT_OUTCOME_INVALID_OUTPUT: AttemptOutcome.ValueType  # 7
+"""The model answered, but not in the requested format: the answer did not
+validate against the requested JSON Schema (`error` says where). The
+try is billed and the next model of the chain was tried.
+"""
 Global___AttemptOutcome: _TypeAlias = AttemptOutcome  # noqa: Y015
 
 class _CacheMode:
@@ -275,6 +306,130 @@ CIRCUIT_STATE_HALF_OPEN: CircuitState.ValueType  # 3
 """The cooldown ended; one probe call decides whether the model is back."""
 Global___CircuitState: _TypeAlias = CircuitState  # noqa: Y015
 
+class _ToolChoiceMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ToolChoiceModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ToolChoiceMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TOOL_CHOICE_MODE_UNSPECIFIED: _ToolChoiceMode.ValueType  # 0
+    """The same as TOOL_CHOICE_MODE_AUTO."""
+    TOOL_CHOICE_MODE_AUTO: _ToolChoiceMode.ValueType  # 1
+    """The model decides whether to call tools."""
+    TOOL_CHOICE_MODE_NONE: _ToolChoiceMode.ValueType  # 2
+    """The model must not call a tool; it answers with text."""
+    TOOL_CHOICE_MODE_REQUIRED: _ToolChoiceMode.ValueType  # 3
+    """The model must call at least one of the tools."""
+    TOOL_CHOICE_MODE_TOOL: _ToolChoiceMode.ValueType  # 4
+    """The model must call the tool named in ToolChoice.name."""
+
+class ToolChoiceMode(_ToolChoiceMode, metaclass=_ToolChoiceModeEnumTypeWrapper):
+    """ToolChoiceMode says whether and which tools the model must call."""
+
+TOOL_CHOICE_MODE_UNSPECIFIED: ToolChoiceMode.ValueType  # 0
+"""The same as TOOL_CHOICE_MODE_AUTO."""
+TOOL_CHOICE_MODE_AUTO: ToolChoiceMode.ValueType  # 1
+"""The model decides whether to call tools."""
+TOOL_CHOICE_MODE_NONE: ToolChoiceMode.ValueType  # 2
+"""The model must not call a tool; it answers with text."""
+TOOL_CHOICE_MODE_REQUIRED: ToolChoiceMode.ValueType  # 3
+"""The model must call at least one of the tools."""
+TOOL_CHOICE_MODE_TOOL: ToolChoiceMode.ValueType  # 4
+"""The model must call the tool named in ToolChoice.name."""
+Global___ToolChoiceMode: _TypeAlias = ToolChoiceMode  # noqa: Y015
+
+class _ResponseFormatType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ResponseFormatTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ResponseFormatType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RESPONSE_FORMAT_TYPE_UNSPECIFIED: _ResponseFormatType.ValueType  # 0
+    """The same as RESPONSE_FORMAT_TYPE_TEXT."""
+    RESPONSE_FORMAT_TYPE_TEXT: _ResponseFormatType.ValueType  # 1
+    """Free text."""
+    RESPONSE_FORMAT_TYPE_JSON_OBJECT: _ResponseFormatType.ValueType  # 2
+    """A JSON object, of any shape."""
+    RESPONSE_FORMAT_TYPE_JSON_SCHEMA: _ResponseFormatType.ValueType  # 3
+    """A JSON object that validates against ResponseFormat.json_schema."""
+
+class ResponseFormatType(_ResponseFormatType, metaclass=_ResponseFormatTypeEnumTypeWrapper):
+    """ResponseFormatType is the shape the answer's text must have."""
+
+RESPONSE_FORMAT_TYPE_UNSPECIFIED: ResponseFormatType.ValueType  # 0
+"""The same as RESPONSE_FORMAT_TYPE_TEXT."""
+RESPONSE_FORMAT_TYPE_TEXT: ResponseFormatType.ValueType  # 1
+"""Free text."""
+RESPONSE_FORMAT_TYPE_JSON_OBJECT: ResponseFormatType.ValueType  # 2
+"""A JSON object, of any shape."""
+RESPONSE_FORMAT_TYPE_JSON_SCHEMA: ResponseFormatType.ValueType  # 3
+"""A JSON object that validates against ResponseFormat.json_schema."""
+Global___ResponseFormatType: _TypeAlias = ResponseFormatType  # noqa: Y015
+
+class _ReasoningEffort:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReasoningEffortEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasoningEffort.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REASONING_EFFORT_UNSPECIFIED: _ReasoningEffort.ValueType  # 0
+    """The model's default (no extended thinking on Anthropic models)."""
+    REASONING_EFFORT_LOW: _ReasoningEffort.ValueType  # 1
+    """Think briefly (Anthropic: a thinking budget of a quarter of max_tokens,
+    at least 1,024).
+    """
+    REASONING_EFFORT_MEDIUM: _ReasoningEffort.ValueType  # 2
+    """Think more (Anthropic: half of max_tokens, at least 1,024)."""
+    REASONING_EFFORT_HIGH: _ReasoningEffort.ValueType  # 3
+    """Think the most (Anthropic: three quarters of max_tokens, at least 1,024)."""
+
+class ReasoningEffort(_ReasoningEffort, metaclass=_ReasoningEffortEnumTypeWrapper):
+    """ReasoningEffort is how much a reasoning model may think before answering."""
+
+REASONING_EFFORT_UNSPECIFIED: ReasoningEffort.ValueType  # 0
+"""The model's default (no extended thinking on Anthropic models)."""
+REASONING_EFFORT_LOW: ReasoningEffort.ValueType  # 1
+"""Think briefly (Anthropic: a thinking budget of a quarter of max_tokens,
+at least 1,024).
+"""
+REASONING_EFFORT_MEDIUM: ReasoningEffort.ValueType  # 2
+"""Think more (Anthropic: half of max_tokens, at least 1,024)."""
+REASONING_EFFORT_HIGH: ReasoningEffort.ValueType  # 3
+"""Think the most (Anthropic: three quarters of max_tokens, at least 1,024)."""
+Global___ReasoningEffort: _TypeAlias = ReasoningEffort  # noqa: Y015
+
+class _OutputValidation:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OutputValidationEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OutputValidation.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OUTPUT_VALIDATION_UNSPECIFIED: _OutputValidation.ValueType  # 0
+    """Not checked: the query asked for no JSON response format, or the
+    answer is tool calls.
+    """
+    OUTPUT_VALIDATION_VALID: _OutputValidation.ValueType  # 1
+    """The text is a JSON object that validates against the requested schema."""
+    OUTPUT_VALIDATION_INVALID: _OutputValidation.ValueType  # 2
+    """The text is not valid JSON, not an object, or does not validate
+    against the schema; `validation_error` says where.
+    """
+
+class OutputValidation(_OutputValidation, metaclass=_OutputValidationEnumTypeWrapper):
+    """OutputValidation says whether the answer's text has the requested format."""
+
+OUTPUT_VALIDATION_UNSPECIFIED: OutputValidation.ValueType  # 0
+"""Not checked: the query asked for no JSON response format, or the
+answer is tool calls.
+"""
+OUTPUT_VALIDATION_VALID: OutputValidation.ValueType  # 1
+"""The text is a JSON object that validates against the requested schema."""
+OUTPUT_VALIDATION_INVALID: OutputValidation.ValueType  # 2
+"""The text is not valid JSON, not an object, or does not validate
+against the schema; `validation_error` says where.
+"""
+Global___OutputValidation: _TypeAlias = OutputValidation  # noqa: Y015
+
 @_typing.final
 class Message(_message.Message):
     """Message is one turn of a conversation."""
@@ -283,23 +438,372 @@ class Message(_message.Message):
 
     ROLE_FIELD_NUMBER: _builtins.int
     CONTENT_FIELD_NUMBER: _builtins.int
+    PARTS_FIELD_NUMBER: _builtins.int
     role: Global___Role.ValueType
     """Who wrote the message; required."""
     content: _builtins.str
-    """The text of the message; must not be empty."""
+    """The text of the message: the shorthand for one text part. Set it or
+    `parts`; it must not be empty when `parts` is.
+    """
+    @_builtins.property
+    def parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Part]:
+        """The content as parts, in order. ROLE_SYSTEM: text. ROLE_USER: text and
+        images. ROLE_ASSISTANT: reasoning, text and tool calls, as the answer
+        gave them. ROLE_TOOL: tool results only.
+        """
+
     def __init__(
         self,
         *,
         role: Global___Role.ValueType = ...,
         content: _builtins.str = ...,
+        parts: _abc.Iterable[Global___Part] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "parts", b"parts", "role", b"role"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Message: _TypeAlias = Message  # noqa: Y015
+
+@_typing.final
+class Part(_message.Message):
+    """Part is one piece of a message's content."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    IMAGE_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_FIELD_NUMBER: _builtins.int
+    TOOL_RESULT_FIELD_NUMBER: _builtins.int
+    REASONING_FIELD_NUMBER: _builtins.int
+    REDACTED_REASONING_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """Text; must not be empty."""
+    @_builtins.property
+    def image(self) -> Global___Image:
+        """A picture for the model to look at (ROLE_USER only)."""
+
+    @_builtins.property
+    def tool_call(self) -> Global___ToolCall:
+        """A tool call the model made in an earlier answer (ROLE_ASSISTANT only)."""
+
+    @_builtins.property
+    def tool_result(self) -> Global___ToolResult:
+        """The result of one tool call (ROLE_TOOL only)."""
+
+    @_builtins.property
+    def reasoning(self) -> Global___Reasoning:
+        """The model's reasoning from an earlier answer, sent back unchanged so
+        the provider can check its signature (ROLE_ASSISTANT only).
+        """
+
+    @_builtins.property
+    def redacted_reasoning(self) -> Global___RedactedReasoning:
+        """Reasoning the provider encrypted, sent back unchanged (ROLE_ASSISTANT
+        only).
+        """
+
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        image: Global___Image | None = ...,
+        tool_call: Global___ToolCall | None = ...,
+        tool_result: Global___ToolResult | None = ...,
+        reasoning: Global___Reasoning | None = ...,
+        redacted_reasoning: Global___RedactedReasoning | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "kind", b"kind", "reasoning", b"reasoning", "redacted_reasoning", b"redacted_reasoning", "text", b"text", "tool_call", b"tool_call", "tool_result", b"tool_result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "kind", b"kind", "reasoning", b"reasoning", "redacted_reasoning", b"redacted_reasoning", "text", b"text", "tool_call", b"tool_call", "tool_result", b"tool_result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["text", "image", "tool_call", "tool_result", "reasoning", "redacted_reasoning"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___Part: _TypeAlias = Part  # noqa: Y015
+
+@_typing.final
+class Image(_message.Message):
+    """Image is a picture given by URL or by its bytes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    MEDIA_TYPE_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """An http(s) URL the provider fetches."""
+    data: _builtins.bytes
+    """The encoded image; `media_type` says its format. Anthropic models take
+    at most 5 MB of it (base64), others more.
+    """
+    media_type: _builtins.str
+    """"image/png", "image/jpeg", "image/gif" or "image/webp"; required with
+    `data`, optional with `url`.
+    """
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        data: _builtins.bytes = ...,
+        media_type: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "source", b"source", "url", b"url"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "media_type", b"media_type", "source", b"source", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_source: _TypeAlias = _typing.Literal["url", "data"]  # noqa: Y015
+    _WhichOneofArgType_source: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_source) -> _WhichOneofReturnType_source | None: ...
+
+Global___Image: _TypeAlias = Image  # noqa: Y015
+
+@_typing.final
+class ToolCall(_message.Message):
+    """ToolCall is the model asking for one call of one of the query's tools."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ARGUMENTS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The call's id, chosen by the provider (letters, digits, "_" and "-");
+    a ToolResult names it.
+    """
+    name: _builtins.str
+    """The tool to call: one of the query's tools."""
+    @_builtins.property
+    def arguments(self) -> _struct_pb2.Struct:
+        """The arguments, a JSON object (empty when the tool takes none)."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        arguments: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "id", b"id", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolCall: _TypeAlias = ToolCall  # noqa: Y015
+
+@_typing.final
+class ToolResult(_message.Message):
+    """ToolResult is what one tool call returned."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    IS_ERROR_FIELD_NUMBER: _builtins.int
+    tool_call_id: _builtins.str
+    """The id of the ToolCall this answers; it must appear in an earlier
+    assistant message.
+    """
+    content: _builtins.str
+    """What the tool returned, as text (JSON is fine)."""
+    is_error: _builtins.bool
+    """True when the tool failed and `content` says why (the OpenAI wire has no
+    such flag; there the content alone tells the model).
+    """
+    def __init__(
+        self,
+        *,
+        tool_call_id: _builtins.str = ...,
+        content: _builtins.str = ...,
+        is_error: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "is_error", b"is_error", "tool_call_id", b"tool_call_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolResult: _TypeAlias = ToolResult  # noqa: Y015
+
+@_typing.final
+class Reasoning(_message.Message):
+    """Reasoning is a model's visible thinking before its answer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """The thinking text."""
+    signature: _builtins.str
+    """The provider's opaque signature over the text (Anthropic); send it back
+    unchanged, or the provider refuses the next turn.
+    """
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        signature: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["signature", b"signature", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Reasoning: _TypeAlias = Reasoning  # noqa: Y015
+
+@_typing.final
+class RedactedReasoning(_message.Message):
+    """RedactedReasoning is thinking the provider encrypted for safety reasons."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    data: _builtins.str
+    """The provider's opaque data; send it back unchanged."""
+    def __init__(
+        self,
+        *,
+        data: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RedactedReasoning: _TypeAlias = RedactedReasoning  # noqa: Y015
+
+@_typing.final
+class Tool(_message.Message):
+    """Tool is a function the model may call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    PARAMETERS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The tool's name: 1 to 64 letters, digits, "_" or "-"; unique in the query."""
+    description: _builtins.str
+    """What the tool does and when to call it, for the model."""
+    @_builtins.property
+    def parameters(self) -> _struct_pb2.Struct:
+        """The JSON Schema of the arguments: an object schema ({"type": "object",
+        "properties": ...}); unset means the tool takes no arguments.
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        parameters: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["parameters", b"parameters"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "name", b"name", "parameters", b"parameters"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Tool: _TypeAlias = Tool  # noqa: Y015
+
+@_typing.final
+class ToolChoice(_message.Message):
+    """ToolChoice says whether and which tools the model must call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    mode: Global___ToolChoiceMode.ValueType
+    """Auto, none, required, or one named tool."""
+    name: _builtins.str
+    """With TOOL_CHOICE_MODE_TOOL: the tool to call, one of the query's tools."""
+    def __init__(
+        self,
+        *,
+        mode: Global___ToolChoiceMode.ValueType = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolChoice: _TypeAlias = ToolChoice  # noqa: Y015
+
+@_typing.final
+class JsonSchema(_message.Message):
+    """JsonSchema is the schema a JSON answer must validate against."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SCHEMA_FIELD_NUMBER: _builtins.int
+    STRICT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """A name for the schema: 1 to 64 letters, digits, "_" or "-"; empty
+    means "response".
+    """
+    strict: _builtins.bool
+    """Ask the provider to enforce the schema while generating (OpenAI's
+    strict mode). Switchyard validates the answer either way.
+    """
+    @_builtins.property
+    def schema(self) -> _struct_pb2.Struct:
+        """The JSON Schema of the answer: an object schema ({"type": "object",
+        ...}), checked when the query arrives.
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        schema: _struct_pb2.Struct | None = ...,
+        strict: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["schema", b"schema"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "schema", b"schema", "strict", b"strict"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JsonSchema: _TypeAlias = JsonSchema  # noqa: Y015
+
+@_typing.final
+class ResponseFormat(_message.Message):
+    """ResponseFormat is the shape the answer's text must have."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    JSON_SCHEMA_FIELD_NUMBER: _builtins.int
+    type: Global___ResponseFormatType.ValueType
+    """Text, a JSON object, or a JSON object fitting `json_schema`."""
+    @_builtins.property
+    def json_schema(self) -> Global___JsonSchema:
+        """Required with RESPONSE_FORMAT_TYPE_JSON_SCHEMA."""
+
+    def __init__(
+        self,
+        *,
+        type: Global___ResponseFormatType.ValueType = ...,
+        json_schema: Global___JsonSchema | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["json_schema", b"json_schema"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["json_schema", b"json_schema", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResponseFormat: _TypeAlias = ResponseFormat  # noqa: Y015
 
 @_typing.final
 class QuerySpec(_message.Message):
@@ -340,6 +844,13 @@ class QuerySpec(_message.Message):
     DISABLE_FALLBACK_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     CACHE_MODE_FIELD_NUMBER: _builtins.int
+    SYSTEM_FIELD_NUMBER: _builtins.int
+    TOOLS_FIELD_NUMBER: _builtins.int
+    TOOL_CHOICE_FIELD_NUMBER: _builtins.int
+    PARALLEL_TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    RESPONSE_FORMAT_FIELD_NUMBER: _builtins.int
+    REASONING_EFFORT_FIELD_NUMBER: _builtins.int
+    THINKING_BUDGET_TOKENS_FIELD_NUMBER: _builtins.int
     prompt: _builtins.str
     """Shorthand for one user message. When `messages` is also set, the prompt
     is appended to them as the last user message. One of the two is required.
@@ -366,6 +877,23 @@ class QuerySpec(_message.Message):
     """Answer with the routed model only: no other model is tried when it fails."""
     cache_mode: Global___CacheMode.ValueType
     """How the response cache may serve and store this query."""
+    system: _builtins.str
+    """Instructions that steer the model, sent ahead of the conversation as
+    its first system message.
+    """
+    parallel_tool_calls: _builtins.bool
+    """Whether the model may ask for several tool calls in one answer; unset
+    leaves the provider's default (allowed). Needs `tools`.
+    """
+    reasoning_effort: Global___ReasoningEffort.ValueType
+    """How much a reasoning model may think before answering. Set this or
+    `thinking_budget_tokens`, not both; only models that reason take it.
+    """
+    thinking_budget_tokens: _builtins.int
+    """The most tokens a reasoning model may think for, at least 1,024 and
+    less than the call's max_tokens (thinking counts as output); 0 means
+    no budget. OpenAI-wire models get the nearest reasoning effort.
+    """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
         """The conversation so far, oldest first."""
@@ -379,6 +907,22 @@ class QuerySpec(_message.Message):
         """Free-form labels recorded on the call's trace, for example
         {"team": "search", "feature": "summaries"}. Up to 16 entries; keys up to
         64 and values up to 256 characters.
+        """
+
+    @_builtins.property
+    def tools(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tool]:
+        """Functions the model may call; up to 128, with unique names. The answer
+        then may hold tool calls (FINISH_REASON_TOOL_CALLS) instead of text.
+        """
+
+    @_builtins.property
+    def tool_choice(self) -> Global___ToolChoice:
+        """Whether and which tools the model must call; unset means auto."""
+
+    @_builtins.property
+    def response_format(self) -> Global___ResponseFormat:
+        """The shape of the answer's text: free text (the default), a JSON object,
+        or JSON that validates against a schema (Switchyard checks it).
         """
 
     def __init__(
@@ -395,15 +939,26 @@ class QuerySpec(_message.Message):
         disable_fallback: _builtins.bool = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         cache_mode: Global___CacheMode.ValueType = ...,
+        system: _builtins.str = ...,
+        tools: _abc.Iterable[Global___Tool] | None = ...,
+        tool_choice: Global___ToolChoice | None = ...,
+        parallel_tool_calls: _builtins.bool | None = ...,
+        response_format: Global___ResponseFormat | None = ...,
+        reasoning_effort: Global___ReasoningEffort.ValueType = ...,
+        thinking_budget_tokens: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "_top_p", b"_top_p", "temperature", b"temperature", "top_p", b"top_p"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "_temperature", b"_temperature", "_top_p", b"_top_p", "parallel_tool_calls", b"parallel_tool_calls", "response_format", b"response_format", "temperature", b"temperature", "tool_choice", b"tool_choice", "top_p", b"top_p"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "_top_p", b"_top_p", "cache_mode", b"cache_mode", "disable_fallback", b"disable_fallback", "labels", b"labels", "max_tokens", b"max_tokens", "messages", b"messages", "model", b"model", "prompt", b"prompt", "stop", b"stop", "task", b"task", "temperature", b"temperature", "top_p", b"top_p"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "_temperature", b"_temperature", "_top_p", b"_top_p", "cache_mode", b"cache_mode", "disable_fallback", b"disable_fallback", "labels", b"labels", "max_tokens", b"max_tokens", "messages", b"messages", "model", b"model", "parallel_tool_calls", b"parallel_tool_calls", "prompt", b"prompt", "reasoning_effort", b"reasoning_effort", "response_format", b"response_format", "stop", b"stop", "system", b"system", "task", b"task", "temperature", b"temperature", "thinking_budget_tokens", b"thinking_budget_tokens", "tool_choice", b"tool_choice", "tools", b"tools", "top_p", b"top_p"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__parallel_tool_calls: _TypeAlias = _typing.Literal["parallel_tool_calls"]  # noqa: Y015
+    _WhichOneofArgType__parallel_tool_calls: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls"]  # noqa: Y015
     _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
     _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
     _WhichOneofReturnType__top_p: _TypeAlias = _typing.Literal["top_p"]  # noqa: Y015
     _WhichOneofArgType__top_p: _TypeAlias = _typing.Literal["_top_p", b"_top_p"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__parallel_tool_calls) -> _WhichOneofReturnType__parallel_tool_calls | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
     @_typing.overload
@@ -421,6 +976,8 @@ class Usage(_message.Message):
     OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
     CACHED_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
     ESTIMATED_FIELD_NUMBER: _builtins.int
+    REASONING_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
     input_tokens: _builtins.int
     """Tokens of the prompt and conversation sent to the model."""
     output_tokens: _builtins.int
@@ -433,6 +990,15 @@ class Usage(_message.Message):
     """True when the relay reported no usage and the counts are Switchyard's
     estimate (about 4 bytes of UTF-8 per token).
     """
+    reasoning_tokens: _builtins.int
+    """Of output_tokens, those the model spent reasoning before its answer, as
+    the provider reports them (the OpenAI wire does; Anthropic includes
+    thinking in output_tokens without a separate count). Billed as output.
+    """
+    cache_write_input_tokens: _builtins.int
+    """Of input_tokens, those the provider wrote to its prompt cache, billed at
+    the model's cache-write price (Anthropic: 1.25 times the input price).
+    """
     def __init__(
         self,
         *,
@@ -440,10 +1006,12 @@ class Usage(_message.Message):
         output_tokens: _builtins.int = ...,
         cached_input_tokens: _builtins.int = ...,
         estimated: _builtins.bool = ...,
+        reasoning_tokens: _builtins.int = ...,
+        cache_write_input_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_input_tokens", b"cached_input_tokens", "estimated", b"estimated", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_write_input_tokens", b"cache_write_input_tokens", "cached_input_tokens", b"cached_input_tokens", "estimated", b"estimated", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens", "reasoning_tokens", b"reasoning_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -587,6 +1155,7 @@ class RouteDecision(_message.Message):
     ESTIMATED_COST_FIELD_NUMBER: _builtins.int
     MODEL_STATES_FIELD_NUMBER: _builtins.int
     ADMISSION_FIELD_NUMBER: _builtins.int
+    SKIPPED_MODELS_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """The model that answers first, for example "claude-sonnet-4-20250514"."""
     provider: _builtins.str
@@ -623,6 +1192,13 @@ class RouteDecision(_message.Message):
     def admission(self) -> Global___Admission:
         """Whether the caller's budget admits the query now."""
 
+    @_builtins.property
+    def skipped_models(self) -> _containers.RepeatedCompositeFieldContainer[Global___SkippedModel]:
+        """Models that the route or its fallbacks would have included but left
+        out, in the order they were considered, each with why (for example, a
+        model that does not take tools, or whose context window is too small).
+        """
+
     def __init__(
         self,
         *,
@@ -638,14 +1214,41 @@ class RouteDecision(_message.Message):
         estimated_cost: Global___CostEstimate | None = ...,
         model_states: _abc.Iterable[Global___ModelState] | None = ...,
         admission: Global___Admission | None = ...,
+        skipped_models: _abc.Iterable[Global___SkippedModel] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["admission", b"admission", "estimated_cost", b"estimated_cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admission", b"admission", "basis", b"basis", "complexity", b"complexity", "estimated_cost", b"estimated_cost", "estimated_input_tokens", b"estimated_input_tokens", "fallback_models", b"fallback_models", "max_tokens", b"max_tokens", "model", b"model", "model_states", b"model_states", "provider", b"provider", "reason", b"reason", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admission", b"admission", "basis", b"basis", "complexity", b"complexity", "estimated_cost", b"estimated_cost", "estimated_input_tokens", b"estimated_input_tokens", "fallback_models", b"fallback_models", "max_tokens", b"max_tokens", "model", b"model", "model_states", b"model_states", "provider", b"provider", "reason", b"reason", "skipped_models", b"skipped_models", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RouteDecision: _TypeAlias = RouteDecision  # noqa: Y015
+
+@_typing.final
+class SkippedModel(_message.Message):
+    """SkippedModel is a model the router left out, and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """The model left out."""
+    reason: _builtins.str
+    """Why, in a few words, for example "does not take images"."""
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SkippedModel: _TypeAlias = SkippedModel  # noqa: Y015
 
 @_typing.final
 class Attempt(_message.Message):
@@ -793,6 +1396,10 @@ class QueryResponse(_message.Message):
     ROUTE_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     SAVED_COST_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    REASONING_FIELD_NUMBER: _builtins.int
+    VALIDATION_FIELD_NUMBER: _builtins.int
+    VALIDATION_ERROR_FIELD_NUMBER: _builtins.int
     content: _builtins.str
     """The answer's text."""
     model: _builtins.str
@@ -809,6 +1416,10 @@ class QueryResponse(_message.Message):
     """Time spent in the gateway for this call, in milliseconds."""
     request_id: _builtins.str
     """The id of this call in Switchyard's logs and traces."""
+    validation: Global___OutputValidation.ValueType
+    """With a JSON response format: whether `content` has it."""
+    validation_error: _builtins.str
+    """With OUTPUT_VALIDATION_INVALID: where the content fails the format."""
     @_builtins.property
     def usage(self) -> Global___Usage:
         """Tokens billed for the call, summed over all attempts."""
@@ -831,6 +1442,20 @@ class QueryResponse(_message.Message):
         is then zero). Zero otherwise.
         """
 
+    @_builtins.property
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
+        """The tool calls the model asked for, in order (with
+        FINISH_REASON_TOOL_CALLS). Send them back in the next turn's assistant
+        message, followed by a ROLE_TOOL message with their results.
+        """
+
+    @_builtins.property
+    def reasoning(self) -> _containers.RepeatedCompositeFieldContainer[Global___Part]:
+        """The model's reasoning before its answer, in order: `reasoning` and
+        `redacted_reasoning` parts. Send them back unchanged, ahead of the text
+        and tool calls, in the next turn's assistant message.
+        """
+
     def __init__(
         self,
         *,
@@ -846,10 +1471,14 @@ class QueryResponse(_message.Message):
         route: Global___RouteDecision | None = ...,
         request_id: _builtins.str = ...,
         saved_cost: _money_pb2.Money | None = ...,
+        tool_calls: _abc.Iterable[Global___ToolCall] | None = ...,
+        reasoning: _abc.Iterable[Global___Part] | None = ...,
+        validation: Global___OutputValidation.ValueType = ...,
+        validation_error: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "route", b"route", "saved_cost", b"saved_cost", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cached", b"cached", "content", b"content", "cost", b"cost", "finish_reason", b"finish_reason", "latency_ms", b"latency_ms", "model", b"model", "provider", b"provider", "request_id", b"request_id", "route", b"route", "saved_cost", b"saved_cost", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cached", b"cached", "content", b"content", "cost", b"cost", "finish_reason", b"finish_reason", "latency_ms", b"latency_ms", "model", b"model", "provider", b"provider", "reasoning", b"reasoning", "request_id", b"request_id", "route", b"route", "saved_cost", b"saved_cost", "tool_calls", b"tool_calls", "usage", b"usage", "validation", b"validation", "validation_error", b"validation_error"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -953,6 +1582,8 @@ class StreamEnd(_message.Message):
     LATENCY_MS_FIELD_NUMBER: _builtins.int
     TIME_TO_FIRST_TOKEN_MS_FIELD_NUMBER: _builtins.int
     SAVED_COST_FIELD_NUMBER: _builtins.int
+    VALIDATION_FIELD_NUMBER: _builtins.int
+    VALIDATION_ERROR_FIELD_NUMBER: _builtins.int
     finish_reason: Global___FinishReason.ValueType
     """Why the model stopped."""
     cached: _builtins.bool
@@ -961,6 +1592,10 @@ class StreamEnd(_message.Message):
     """Time spent in the gateway for the whole stream, in milliseconds."""
     time_to_first_token_ms: _builtins.int
     """Time from the call's arrival to the first text, in milliseconds."""
+    validation: Global___OutputValidation.ValueType
+    """With a JSON response format: whether the streamed text has it."""
+    validation_error: _builtins.str
+    """With OUTPUT_VALIDATION_INVALID: where the text fails the format."""
     @_builtins.property
     def usage(self) -> Global___Usage:
         """Tokens billed for the call, summed over all attempts."""
@@ -990,14 +1625,140 @@ class StreamEnd(_message.Message):
         latency_ms: _builtins.int = ...,
         time_to_first_token_ms: _builtins.int = ...,
         saved_cost: _money_pb2.Money | None = ...,
+        validation: Global___OutputValidation.ValueType = ...,
+        validation_error: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "saved_cost", b"saved_cost", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cached", b"cached", "cost", b"cost", "finish_reason", b"finish_reason", "latency_ms", b"latency_ms", "saved_cost", b"saved_cost", "time_to_first_token_ms", b"time_to_first_token_ms", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cached", b"cached", "cost", b"cost", "finish_reason", b"finish_reason", "latency_ms", b"latency_ms", "saved_cost", b"saved_cost", "time_to_first_token_ms", b"time_to_first_token_ms", "usage", b"usage", "validation", b"validation", "validation_error", b"validation_error"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StreamEnd: _TypeAlias = StreamEnd  # noqa: Y015
+
+@_typing.final
+class ToolCallStart(_message.Message):
+    """ToolCallStart opens a streamed tool call: its id and name, before any
+    of its arguments.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """Which tool call of the answer, from 0, in the order the calls started."""
+    id: _builtins.str
+    """The call's id."""
+    name: _builtins.str
+    """The tool called."""
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "index", b"index", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolCallStart: _TypeAlias = ToolCallStart  # noqa: Y015
+
+@_typing.final
+class ToolCallDelta(_message.Message):
+    """ToolCallDelta is the next fragment of a streamed tool call's arguments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    ARGUMENTS_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """The tool call it belongs to (ToolCallStart.index)."""
+    arguments: _builtins.str
+    """JSON text to append to the call's earlier fragments; fragments may end
+    anywhere, even inside a string.
+    """
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        arguments: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "index", b"index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolCallDelta: _TypeAlias = ToolCallDelta  # noqa: Y015
+
+@_typing.final
+class ToolCallEnd(_message.Message):
+    """ToolCallEnd closes a streamed tool call with its arguments parsed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    CALL_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """The tool call it closes (ToolCallStart.index)."""
+    @_builtins.property
+    def call(self) -> Global___ToolCall:
+        """The complete call; its arguments are a JSON object ({} when the
+        fragments were empty).
+        """
+
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        call: Global___ToolCall | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "index", b"index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolCallEnd: _TypeAlias = ToolCallEnd  # noqa: Y015
+
+@_typing.final
+class ReasoningDelta(_message.Message):
+    """ReasoningDelta is the next piece of the model's reasoning."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    REDACTED_DATA_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """Which reasoning part of the answer it belongs to, from 0."""
+    text: _builtins.str
+    """Thinking text to append to the part's earlier text."""
+    signature: _builtins.str
+    """The part's signature, sent once when the part is complete (Anthropic)."""
+    redacted_data: _builtins.str
+    """A redacted reasoning part's data, whole; `text` is then empty."""
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        text: _builtins.str = ...,
+        signature: _builtins.str = ...,
+        redacted_data: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "redacted_data", b"redacted_data", "signature", b"signature", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReasoningDelta: _TypeAlias = ReasoningDelta  # noqa: Y015
 
 @_typing.final
 class StreamQueryResponse(_message.Message):
@@ -1008,6 +1769,10 @@ class StreamQueryResponse(_message.Message):
     START_FIELD_NUMBER: _builtins.int
     DELTA_FIELD_NUMBER: _builtins.int
     END_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_START_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_DELTA_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_END_FIELD_NUMBER: _builtins.int
+    REASONING_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def start(self) -> Global___StreamStart:
         """First message: the model that answers."""
@@ -1020,18 +1785,38 @@ class StreamQueryResponse(_message.Message):
     def end(self) -> Global___StreamEnd:
         """Last message of a completed stream: usage, cost and attempts."""
 
+    @_builtins.property
+    def tool_call_start(self) -> Global___ToolCallStart:
+        """Middle messages: a tool call's id and name, before its arguments."""
+
+    @_builtins.property
+    def tool_call_delta(self) -> Global___ToolCallDelta:
+        """Middle messages: the next fragment of a tool call's arguments."""
+
+    @_builtins.property
+    def tool_call_end(self) -> Global___ToolCallEnd:
+        """Middle messages: a tool call complete, with its parsed arguments."""
+
+    @_builtins.property
+    def reasoning(self) -> Global___ReasoningDelta:
+        """Middle messages: the model's reasoning, ahead of its answer."""
+
     def __init__(
         self,
         *,
         start: Global___StreamStart | None = ...,
         delta: Global___TextDelta | None = ...,
         end: Global___StreamEnd | None = ...,
+        tool_call_start: Global___ToolCallStart | None = ...,
+        tool_call_delta: Global___ToolCallDelta | None = ...,
+        tool_call_end: Global___ToolCallEnd | None = ...,
+        reasoning: Global___ReasoningDelta | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "end", b"end", "event", b"event", "start", b"start"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "end", b"end", "event", b"event", "reasoning", b"reasoning", "start", b"start", "tool_call_delta", b"tool_call_delta", "tool_call_end", b"tool_call_end", "tool_call_start", b"tool_call_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "end", b"end", "event", b"event", "start", b"start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "end", b"end", "event", b"event", "reasoning", b"reasoning", "start", b"start", "tool_call_delta", b"tool_call_delta", "tool_call_end", b"tool_call_end", "tool_call_start", b"tool_call_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["start", "delta", "end"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["start", "delta", "end", "tool_call_start", "tool_call_delta", "tool_call_end", "reasoning"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 

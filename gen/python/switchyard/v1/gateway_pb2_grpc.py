@@ -85,9 +85,11 @@ class GatewayServiceServicer:
 
     def StreamQuery(self, request, context):
         """StreamQuery answers the query as tokens are produced: one `start`
-        message naming the model, then `delta` messages with text, then exactly
-        one `end` message with usage, cost and attempts. A failure ends the
-        stream with a gRPC error status instead of an `end` message.
+        message naming the model, then `delta` messages with text (and, when
+        the model reasons or calls tools, `reasoning` and `tool_call_*`
+        messages in the order produced), then exactly one `end` message with
+        usage, cost and attempts. A failure ends the stream with a gRPC error
+        status instead of an `end` message.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -49,9 +49,11 @@ class GatewayServiceStub:
     """Query answers the query with one complete response."""
     StreamQuery: _grpc.UnaryStreamMultiCallable[_gateway_pb2.StreamQueryRequest, _gateway_pb2.StreamQueryResponse]
     """StreamQuery answers the query as tokens are produced: one `start`
-    message naming the model, then `delta` messages with text, then exactly
-    one `end` message with usage, cost and attempts. A failure ends the
-    stream with a gRPC error status instead of an `end` message.
+    message naming the model, then `delta` messages with text (and, when
+    the model reasons or calls tools, `reasoning` and `tool_call_*`
+    messages in the order produced), then exactly one `end` message with
+    usage, cost and attempts. A failure ends the stream with a gRPC error
+    status instead of an `end` message.
     """
     GetUsage: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetUsageRequest, _gateway_pb2.GetUsageResponse]
     """GetUsage reports the calling caller's spend, tokens, requests, errors and
@@ -80,9 +82,11 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     """Query answers the query with one complete response."""
     StreamQuery: _aio.UnaryStreamMultiCallable[_gateway_pb2.StreamQueryRequest, _gateway_pb2.StreamQueryResponse]  # type: ignore[assignment]
     """StreamQuery answers the query as tokens are produced: one `start`
-    message naming the model, then `delta` messages with text, then exactly
-    one `end` message with usage, cost and attempts. A failure ends the
-    stream with a gRPC error status instead of an `end` message.
+    message naming the model, then `delta` messages with text (and, when
+    the model reasons or calls tools, `reasoning` and `tool_call_*`
+    messages in the order produced), then exactly one `end` message with
+    usage, cost and attempts. A failure ends the stream with a gRPC error
+    status instead of an `end` message.
     """
     GetUsage: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetUsageRequest, _gateway_pb2.GetUsageResponse]  # type: ignore[assignment]
     """GetUsage reports the calling caller's spend, tokens, requests, errors and
@@ -126,9 +130,11 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_gateway_pb2.StreamQueryResponse], _abc.AsyncIterator[_gateway_pb2.StreamQueryResponse]]:
         """StreamQuery answers the query as tokens are produced: one `start`
-        message naming the model, then `delta` messages with text, then exactly
-        one `end` message with usage, cost and attempts. A failure ends the
-        stream with a gRPC error status instead of an `end` message.
+        message naming the model, then `delta` messages with text (and, when
+        the model reasons or calls tools, `reasoning` and `tool_call_*`
+        messages in the order produced), then exactly one `end` message with
+        usage, cost and attempts. A failure ends the stream with a gRPC error
+        status instead of an `end` message.
         """
 
     @_abc_1.abstractmethod

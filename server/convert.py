@@ -206,20 +206,24 @@ def request_from_proto(spec: pb.QuerySpec, limits: LimitSettings = DEFAULT_LIMIT
 
 def _text_bytes(message: Message) -> int:
     """The bytes of text a message carries, for the text bound: its text parts, and the
-    text of tool results and reasoning (images count towards the message size limit)."""
+    text of tool results and reasoning (images and tool calls count towards the message
+    size limit only). One case per part kind, as `tokens.part_tokens` has."""
     parts = message.parts
     if len(parts) == 1 and type(parts[0]) is TextPart:
         return text_bytes(parts[0].text)  # the common case: one text part
     total = 0
     for part in parts:
-        if type(part) is TextPart:
-            total += text_bytes(part.text)
-        elif type(part) is ToolResultPart:
-            total += text_bytes(part.content)
-        elif type(part) is ReasoningPart:
-            total += text_bytes(part.text) + len(part.signature)
-        elif type(part) is RedactedReasoningPart:
-            total += len(part.data)
+        match part:
+            case TextPart(text=text) | ToolResultPart(content=text):
+                total += text_bytes(text)
+            case ReasoningPart(text=text, signature=signature):
+                total += text_bytes(text) + len(signature)
+            case RedactedReasoningPart(data=data):
+                total += len(data)
+            case ImagePart() | ToolCallPart():
+                pass
+            case _:
+                assert_never(part)
     return total
 
 

@@ -30,7 +30,7 @@ from server.domain import (
     ToolCallStart,
 )
 from server.pipeline import Pipeline
-from server.pipeline.router import LARGE_CALL_BYTES, LONG_CALL_MESSAGES
+from server.pipeline.router import LARGE_CALL_CHARS, LONG_CALL_MESSAGES
 from server.settings import LimitSettings
 
 
@@ -60,7 +60,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         while holding the lane and lets a turn pass before giving it up, so a turn
         holds at most one large conversion. Small calls never touch the lane.
         """
-        if len(spec.messages) <= LONG_CALL_MESSAGES and len(spec.prompt) <= LARGE_CALL_BYTES:
+        if len(spec.messages) <= LONG_CALL_MESSAGES and len(spec.prompt) <= LARGE_CALL_CHARS:
             return convert.request_from_proto(spec, self._limits)
         async with self._large:
             request = convert.request_from_proto(spec, self._limits)

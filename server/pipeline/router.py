@@ -463,7 +463,7 @@ def _count(number: int, noun: str) -> str:
 # between those steps, so several maximum-size calls never hold the loop for long.
 LONG_CALL_MESSAGES = 64
 LARGE_CALL_TOKENS = 8_192  # about 32 KB of text
-LARGE_CALL_BYTES = 4 * LARGE_CALL_TOKENS  # a prompt this long is a large call too
+LARGE_CALL_CHARS = 4 * LARGE_CALL_TOKENS  # a prompt of this many characters is a large call too
 
 
 class RouterStage(Stage[Call]):

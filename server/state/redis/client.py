@@ -150,7 +150,7 @@ class _Connection(asyncio.Protocol):
         self._write(payload)
 
     def send_one(self, payload: bytes) -> asyncio.Future[Any]:
-        """Write one command (see `send`); its reply's future, failing after the timeout."""
+        """Write one command (see `send` below); its reply's future, failing after the timeout."""
         future = self._loop.create_future()
         self._expect(future)
         self._write(payload)
@@ -331,9 +331,9 @@ class RedisClient:
         def hand_on(future: asyncio.Future[Any]) -> None:
             handler(future.exception() or future.result())
 
-        self.send(*args).add_done_callback(hand_on)
+        self._send(*args).add_done_callback(hand_on)
 
-    def send(self, *args: Any) -> asyncio.Future[Any]:
+    def _send(self, *args: Any) -> asyncio.Future[Any]:
         """Send one command now without waiting: its reply's future (with the timeout).
 
         Not connected yet: the command waits in a backlog that is written first, in

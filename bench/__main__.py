@@ -3,8 +3,10 @@
 Starts the benchmark relay, then measures, one after the other and against that same
 relay: the relay itself, the floor forwarders (raw aiohttp, httpx over httpx-aiohttp,
 httpx's default transport), Switchyard started as users start it, and optional peers.
-Prints a table and the issue's target checks on stdout, writes the figures as JSON and a
-PNG chart. It never fails because a target is missed; it exits non-zero only when the
+Then the pairs step runs the floor and the gateways the targets name side by side, in
+rounds, so their ratios to the floor compare figures taken seconds apart. Prints a
+table and the issue's target checks on stdout, writes the figures as JSON and a PNG
+chart. It never fails because a target is missed; it exits non-zero only when the
 harness itself could not measure.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import json
 import os
@@ -21,6 +24,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import asdict, replace
 from importlib import metadata
 from pathlib import Path
@@ -29,10 +33,20 @@ from typing import Any
 from bench import procstat, report
 from bench.auth import AUTH_ROW, resolver_cost, start_switchyard_auth
 from bench.floor import CLIENTS
-from bench.harness import UNARY_SHAPE, Plan, Runner, measure_target, soak
+from bench.harness import (
+    TTFT_SHAPE,
+    UNARY_SHAPE,
+    Phase,
+    Plan,
+    Runner,
+    measure_target,
+    soak,
+)
 from bench.ledger import measure as measure_ledger
 from bench.targets import (
     MODEL,
+    OTLP_KEEP_ROW,
+    OTLP_ROW,
     OTLP_ROWS,
     ROOT,
     Target,
@@ -132,6 +146,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     soak_figures: dict[str, Any] | None = None
     ledger_figures: dict[str, Any] | None = None
     auth_figures: dict[str, Any] | None = None
+    pairs_figures: dict[str, Any] | None = None
     try:
         if only is None or "relay" in only:
             relay = Target("relay", "http", relay_url, relay_process, logs / "relay.log")
@@ -227,6 +242,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     )
             finally:
                 await stop(sink)
+        paired = _pairs_selected(only)
+        if paired:
+            pairs_figures = await _target_pairs(runner, relay_url, logs, args, paired)
         if "litellm" in args.peers:
             await _measure(
                 runner, rows, "litellm", start_litellm(relay_url, logs), idle=not args.no_idle
@@ -254,6 +272,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "soak": soak_figures,
         "ledger": ledger_figures,
         "auth": auth_figures,
+        "pairs": pairs_figures,
         "_logs": str(logs),  # printed, never written: a path of this machine only
     }
 
@@ -347,6 +366,150 @@ async def _ledger_pairs(
     return figures
 
 
+PAIRS_FLOOR = "floor(aiohttp)"
+PAIRS = (PAIRS_FLOOR, "switchyard", REDIS_ROW, OTLP_ROW, OTLP_KEEP_ROW)
+PAIRS_TTFT = (PAIRS_FLOOR, "switchyard")  # the TTFT target is the default gateway's only
+PAIRS_FIGURES = ("unary_cpu_ms", "c1_p50_ms", "c1_p99_ms", "ttft_p50_ms", "foreign_share")
+
+
+def _pairs_selected(only: set[str] | None) -> list[str]:
+    """The pairs step's targets: all in a full run; under --only the floor and the rows
+    named ("pairs" names them all); none when no gateway of the step is named."""
+    if only is None or "pairs" in only:
+        return list(PAIRS)
+    subjects = [name for name in PAIRS[1:] if name in only]
+    return [PAIRS_FLOOR, *subjects] if subjects else []
+
+
+async def _target_pairs(
+    runner: Runner, relay_url: str, logs: Path, args: argparse.Namespace, names: list[str]
+) -> dict[str, Any]:
+    """The targets' figures in paired rounds: the floor and the gateways side by side.
+
+    The rows measure each target minutes apart, and this machine's speed drifts by 2-3x
+    over minutes: a ratio of two rows can be off by more than the effect it measures.
+    Here every target runs at once and, in each round (the order rotated from round to
+    round, as the ledger's pairs do), each kind of phase runs on every target in turn,
+    seconds apart: unary CPU per request (closed loop), latency at concurrency 1 (p50,
+    p99) and, for the floor and Switchyard, TTFT. The phases are the rows' phases,
+    shorter (``Plan.pairs_*``). The checks divide each round's figure by the same
+    round's floor figure and take the median over rounds."""
+    plan = runner.plan
+    env = dict(args.switchyard_env)
+    figures: dict[str, Any] = {}
+    targets: list[Target] = []
+    sink: asyncio.subprocess.Process | None = None
+    sink_port = 0
+    began = time.perf_counter()
+    runner.say(f"pairs: {', '.join(names)} side by side, {plan.pairs_rounds} round(s)")
+    with contextlib.ExitStack() as stores:
+        try:
+            for name in names:
+                try:
+                    if name == PAIRS_FLOOR:
+                        targets.append(await start_floor("aiohttp", relay_url, logs))
+                    elif name == REDIS_ROW:
+                        # As the row: a PostgreSQL ledger and a Redis of its own.
+                        postgres = stores.enter_context(TempPostgres())
+                        redis = stores.enter_context(TempRedis())
+                        shared = {
+                            "SWITCHYARD_DATABASE_URL": postgres.url,
+                            "SWITCHYARD_REDIS_URL": redis.url,
+                            **env,
+                        }
+                        targets.append(await start_switchyard(relay_url, logs, shared, name=name))
+                    elif name in OTLP_ROWS:
+                        if sink is None:
+                            sink, sink_port = await start_otlp_sink(logs)
+                        keep = {**env, **OTLP_ROWS[name]}
+                        targets.append(
+                            await start_switchyard(relay_url, logs, keep, sink_port, name)
+                        )
+                    else:
+                        targets.append(await start_switchyard(relay_url, logs, env, name=name))
+                except (TargetUnavailableError, RuntimeError, subprocess.SubprocessError) as exc:
+                    # RuntimeError: redis-server or PostgreSQL is not installed.
+                    runner.say(f"pairs: {name}: {exc}")
+                    figures[name] = {"available": False, "reason": str(exc)[:300]}
+            if len(targets) < 2 or targets[0].name != PAIRS_FLOOR:
+                for target in targets:
+                    figures[target.name] = {"available": False, "reason": "nothing to pair with"}
+                return figures
+            for target in targets:
+                kinds = [k for k in PAIRS_FIGURES if target.name in PAIRS_TTFT or "ttft" not in k]
+                figures[target.name] = {"available": True, "errors": 0, **{k: [] for k in kinds}}
+            for round_ in range(plan.pairs_rounds):
+                turn = round_ % len(targets)
+                await _pairs_round(runner, targets[turn:] + targets[:turn], figures)
+        except (RuntimeError, TimeoutError, OSError) as exc:
+            runner.say(f"pairs: measurement failed: {exc!r}")
+            for target in targets:
+                figures[target.name] = {
+                    "available": False,
+                    "reason": f"failed: {exc!r}"[:300],
+                    "broken": True,
+                }
+        finally:
+            for target in targets:
+                await stop(target.process)
+            if sink is not None:
+                await stop(sink)
+    runner.say(f"pairs: {plan.pairs_rounds} round(s) in {time.perf_counter() - began:.0f} s")
+    return figures
+
+
+async def _pairs_round(runner: Runner, order: list[Target], figures: dict[str, Any]) -> None:
+    """One round: unary CPU on every target in turn, then c=1, then TTFT."""
+    plan = runner.plan
+    busy = dict.fromkeys((t.name for t in order), 0.0)
+
+    def note(target: Target, phase: Phase) -> None:
+        busy[target.name] = max(busy[target.name], phase.foreign_share)
+        figures[target.name]["errors"] += phase.errors
+
+    for target in order:
+        spec = runner.spec(
+            target,
+            mode="closed",
+            concurrency=plan.throughput_concurrency,
+            duration=plan.pairs_cpu_seconds,
+            warmup=plan.warmup,
+            shape=UNARY_SHAPE,
+        )
+        phase = await runner.phase("pair cpu", target, spec, plan.load_processes)
+        figures[target.name]["unary_cpu_ms"].append(phase.summary()["cpu_ms_per_request"])
+        note(target, phase)
+    for target in order:  # the rows' c=1 phase, shorter
+        spec = runner.spec(
+            target,
+            mode="closed",
+            duration=plan.pairs_c1_seconds,
+            warmup=plan.warmup // 2,
+            shape=UNARY_SHAPE,
+        )
+        phase = await runner.phase("pair c=1", target, spec)
+        latency = phase.summary()["latency_ms"]
+        figures[target.name]["c1_p50_ms"].append(latency.get("p50"))
+        figures[target.name]["c1_p99_ms"].append(latency.get("p99"))
+        note(target, phase)
+    for target in order:  # the rows' ttft phase, shorter
+        if target.name not in PAIRS_TTFT:
+            continue
+        spec = runner.spec(
+            target,
+            mode="closed",
+            stream=True,
+            duration=plan.pairs_ttft_seconds,
+            warmup=plan.warmup // 4,
+            shape=TTFT_SHAPE,
+        )
+        phase = await runner.phase("pair ttft", target, spec)
+        figures[target.name]["ttft_p50_ms"].append(phase.summary().get("ttft_ms", {}).get("p50"))
+        note(target, phase)
+    for name, share in busy.items():
+        figures[name]["foreign_share"].append(share)
+
+
 async def _switchyard_idle(
     runner: Runner, row: dict[str, Any], relay_url: str, logs: Path, args: argparse.Namespace
 ) -> None:
@@ -421,6 +584,18 @@ def _sane(results: dict[str, Any]) -> list[str]:
         for count, idle in row["idle"].items():
             if idle["opened"] == 0:
                 problems.append(f"{name}: none of {count} idle streams opened")
+    for name, pair in (results.get("pairs") or {}).items():
+        if pair.get("broken"):
+            problems.append(f"pairs {name}: {pair['reason']}")
+        if not pair.get("available"):
+            continue
+        for key, values in pair.items():
+            if not isinstance(values, list) or key == "foreign_share":
+                continue
+            if not values or any(not isinstance(v, int | float) or v <= 0 for v in values):
+                problems.append(f"pairs {name}: {key} is {values!r}")
+        if pair["errors"]:
+            problems.append(f"pairs {name}: {pair['errors']} calls failed")
     return problems
 
 

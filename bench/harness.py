@@ -54,6 +54,12 @@ class Plan:
     warmup: int = 300
     load_processes: int = 1
     quiet_retries: int = 1
+    # The paired rounds of the targets (``python -m bench``'s pairs step): shorter
+    # phases than the rows', so the floor and each gateway are measured seconds apart.
+    pairs_rounds: int = 3
+    pairs_cpu_seconds: float = 3.0
+    pairs_c1_seconds: float = 2.0
+    pairs_ttft_seconds: float = 2.0
 
     @classmethod
     def smoke(cls) -> Plan:
@@ -75,6 +81,10 @@ class Plan:
             idle_counts=(50,),
             warmup=10,
             quiet_retries=0,
+            pairs_rounds=1,
+            pairs_cpu_seconds=0.3,
+            pairs_c1_seconds=0.2,
+            pairs_ttft_seconds=0.2,
         )
 
 

@@ -74,6 +74,17 @@ def test_bench_smoke_reports_sane_figures(tmp_path: Path) -> None:
     # The relay must be far cheaper than any gateway, or it would be the bottleneck.
     relay_cpu = results["rows"]["relay"]["unary_cpu_ms"]
     assert 0 <= relay_cpu < results["rows"]["floor(aiohttp)"]["unary_cpu_ms"]
+    if SWITCHYARD_PRESENT:  # the targets in paired rounds: one round in a smoke
+        pairs = results["pairs"]
+        assert set(pairs) == {"floor(aiohttp)", "switchyard"}, pairs
+        for name, pair in pairs.items():
+            assert pair["available"] and pair["errors"] == 0, (name, pair)
+            for key in ("unary_cpu_ms", "c1_p50_ms", "c1_p99_ms", "ttft_p50_ms"):
+                [value] = pair[key]
+                assert value > 0, (name, key)
+            assert pair["c1_p50_ms"][0] <= pair["c1_p99_ms"][0]
+        assert "median over 1 paired round(s)" in run.stdout
+        assert "c=1 p50 vs floor" in run.stdout and "(rounds " in run.stdout
 
 
 @pytest.mark.timeout(180)
@@ -111,4 +122,11 @@ def test_bench_smoke_measures_shared_state_with_one_and_two_workers(tmp_path: Pa
         assert row["saturation_rps"] > 0 and row["redis_cpu_s"] > 0, row
     two = results["rows"]["switchyard(redis, workers=2)"]
     assert "SWITCHYARD_WORKERS=2" in two["description"]
+    # Paired with the floor (no TTFT: that target is the default gateway's only).
+    pairs = results["pairs"]
+    assert set(pairs) == {"floor(aiohttp)", "switchyard(redis)"}, pairs
+    redis = pairs["switchyard(redis)"]
+    assert redis["available"] and redis["errors"] == 0, redis
+    assert redis["unary_cpu_ms"][0] > 0 and 0 < redis["c1_p50_ms"][0] <= redis["c1_p99_ms"][0]
+    assert "ttft_p50_ms" not in redis
     assert "redis://" not in run.stdout and "postgresql://" not in run.stdout  # no URL printed

@@ -77,14 +77,33 @@ class App:
     async def stop(self, grace: float) -> None:
         """Drain: health NOT_SERVING, refuse new calls, give in-flight `grace` s,
         then write out what the stores queue, close the relay pool and flush the
-        spans and metrics still queued."""
+        spans and metrics still queued.
+
+        It returns whatever a store does: closing the stores is bounded (their share
+        of the grace plus `slack`), so a store whose close never returns cannot keep
+        the process from exiting on SIGTERM."""
         self.boundary.draining = True
         started = time.monotonic()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         # The ledger gets what is left of the grace (at least a second) to write its queue;
         # what it cannot write stays in its journal for the next start.
-        await self.pipeline.aclose(max(grace - (time.monotonic() - started), 1.0))
+        within = max(grace - (time.monotonic() - started), 1.0)
+        # Past `within`, the rest of the close (stopping the ledger's writer, closing the
+        # journal and the database) gets `slack` s; then the stop cancels it and goes on.
+        # A defence: the ledger's writer once missed the stop's cancel (Python 3.11's
+        # asyncio.wait_for loses a cancel that lands in the turn its awaitable ends in;
+        # the stores use asyncio.timeout since) and the close waited for it for ever.
+        slack = 5.0
+        try:
+            async with asyncio.timeout(within + slack):
+                await self.pipeline.aclose(within)
+        except TimeoutError:
+            log.warning(
+                "shutdown: the stores did not close within %.3gs; what the ledger has not"
+                " written stays in its journal for the next start",
+                within + slack,
+            )
         await self.relay.aclose()
         if self.simulator is not None:
             await self.simulator.stop()

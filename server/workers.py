@@ -292,8 +292,11 @@ class Supervisor:
                 pump = asyncio.create_task(self._pump(worker, process, serving_since))
                 code = await process.wait()
                 worker.exit_code, worker.serving = code, False
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancel that
+                # lands in the turn its awaitable ends in (the ledger's writer hung on it).
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(pump), 5)
+                    async with asyncio.timeout(5):
+                        await asyncio.shield(pump)
                 pump.cancel()
                 if self._stopping.is_set():
                     return
@@ -318,7 +321,8 @@ class Supervisor:
             delay = min(FIRST_DELAY * 2 ** (failures - 1), MAX_DELAY)
             log.warning("%s; restarting it in %g s", what, delay)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._stopping.wait()
 
     async def _pump(
         self, worker: _Worker, process: asyncio.subprocess.Process, serving_since: list[float]

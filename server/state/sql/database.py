@@ -243,8 +243,15 @@ class SqliteDatabase:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.shown = f"sqlite:///{path}"
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-sqlite")
+        self._executor: ThreadPoolExecutor | None = None
         self._connection: sqlite3.Connection | None = None
+
+    def _thread(self) -> ThreadPoolExecutor:
+        """The database's thread, started again after a close (the ledger closes the
+        database when a write fails or times out, and connects again later)."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-sqlite")
+        return self._executor
 
     async def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
         def run() -> T:
@@ -252,7 +259,7 @@ class SqliteDatabase:
                 raise sqlite3.OperationalError("the ledger database is not open")
             return work(self._connection)
 
-        return await asyncio.get_running_loop().run_in_executor(self._executor, run)
+        return await asyncio.get_running_loop().run_in_executor(self._thread(), run)
 
     async def connect(self) -> None:
         """Create the file if needed, migrate it to head, and open it (WAL, synchronous=NORMAL)."""
@@ -274,7 +281,7 @@ class SqliteDatabase:
                 raise
             self._connection = connection
 
-        await asyncio.get_running_loop().run_in_executor(self._executor, open_it)
+        await asyncio.get_running_loop().run_in_executor(self._thread(), open_it)
 
     async def write(self, rows: Sequence[CallRow]) -> None:
         """Insert the batch in one transaction, `_ROWS_PER_STATEMENT` rows per statement.
@@ -369,8 +376,11 @@ class SqliteDatabase:
                 self._connection.close()
                 self._connection = None
 
-        await asyncio.get_running_loop().run_in_executor(self._executor, close)
-        self._executor.shutdown(wait=True)
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        await asyncio.get_running_loop().run_in_executor(executor, close)
+        executor.shutdown(wait=True)
 
 
 class _Transaction:

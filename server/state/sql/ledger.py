@@ -296,7 +296,8 @@ class SqlLedger:
         folded = 0
         while True:
             async with self._read_lock:  # readers see a batch either raw or folded, never both
-                count = await asyncio.wait_for(self._db.fold(_us(before), _FOLD_BATCH), _DB_TIMEOUT)
+                async with asyncio.timeout(_DB_TIMEOUT):
+                    count = await self._db.fold(_us(before), _FOLD_BATCH)
             folded += count
             if count < _FOLD_BATCH:
                 break
@@ -339,7 +340,8 @@ class SqlLedger:
         backoff = self._settings.flush_interval
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), backoff)
+                async with asyncio.timeout(backoff):
+                    await self._wake.wait()
             self._wake.clear()
             self._rotate()
             try:
@@ -371,14 +373,16 @@ class SqlLedger:
         """Write the closed segments, oldest first; raises when the database fails."""
         async with self._drain_lock:
             if not self._connected:
-                await asyncio.wait_for(self._db.connect(), _DB_TIMEOUT)
+                async with asyncio.timeout(_DB_TIMEOUT):
+                    await self._db.connect()
                 self._connected = True
             while self._closed:
                 segment = self._closed[0]
                 rows = segment.rows if segment.rows is not None else self._decode(segment.path)
                 try:
                     async with self._read_lock:  # readers see it written, or unwritten
-                        await asyncio.wait_for(self._db.write(rows), _DB_TIMEOUT)
+                        async with asyncio.timeout(_DB_TIMEOUT):
+                            await self._db.write(rows)
                         self._closed.popleft()
                         self._lag -= segment.count
                 except BaseException:
@@ -420,7 +424,8 @@ class SqlLedger:
     async def _guarded(self, operation: Awaitable[T]) -> T:
         """Await a database read; LedgerUnavailableError when the database fails it."""
         try:
-            return await asyncio.wait_for(operation, _DB_TIMEOUT)
+            async with asyncio.timeout(_DB_TIMEOUT):
+                return await operation
         except Exception as error:
             self._falling_behind(error)
             raise self._unavailable() from None

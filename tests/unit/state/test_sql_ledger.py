@@ -237,3 +237,17 @@ async def test_a_database_outage_loses_nothing_and_names_no_password(postgres, t
     assert "hunter2" not in caplog.text and "hunter2" not in down.value.message
     assert "does not answer" in caplog.text and "answers again" in caplog.text
     await ledger.aclose()
+
+
+async def test_a_sqlite_database_closed_after_a_failed_write_opens_again(tmp_path):
+    # The ledger closes its database when a write fails or times out and connects again
+    # on its next drain: the SQLite thread must come back with it.
+    database = SqliteDatabase(tmp_path / "ledger.db")
+    await database.connect()
+    await database.close()
+    await database.connect()
+    try:
+        assert await database.spend(0, 0) == {}
+    finally:
+        await database.close()
+    await database.close()  # closing twice is harmless

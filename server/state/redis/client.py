@@ -92,19 +92,21 @@ class _Connection(asyncio.Protocol):
         "_timeout",
         "_timer",
         "_transport",
+        "_unsent",
         "_waiting",
     )
 
     def __init__(self, timeout: float) -> None:
         self._reader = hiredis.Reader()
         self._waiting: deque[asyncio.Future[Any] | _Then] = deque()
-        self._deadlines: deque[float] = deque()  # each waiting future's, in the same order
+        self._deadlines: deque[float] = deque()  # each written command's, in `_waiting`'s order
         self._timeout = timeout
         self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._closed = False
-        self._corked: list[bytes] | None = None  # this turn's writes after its first
+        self._corked: list[bytes] | None = None  # this turn's writes, sent at its end
+        self._unsent = 0  # the replies they will have (the last of `_waiting`)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -157,8 +159,8 @@ class _Connection(asyncio.Protocol):
         return future
 
     def send(self, payload: bytes, replies: int) -> list[asyncio.Future[Any]]:
-        """Write `payload`: the first of a loop turn at once, the others of the same turn
-        together at its end (one system call for many calls in flight, no wait for one)."""
+        """Write `payload` at the end of this loop turn, with every other command of the
+        turn, in one system call (see `_write`)."""
         futures = [self._loop.create_future() for _ in range(replies)]
         for future in futures:
             self._expect(future)
@@ -166,17 +168,18 @@ class _Connection(asyncio.Protocol):
         return futures
 
     def _expect(self, future: asyncio.Future[Any] | _Then) -> None:
-        deadline = self._loop.time() + self._timeout
+        """Line `future` up for the next reply after those already expected; its time
+        starts when its command is written (`_flush`), not while it waits for the turn
+        to end."""
         self._waiting.append(future)
-        self._deadlines.append(deadline)
-        if self._timer is None:
-            self._timer = self._loop.call_at(deadline, self._expire)
+        self._unsent += 1
 
     def _expire(self) -> None:
         """The timer: replies not there now time out (those that arrived were taken first)."""
         self._timer = None
         now = self._loop.time()
-        for future, deadline in zip(self._waiting, self._deadlines, strict=True):
+        # Commands not written yet have no deadline (`_deadlines` is the sent prefix).
+        for future, deadline in zip(self._waiting, self._deadlines, strict=False):
             if deadline > now:  # the oldest still in time: the timer is for it
                 self._timer = self._loop.call_at(deadline, self._expire)
                 return
@@ -185,18 +188,29 @@ class _Connection(asyncio.Protocol):
                 future.add_done_callback(_consume)  # read, if its caller has gone
 
     def _write(self, payload: bytes) -> None:
+        """Queue `payload` for the end of this loop turn: a call's give-back and cache
+        store, and the admissions of calls answered in the same turn, leave in one
+        write. A write to a loopback socket runs the receiver's TCP processing (and
+        wakes Redis) in the sender's system call: writing the first command of a turn
+        at once made 3 writes and Redis wake-ups per call instead of 2 (counted; the
+        gateway's CPU per call did not change measurably). The wait is the rest of
+        the turn."""
         if self._corked is None:  # the first write of this turn
-            assert self._transport is not None
-            self._transport.write(payload)
-            self._corked = []
+            self._corked = [payload]
             self._loop.call_soon(self._flush)
         else:
             self._corked.append(payload)
 
     def _flush(self) -> None:
         corked, self._corked = self._corked, None
-        if corked and self._transport is not None and not self._closed:
-            self._transport.write(b"".join(corked))
+        unsent, self._unsent = self._unsent, 0
+        if not corked or self._transport is None or self._closed:
+            return  # a lost connection has failed every command waiting
+        self._transport.write(corked[0] if len(corked) == 1 else b"".join(corked))
+        deadline = self._loop.time() + self._timeout
+        self._deadlines.extend([deadline] * unsent)
+        if self._timer is None:
+            self._timer = self._loop.call_at(deadline, self._expire)
 
     def write_after(self, payload: bytes, futures: list[asyncio.Future[Any]]) -> None:
         """Queue commands whose futures already exist (the client's backlog)."""

@@ -91,7 +91,8 @@ async def test_a_reply_that_arrived_while_the_process_was_busy_is_not_a_timeout(
     try:
         await client.call("PING")
         pending = asyncio.ensure_future(client.call("SET", "k", "v"))
-        await asyncio.sleep(0)  # sent
+        for _ in range(2):  # queued, then written at the end of the turn
+            await asyncio.sleep(0)
         time.sleep(0.2)  # noqa: ASYNC251 (the point: a loop blocked past the timeout)
         assert await pending == b"OK"  # the reply was there: taken, not timed out
         redis_server.pause()
@@ -102,6 +103,22 @@ async def test_a_reply_that_arrived_while_the_process_was_busy_is_not_a_timeout(
             assert time.monotonic() - started < 0.5
         finally:
             redis_server.resume()
+    finally:
+        await client.aclose()
+
+
+async def test_a_command_queued_while_the_process_is_busy_has_its_whole_timeout_once_written(
+    redis_url: str,
+):
+    # Commands are written at the end of the loop turn that queued them: a turn held up
+    # past the timeout must not spend the command's time before Redis has even seen it.
+    client = RedisClient(redis_url, timeout=0.05)
+    try:
+        await client.call("PING")
+        pending = asyncio.ensure_future(client.call("SET", "k", "v"))
+        await asyncio.sleep(0)  # queued, not written: the turn is not over
+        time.sleep(0.2)  # noqa: ASYNC251 (the point: the turn outlasts the timeout)
+        assert await pending == b"OK"
     finally:
         await client.aclose()
 

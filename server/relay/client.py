@@ -81,8 +81,10 @@ class RelayClient:
             "user-agent": "switchyard",
         }
         self._urls = {name: httpx.URL(self._base_url + wire.path) for name, wire in WIRES.items()}
+        # Built once per wire: httpx copies an `httpx.Headers` without normalising each
+        # header again (about half of a request's construction).
         self._headers = {
-            name: list({**common, **wire.headers(settings.api_key)}.items())
+            name: httpx.Headers({**common, **wire.headers(settings.api_key)})
             for name, wire in WIRES.items()
         }
 
@@ -109,13 +111,15 @@ class RelayClient:
         }
         if not stream:
             extensions[READ_BODY] = True
+        headers = self._headers[model.wire]
+        if extra_headers:
+            headers = httpx.Headers(headers)
+            headers.update(extra_headers)
         return httpx.Request(
             "POST",
             self._urls[model.wire],
             content=wire.encode(request, model, max_tokens, stream),
-            headers=[*self._headers[model.wire], *extra_headers.items()]
-            if extra_headers
-            else self._headers[model.wire],
+            headers=headers,
             extensions=extensions,
         )
 

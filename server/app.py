@@ -54,8 +54,15 @@ _SERVER_OPTIONS = (
     ("grpc.http2.max_ping_strikes", 0),
 )
 # A request may hold this much besides its text (SWITCHYARD_MAX_TEXT_BYTES): framing,
-# labels, stop sequences, images. With the default text bound the receive limit is 4 MiB,
-# gRPC's own default, now set on purpose and raised with the text bound.
+# labels, stop sequences, tool definitions, images. With the default text bound the receive
+# limit is 4 MiB, gRPC's own default, now set on purpose and raised with the text bound.
+# The framing of a call at the default bounds is small (1,000 messages holding 2,000 text
+# parts: about 17 KB), but inline images and tool definitions have no bound of their own
+# besides this one. What it costs: grpc parses a request of up to this size in one step
+# of the event loop before any bound is checked, and 500,000 one-letter messages (3.5 MB)
+# take 18-25 ms there, what health checks then wait for (tests/e2e/test_bounds.py). A
+# smaller headroom would shorten that step, and refuse inline images that fit today (with
+# 64 KiB, any over about 1.1 MB): that takes a bound on images first.
 _RECEIVE_HEADROOM = 3 * 1024 * 1024
 
 

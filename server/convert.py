@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from typing import Any, assert_never
 
 import orjson
@@ -130,7 +130,37 @@ def request_from_proto(spec: pb.QuerySpec, limits: LimitSettings = DEFAULT_LIMIT
     more than the bound's worth of work: the counts of messages and parts
     before any message is read, the bytes of text as the messages are read.
     """
-    has_parts = _check_counts(spec, limits)
+    parts, text_left = _check_bounds(spec, limits)
+    messages: list[Message] = []
+    if parts:
+        _convert_messages(spec.messages, parts, 0, text_left, limits=limits, into=messages)
+    return _request(spec, messages, any(parts))
+
+
+def request_steps(
+    spec: pb.QuerySpec, slice_messages: int, limits: LimitSettings = DEFAULT_LIMITS
+) -> Generator[None, None, Request]:
+    """`request_from_proto` a slice of `slice_messages` messages at a time: the generator
+    yields before each slice (after the bounds' pass over all messages, then between two
+    slices: where a caller can let other work run) and returns the same Request, or raises
+    the same error, as `request_from_proto` does."""
+    parts, text_left = _check_bounds(spec, limits)
+    messages: list[Message] = []
+    protos = spec.messages
+    for start in range(0, len(protos), slice_messages):
+        yield
+        stop = start + slice_messages
+        text_left = _convert_messages(
+            protos[start:stop], parts[start:stop], start, text_left, limits=limits, into=messages
+        )
+    return _request(spec, messages, any(parts))
+
+
+def _check_bounds(spec: pb.QuerySpec, limits: LimitSettings) -> tuple[list[int], int]:
+    """The bounds checked before any message is read (see `_check_counts`): each message's
+    number of parts, and the bytes of text left to the messages once the prompt and the
+    system text have theirs."""
+    parts = _check_counts(spec, limits)
     # query.prompt and query.system are a message each: counted first, as one
     text_left = limits.max_text_bytes - text_bytes(spec.prompt) - text_bytes(spec.system)
     if text_left < 0:
@@ -141,10 +171,31 @@ def request_from_proto(spec: pb.QuerySpec, limits: LimitSettings = DEFAULT_LIMIT
             "SWITCHYARD_MAX_TEXT_BYTES",
             _SHORTEN,
         )
-    messages = []
-    for index, message in enumerate(spec.messages):
-        converted = _message(index, message)
-        text_left -= _text_bytes(converted)
+    return parts, text_left
+
+
+def _convert_messages(
+    protos: Iterable[pb.Message],
+    parts: Iterable[int],
+    start: int,
+    text_left: int,
+    *,
+    limits: LimitSettings,
+    into: list[Message],
+) -> int:
+    """Convert `protos` (query.messages from index `start` on, each with its number of
+    `parts`) into `into`, counting their text against the text left; what is left."""
+    for index, (message, count) in enumerate(zip(protos, parts, strict=True), start):
+        # The common message, text content of a known role other than TOOL, converted
+        # inline; any other goes through `_message`, which refuses what is wrong.
+        role = _ROLES.get(message.role)
+        content = "" if count else message.content  # one copy out of the protobuf
+        if content and role is not None and role is not Role.TOOL and not content.isspace():
+            converted = Message(role, (TextPart(content),))
+            text_left -= text_bytes(content)
+        else:
+            converted = _message(index, message)
+            text_left -= _text_bytes(converted)
         if text_left < 0:
             raise RequestTooLargeError(
                 f"the query's text reaches {limits.max_text_bytes - text_left} bytes (UTF-8)"
@@ -153,7 +204,13 @@ def request_from_proto(spec: pb.QuerySpec, limits: LimitSettings = DEFAULT_LIMIT
                 "SWITCHYARD_MAX_TEXT_BYTES",
                 _SHORTEN,
             )
-        messages.append(converted)
+        into.append(converted)
+    return text_left
+
+
+def _request(spec: pb.QuerySpec, messages: list[Message], has_parts: bool) -> Request:
+    """The Request of `spec`, whose `messages` are converted: the prompt and the system
+    text added, and every other field checked."""
     if spec.prompt.strip():
         messages.append(Message.of(Role.USER, spec.prompt))
     elif spec.prompt:
@@ -227,10 +284,10 @@ def _text_bytes(message: Message) -> int:
     return total
 
 
-def _check_counts(spec: pb.QuerySpec, limits: LimitSettings) -> bool:
+def _check_counts(spec: pb.QuerySpec, limits: LimitSettings) -> list[int]:
     """Refuse a query with more messages or parts than one call may have (parts are counted
-    only once the number of messages is known to be within its bound); whether any message
-    has parts (one pass over the messages for both)."""
+    only once the number of messages is known to be within its bound); the number of parts
+    of each message (one pass over the messages, whose conversion reads them again)."""
     also = [field for field in ("prompt", "system") if getattr(spec, field)]
     extra = len(also)  # each is one more message
     count = len(spec.messages) + extra
@@ -253,7 +310,7 @@ def _check_counts(spec: pb.QuerySpec, limits: LimitSettings) -> bool:
         raise RequestTooLargeError(
             f"the query has {parts} content parts", str(limits.max_parts), "SWITCHYARD_MAX_PARTS"
         )
-    return any(lengths)  # does any message have parts?
+    return lengths
 
 
 def _message(index: int, message: pb.Message) -> Message:
@@ -318,16 +375,31 @@ def money(nanos: int) -> money_pb2.Money:
     return money_pb2.Money(currency_code="USD", units=units, nanos=fraction)
 
 
+# The answers of Query and StreamQuery are filled in place, field by field: a message
+# built from keyword arguments copies every nested message it is given once more (a
+# QueryResponse holds a route, two costs, usage and attempts), a fifth of its cost.
+
+
+def _set_money(target: money_pb2.Money, nanos: int) -> None:
+    """Fill `target` with nano-dollars in USD (as `money` builds them)."""
+    target.currency_code = "USD"
+    target.units, target.nanos = divmod(nanos, NANOS_PER_USD)
+
+
+def _set_usage(target: pb.Usage, usage: Usage) -> None:
+    target.input_tokens = usage.input_tokens
+    target.output_tokens = usage.output_tokens
+    target.cached_input_tokens = usage.cached_input_tokens
+    target.estimated = usage.estimated
+    target.reasoning_tokens = usage.reasoning_tokens
+    target.cache_write_input_tokens = usage.cache_write_tokens
+
+
 def usage_to_proto(usage: Usage) -> pb.Usage:
     """Domain usage as the contract's Usage."""
-    return pb.Usage(
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cached_input_tokens=usage.cached_input_tokens,
-        estimated=usage.estimated,
-        reasoning_tokens=usage.reasoning_tokens,
-        cache_write_input_tokens=usage.cache_write_tokens,
-    )
+    message = pb.Usage()
+    _set_usage(message, usage)
+    return message
 
 
 _CIRCUIT_TO_PB = {
@@ -356,89 +428,102 @@ def route_to_proto(route: RouteDecision, admission: Admission = ADMITTED) -> pb.
 
     Query and StreamQuery pass the default: a call that runs was admitted.
     """
-    return pb.RouteDecision(
-        model=route.model.name,
-        provider=route.model.provider,
-        fallback_models=[model.name for model in route.fallbacks],
-        task=_TASK_TO_PB[route.task],
-        complexity=_COMPLEXITY_TO_PB[route.complexity],
-        basis=_BASIS_TO_PB[route.basis],
-        reason=route.reason,
-        estimated_input_tokens=route.input_tokens,
-        max_tokens=route.max_tokens,
-        estimated_cost=pb.CostEstimate(min=money(route.cost_min), max=money(route.cost_max)),
-        admission=pb.Admission(admitted=admission.admitted, reason=admission.reason),
-        skipped_models=[
-            pb.SkippedModel(model=skip.model, reason=skip.reason) for skip in route.skipped
-        ],
-    )
+    decision = pb.RouteDecision()
+    _set_route(decision, route, admission)
+    return decision
+
+
+def _set_route(target: pb.RouteDecision, route: RouteDecision, admission: Admission) -> None:
+    model = route.model
+    target.model = model.name
+    target.provider = model.provider
+    if route.fallbacks:
+        target.fallback_models.extend([fallback.name for fallback in route.fallbacks])
+    target.task = _TASK_TO_PB[route.task]
+    target.complexity = _COMPLEXITY_TO_PB[route.complexity]
+    target.basis = _BASIS_TO_PB[route.basis]
+    target.reason = route.reason
+    target.estimated_input_tokens = route.input_tokens
+    target.max_tokens = route.max_tokens
+    cost = target.estimated_cost
+    _set_money(cost.min, route.cost_min)
+    _set_money(cost.max, route.cost_max)
+    target.admission.admitted = admission.admitted
+    target.admission.reason = admission.reason
+    for skip in route.skipped:
+        target.skipped_models.add(model=skip.model, reason=skip.reason)
 
 
 def attempt_to_proto(attempt: Attempt) -> pb.Attempt:
     """One attempt record as the contract's Attempt."""
-    return pb.Attempt(
-        model=attempt.model.name,
-        provider=attempt.model.provider,
-        outcome=_OUTCOME_TO_PB[attempt.outcome],
-        http_status=attempt.http_status,
-        error=attempt.error,
-        latency_ms=_ms(attempt.latency),
-        usage=usage_to_proto(attempt.usage),
-        cost=money(attempt.cost),
-    )
+    message = pb.Attempt()
+    _set_attempt(message, attempt)
+    return message
+
+
+def _set_attempt(target: pb.Attempt, attempt: Attempt) -> None:
+    target.model = attempt.model.name
+    target.provider = attempt.model.provider
+    target.outcome = _OUTCOME_TO_PB[attempt.outcome]
+    target.http_status = attempt.http_status
+    target.error = attempt.error
+    target.latency_ms = _ms(attempt.latency)
+    _set_usage(target.usage, attempt.usage)
+    _set_money(target.cost, attempt.cost)
 
 
 def query_response(call: Call, completion: Completion, now: float) -> pb.QueryResponse:
     """The unary answer: the completion plus what the call took."""
     assert call.route is not None
-    return pb.QueryResponse(
+    response = pb.QueryResponse(
         content=completion.content,
         model=completion.model.name,
         provider=completion.model.provider,
-        route=route_to_proto(call.route),
         request_id=call.request_id,
-        **_outcome(call, completion, now),
         **(_answer_parts(completion) if not call.request.plain else {}),
     )
+    _set_route(response.route, call.route, ADMITTED)
+    _set_outcome(response, call, completion, now)
+    return response
 
 
 def stream_start(call: Call, model: ModelSpec) -> pb.StreamQueryResponse:
     """The first message of a stream, naming the model that answers."""
     assert call.route is not None
-    return pb.StreamQueryResponse(
-        start=pb.StreamStart(
-            model=model.name,
-            provider=model.provider,
-            route=route_to_proto(call.route),
-            request_id=call.request_id,
-        )
-    )
+    message = pb.StreamQueryResponse()
+    start = message.start
+    start.model = model.name
+    start.provider = model.provider
+    start.request_id = call.request_id
+    _set_route(start.route, call.route, ADMITTED)
+    return message
 
 
 def stream_end(call: Call, completion: Completion, now: float) -> pb.StreamQueryResponse:
     """The last message of a completed stream."""
     first = call.first_token_at
-    return pb.StreamQueryResponse(
-        end=pb.StreamEnd(
-            time_to_first_token_ms=_ms(first - call.started) if first is not None else 0,
-            validation=_VALIDATION_TO_PB[completion.validation],
-            validation_error=completion.validation_error,
-            **_outcome(call, completion, now),
-        )
-    )
+    message = pb.StreamQueryResponse()
+    end = message.end
+    end.time_to_first_token_ms = _ms(first - call.started) if first is not None else 0
+    end.validation = _VALIDATION_TO_PB[completion.validation]
+    end.validation_error = completion.validation_error
+    _set_outcome(end, call, completion, now)
+    return message
 
 
-def _outcome(call: Call, completion: Completion, now: float) -> dict[str, Any]:
+def _set_outcome(
+    target: pb.QueryResponse | pb.StreamEnd, call: Call, completion: Completion, now: float
+) -> None:
     """What QueryResponse and StreamEnd both report about a finished call."""
-    return {
-        "usage": usage_to_proto(call.usage),
-        "cost": money(call.cost),
-        "finish_reason": _FINISH_TO_PB[completion.finish_reason],
-        "attempts": [attempt_to_proto(attempt) for attempt in call.attempts],
-        "cached": call.cached,
-        "latency_ms": _ms(now - call.started),
-        "saved_cost": money(call.saved_cost) if call.saved_cost else None,
-    }
+    _set_usage(target.usage, call.usage)
+    _set_money(target.cost, call.cost)
+    target.finish_reason = _FINISH_TO_PB[completion.finish_reason]
+    for attempt in call.attempts:
+        _set_attempt(target.attempts.add(), attempt)
+    target.cached = call.cached
+    target.latency_ms = _ms(now - call.started)
+    if call.saved_cost:
+        _set_money(target.saved_cost, call.saved_cost)
 
 
 _LAST_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z, the last a Timestamp holds

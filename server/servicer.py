@@ -30,7 +30,12 @@ from server.domain import (
     ToolCallStart,
 )
 from server.pipeline import Pipeline
-from server.pipeline.router import LARGE_CALL_CHARS, LONG_CALL_MESSAGES
+from server.pipeline.router import (
+    LARGE_CALL_CHARS,
+    LONG_CALL_MESSAGES,
+    SLICE_MESSAGES,
+    in_slices,
+)
 from server.settings import LimitSettings
 
 
@@ -54,16 +59,17 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def _request(self, spec: pb.QuerySpec) -> Request:
         """The query as a Request; a large one converted in the large calls' lane.
 
-        Converting a call at the bounds costs a few milliseconds in one step. Several
-        at once would all run in the same loop turn, and a health check, which needs a
-        few turns, would wait for each of them in each turn: a large call converts
-        while holding the lane and lets a turn pass before giving it up, so a turn
-        holds at most one large conversion. Small calls never touch the lane.
+        Converting a call at the bounds costs a few milliseconds. Several at once would
+        all run in the same loop turn, and a health check, which needs a few turns,
+        would wait for each of them in each turn: a large call converts while holding
+        the lane, `SLICE_MESSAGES` messages a turn, and lets a turn pass before giving
+        it up, so a turn holds at most one slice of a large conversion. Small calls
+        never touch the lane, and convert in one step as before.
         """
         if len(spec.messages) <= LONG_CALL_MESSAGES and len(spec.prompt) <= LARGE_CALL_CHARS:
             return convert.request_from_proto(spec, self._limits)
         async with self._large:
-            request = convert.request_from_proto(spec, self._limits)
+            request = await in_slices(convert.request_steps(spec, SLICE_MESSAGES, self._limits))
             await asyncio.sleep(0)
             return request
 

@@ -29,6 +29,7 @@ import orjson
 
 from server.domain import (
     ImagePart,
+    Message,
     Part,
     ReasoningPart,
     RedactedReasoningPart,
@@ -77,16 +78,29 @@ def part_tokens(part: Part) -> int:
 
 def request_tokens(request: Request) -> int:
     """Estimate the input tokens of a request: every part of every message, plus framing."""
-    total = 0 if request.plain else _definition_tokens(request)
-    for message in request.messages:
+    return definition_tokens(request) + message_tokens(request.messages)
+
+
+def message_tokens(messages: Iterable[Message]) -> int:
+    """The estimate of `messages` with their framing: `request_tokens` without the
+    definitions, so a long conversation can be counted a slice of messages at a time."""
+    total = 0
+    for message in messages:
+        parts = message.parts
+        if len(parts) == 1 and type(parts[0]) is TextPart:  # the common case: one text
+            total += TOKENS_PER_MESSAGE + text_tokens(parts[0].text)
+            continue
         total += TOKENS_PER_MESSAGE
-        for part in message.parts:
+        for part in parts:
             total += part_tokens(part)
     return total
 
 
-def _definition_tokens(request: Request) -> int:
-    """Tool definitions and a response schema are sent as input too: their JSON."""
+def definition_tokens(request: Request) -> int:
+    """Tool definitions and a response schema are sent as input too: their JSON (none for
+    a plain request)."""
+    if request.plain:
+        return 0
     total = 0
     for tool in request.tools:
         total += text_tokens(tool.name) + text_tokens(tool.description)

@@ -48,8 +48,9 @@ task are never rerouted: the caller chose.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Generator, Sequence
 from contextlib import aclosing
+from typing import TypeVar
 
 from server.catalog import Catalog
 from server.domain import (
@@ -59,6 +60,7 @@ from server.domain import (
     Completion,
     Complexity,
     Feature,
+    Message,
     ModelSpec,
     Request,
     Role,
@@ -81,8 +83,9 @@ from server.relay.wires import WIRES
 from server.settings import RoutingSettings
 from server.state.budgets import BudgetStore
 from server.telemetry import Telemetry
-from server.tokens import request_tokens
+from server.tokens import definition_tokens, message_tokens, request_tokens
 
+T = TypeVar("T")
 _PERIODS = {"day": "daily", "month": "monthly"}
 _TASK_OF = {
     Complexity.COMPLEX: Task.REASONING,
@@ -133,6 +136,8 @@ class Router:
         request: Request,
         pressure: BudgetPressure | None = None,
         policy: TenantPolicy | None = None,
+        *,
+        measured: tuple[int, int] | None = None,
     ) -> RouteDecision:
         """Route `request`; raises UnknownModelError for a model not served.
 
@@ -140,12 +145,16 @@ class Router:
         `policy.models` (when set) is the tenant's allowlist: a model outside it is
         refused (AccessDeniedError) when named, and otherwise never chosen, as a
         route or a fallback; the reason says when it changed the choice.
+        `measured` is what `measure_steps` counted of the request (the words of its
+        user text and its input estimate), so a long one is not counted again here.
         """
         policy = policy or OPEN_POLICY
-        text = "\n".join([m.text for m in request.messages if m.role is Role.USER])
-        complexity, words, hits = self.judge(text)
+        (complexity, words, hits), input_tokens = (
+            (self.judge(user_text(request.messages)), request_tokens(request))
+            if measured is None
+            else self._judged(request, *measured)
+        )
         long_prompt = words > self._settings.long_prompt_words
-        input_tokens = request_tokens(request)
         catalog = self._catalog
         if request.model is not None:
             model = catalog.get(request.model)
@@ -233,6 +242,15 @@ class Router:
             cost_max=worst_case_cost(model, input_tokens, chain_max_tokens[0]),
             skipped=(*unfit, *skipped) if unfit else skipped,
         )
+
+    def _judged(
+        self, request: Request, words: int, input_tokens: int
+    ) -> tuple[tuple[Complexity, int, int | None], int]:
+        """What `judge` says of a request whose words and estimate `measure_steps` counted
+        (the text is read again only when it is short enough to be searched for keywords)."""
+        if words > self._settings.complex_words:
+            return (Complexity.COMPLEX, words, None), input_tokens  # as `judge` says of so many
+        return self.judge(user_text(request.messages)), input_tokens
 
     def _fitting(
         self,
@@ -420,6 +438,29 @@ _MARKS = bytes(0x20 if byte < 0x80 and chr(byte).isspace() else 0x78 for byte in
 _WIDE_SPACES = tuple(c for c in map(chr, range(0x80, 0x3001)) if c.isspace())
 
 
+def user_text(messages: Sequence[Message]) -> str:
+    """The text routing judges: the user messages', joined by newlines."""
+    return "\n".join([m.text for m in messages if m.role is Role.USER])
+
+
+def measure_steps(request: Request, slice_messages: int) -> Generator[None, None, tuple[int, int]]:
+    """The words of the request's user text and its input estimate (what `Router.decide`
+    counts first), counted `slice_messages` messages at a time: the generator yields
+    between two slices and returns both, for `decide(measured=...)`.
+
+    Both add up over slices: the estimate is a sum over messages, and a word never spans
+    two messages (`user_text` joins them with a newline, which ends a word)."""
+    messages = request.messages
+    words, tokens = 0, definition_tokens(request)
+    for start in range(0, len(messages), slice_messages):
+        if start:
+            yield
+        part = messages[start : start + slice_messages]
+        words += word_count(user_text(part))
+        tokens += message_tokens(part)
+    return words, tokens
+
+
 def word_count(text: str) -> int:
     """`len(text.split())` without building the list of words (10x faster on a long text).
 
@@ -464,6 +505,21 @@ def _count(number: int, noun: str) -> str:
 LONG_CALL_MESSAGES = 64
 LARGE_CALL_TOKENS = 8_192  # about 32 KB of text
 LARGE_CALL_CHARS = 4 * LARGE_CALL_TOKENS  # a prompt of this many characters is a large call too
+# A long call is converted (server/servicer.py) and counted here this many messages at a
+# time, with a loop turn between two slices: well under a millisecond of the event loop
+# each for a call at the bounds (1,000 messages, 1 MiB of text), a few times that at once.
+SLICE_MESSAGES = 250
+
+
+async def in_slices(steps: Generator[None, None, T]) -> T:
+    """Run `steps` to its result, letting a loop turn pass where it yields."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            result: T = done.value
+            return result
+        await asyncio.sleep(0)
 
 
 class RouterStage(Stage[Call]):
@@ -488,10 +544,17 @@ class RouterStage(Stage[Call]):
         self._telemetry = telemetry or Telemetry.disabled()
         self._large = asyncio.Lock()  # the lane long calls are routed in, one per turn
 
-    def _route(self, call: Call, pressure: BudgetPressure | None = None) -> RouteDecision:
+    def _route(
+        self,
+        call: Call,
+        pressure: BudgetPressure | None = None,
+        measured: tuple[int, int] | None = None,
+    ) -> RouteDecision:
         # No span of its own: a kept trace's SERVER span reports call.route
         # (switchyard.route.*), and a refusal is that span's error.type.
-        route = call.route = self._router.decide(call.request, pressure, call.identity.policy)
+        route = call.route = self._router.decide(
+            call.request, pressure, call.identity.policy, measured=measured
+        )
         if pressure is not None:  # routed near a budget: the keep policy's `limits`
             self._telemetry.mark_limited(call.span)
         return route
@@ -510,10 +573,12 @@ class RouterStage(Stage[Call]):
         return await self.next.query(call)
 
     async def _route_large(self, call: Call, pressure: BudgetPressure | None) -> None:
-        """Route a long call in the large calls' lane: one per loop turn (as the servicer
-        converts them), so health checks and small calls run between two of them."""
+        """Route a long call in the large calls' lane: its words and estimate counted a
+        slice per loop turn, then its route decided, one call at a time (as the servicer
+        converts them), so health checks and small calls run between any two steps."""
         async with self._large:
-            self._route(call, pressure)
+            measured = await in_slices(measure_steps(call.request, SLICE_MESSAGES))
+            self._route(call, pressure, measured)
             await asyncio.sleep(0)
 
     def stream(self, call: Call, /) -> AsyncGenerator[StreamEvent, None]:

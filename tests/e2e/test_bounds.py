@@ -28,9 +28,13 @@ pytestmark = pytest.mark.timeout(180)
 LIMITS = LimitSettings()  # the defaults: what a gateway started without settings allows
 QUERY = "/switchyard.v1.GatewayService/Query"
 # Issue 16 asks for 50 ms at p99. On the 2-core test machine, with the simulator and this
-# test sharing the cores, the gateway holds 66-81 ms (it took 145-210 ms before the
-# collector's freeze after start-up and the large calls' lanes): the bound is what it
-# holds with room for a busier CI machine, and well under the seconds of the report.
+# test sharing the cores and nothing else running, the gateway holds 30-61 ms (83 once in
+# 23 runs; 145-210 ms before the collector's freeze after start-up and the large calls'
+# lanes). What sets it is the report's flood, which grpc parses in one step of the event
+# loop (18-25 ms, before its count is refused; see server/app.py _RECEIVE_HEADROOM): the
+# same run without it holds 11-32 ms (60 once in 31 runs), the maximum-size calls being
+# converted and counted a slice of messages per loop turn. The bound is what holds with
+# the flood, with room for a busier CI machine, and well under the seconds of the report.
 HEALTH_BOUND = 0.150
 CONCURRENT = 4  # ... while several maximum-size calls are being processed
 RUN_FOR = 2.5  # seconds of load

@@ -34,13 +34,14 @@ from bench import procstat, report
 from bench.auth import AUTH_ROW, resolver_cost, start_switchyard_auth
 from bench.floor import CLIENTS
 from bench.harness import (
-    TTFT_SHAPE,
     UNARY_SHAPE,
     Phase,
     Plan,
     Runner,
     measure_target,
     soak,
+    ttft_spec,
+    unary_cpu_spec,
 )
 from bench.ledger import measure as measure_ledger
 from bench.targets import (
@@ -349,14 +350,7 @@ async def _ledger_pairs(
                     phase = await runner.phase(
                         "paired",
                         target,
-                        runner.spec(
-                            target,
-                            mode="closed",
-                            concurrency=plan.throughput_concurrency,
-                            duration=plan.throughput_seconds,
-                            warmup=plan.warmup,
-                            shape=UNARY_SHAPE,
-                        ),
+                        unary_cpu_spec(runner, target, plan.throughput_seconds),
                         plan.load_processes,
                     )
                     figures[target.name].append(phase.summary()["cpu_ms_per_request"])
@@ -468,14 +462,7 @@ async def _pairs_round(runner: Runner, order: list[Target], figures: dict[str, A
         figures[target.name]["errors"] += phase.errors
 
     for target in order:
-        spec = runner.spec(
-            target,
-            mode="closed",
-            concurrency=plan.throughput_concurrency,
-            duration=plan.pairs_cpu_seconds,
-            warmup=plan.warmup,
-            shape=UNARY_SHAPE,
-        )
+        spec = unary_cpu_spec(runner, target, plan.pairs_cpu_seconds)
         phase = await runner.phase("pair cpu", target, spec, plan.load_processes)
         figures[target.name]["unary_cpu_ms"].append(phase.summary()["cpu_ms_per_request"])
         note(target, phase)
@@ -495,14 +482,7 @@ async def _pairs_round(runner: Runner, order: list[Target], figures: dict[str, A
     for target in order:  # the rows' ttft phase, shorter
         if target.name not in PAIRS_TTFT:
             continue
-        spec = runner.spec(
-            target,
-            mode="closed",
-            stream=True,
-            duration=plan.pairs_ttft_seconds,
-            warmup=plan.warmup // 4,
-            shape=TTFT_SHAPE,
-        )
+        spec = ttft_spec(runner, target, plan.pairs_ttft_seconds)
         phase = await runner.phase("pair ttft", target, spec)
         figures[target.name]["ttft_p50_ms"].append(phase.summary().get("ttft_ms", {}).get("p50"))
         note(target, phase)

@@ -437,6 +437,31 @@ def sustainable(phase: Phase, rate: float, unloaded_p50_ms: float) -> bool:
     return achieved >= 0.95 * rate and p50 <= max(5 * unloaded_p50_ms, unloaded_p50_ms + 5)
 
 
+def unary_cpu_spec(runner: Runner, target: Target, seconds: float) -> Spec:
+    """The closed-loop unary phase CPU per request is read from (32 calls in flight)."""
+    plan = runner.plan
+    return runner.spec(
+        target,
+        mode="closed",
+        concurrency=plan.throughput_concurrency,
+        duration=seconds,
+        warmup=plan.warmup,
+        shape=UNARY_SHAPE,
+    )
+
+
+def ttft_spec(runner: Runner, target: Target, seconds: float) -> Spec:
+    """The time-to-first-token phase: one stream at a time."""
+    return runner.spec(
+        target,
+        mode="closed",
+        stream=True,
+        duration=seconds,
+        warmup=runner.plan.warmup // 4,
+        shape=TTFT_SHAPE,
+    )
+
+
 async def find_saturation(
     runner: Runner, target: Target, ceiling: float, unloaded_p50_ms: float
 ) -> tuple[float, list[dict[str, Any]]]:
@@ -529,18 +554,7 @@ async def measure_target(
     burst = await runner.phase(
         "burst", target, runner.spec(target, shape=plan.burst_shape, **streams), procs
     )
-    ttft = await runner.latency_phase(
-        "ttft",
-        target,
-        runner.spec(
-            target,
-            mode="closed",
-            stream=True,
-            duration=plan.ttft_seconds,
-            warmup=plan.warmup // 4,
-            shape=TTFT_SHAPE,
-        ),
-    )
+    ttft = await runner.latency_phase("ttft", target, ttft_spec(runner, target, plan.ttft_seconds))
     closed_rps = tput.requests / tput.wall_s if tput.wall_s else 0.0
     row: dict[str, Any] = {
         "available": True,

@@ -186,16 +186,8 @@ def _convert_messages(
     """Convert `protos` (query.messages from index `start` on, each with its number of
     `parts`) into `into`, counting their text against the text left; what is left."""
     for index, (message, count) in enumerate(zip(protos, parts, strict=True), start):
-        # The common message, text content of a known role other than TOOL, converted
-        # inline; any other goes through `_message`, which refuses what is wrong.
-        role = _ROLES.get(message.role)
-        content = "" if count else message.content  # one copy out of the protobuf
-        if content and role is not None and role is not Role.TOOL and not content.isspace():
-            converted = Message(role, (TextPart(content),))
-            text_left -= text_bytes(content)
-        else:
-            converted = _message(index, message)
-            text_left -= _text_bytes(converted)
+        converted = _message(index, message, count)
+        text_left -= _text_bytes(converted)
         if text_left < 0:
             raise RequestTooLargeError(
                 f"the query's text reaches {limits.max_text_bytes - text_left} bytes (UTF-8)"
@@ -313,14 +305,15 @@ def _check_counts(spec: pb.QuerySpec, limits: LimitSettings) -> list[int]:
     return lengths
 
 
-def _message(index: int, message: pb.Message) -> Message:
+def _message(index: int, message: pb.Message, parts: int) -> Message:
+    """query.messages[index], which has `parts` content parts (counted by `_check_counts`)."""
     role = _ROLES.get(message.role)
     if role is None:
         raise InvalidRequestError(
             f"query.messages[{index}].role must be ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT"
             " or ROLE_TOOL"
         )
-    if message.parts:
+    if parts:
         if message.content:
             raise InvalidRequestError(
                 f"query.messages[{index}] sets both content and parts; put the text in a"
@@ -371,8 +364,9 @@ def _labels(labels: Mapping[str, str]) -> dict[str, str]:
 
 def money(nanos: int) -> money_pb2.Money:
     """Nano-dollars as google.type.Money in USD."""
-    units, fraction = divmod(nanos, NANOS_PER_USD)
-    return money_pb2.Money(currency_code="USD", units=units, nanos=fraction)
+    message = money_pb2.Money()
+    _set_money(message, nanos)
+    return message
 
 
 # The answers of Query and StreamQuery are filled in place, field by field: a message
@@ -381,7 +375,7 @@ def money(nanos: int) -> money_pb2.Money:
 
 
 def _set_money(target: money_pb2.Money, nanos: int) -> None:
-    """Fill `target` with nano-dollars in USD (as `money` builds them)."""
+    """Fill `target` with nano-dollars in USD."""
     target.currency_code = "USD"
     target.units, target.nanos = divmod(nanos, NANOS_PER_USD)
 

@@ -31,6 +31,7 @@ from server.decoding import add_service, refuse_unknown_methods
 from server.identity import ApiKeyResolver, FailureThrottle, resolver_for
 from server.pipeline import Pipeline, build_pipeline
 from server.relay.client import RelayClient
+from server.screening import screen
 from server.servicer import GatewayServicer
 from server.settings import ConfigError, Settings, parse_listen
 from server.settings.database import redact
@@ -58,11 +59,11 @@ _SERVER_OPTIONS = (
 # limit is 4 MiB, gRPC's own default, now set on purpose and raised with the text bound.
 # The framing of a call at the default bounds is small (1,000 messages holding 2,000 text
 # parts: about 17 KB), but inline images and tool definitions have no bound of their own
-# besides this one. What it costs: grpc parses a request of up to this size in one step
-# of the event loop before any bound is checked, and 500,000 one-letter messages (3.5 MB)
-# take 18-25 ms there, what health checks then wait for (tests/e2e/test_bounds.py). A
-# smaller headroom would shorten that step, and refuse inline images that fit today (with
-# 64 KiB, any over about 1.1 MB): that takes a bound on images first.
+# besides this one. grpc decodes a request in one step of the event loop; one over 64 KiB
+# is first counted on the wire (server/screening.py), so a flood of messages, parts or
+# lists is refused without being decoded. What the count does not reach (the inside of a
+# Struct) is bounded by this limit alone: a smaller headroom would shorten that step, and
+# refuse inline images that fit today (with 64 KiB, any over about 1.1 MB).
 _RECEIVE_HEADROOM = 3 * 1024 * 1024
 
 
@@ -237,6 +238,7 @@ def _add_services(
         server,
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server,
         GatewayServicer(pipeline, boundary, limits=settings.limits),
+        screen(settings.limits),
     )
     # The admin API admits the admin credential only, whatever SWITCHYARD_AUTH is; with
     # api_key auth it shares the gateway's key cache (told of each change at once) and

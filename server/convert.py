@@ -141,9 +141,10 @@ def request_steps(
     spec: pb.QuerySpec, slice_messages: int, limits: LimitSettings = DEFAULT_LIMITS
 ) -> Generator[None, None, Request]:
     """`request_from_proto` a slice of `slice_messages` messages at a time: the generator
-    yields before each slice (after the bounds' pass over all messages, then between two
+    yields before the bounds' pass over all messages, then before each slice (between two
     slices: where a caller can let other work run) and returns the same Request, or raises
     the same error, as `request_from_proto` does."""
+    yield  # the bounds' pass in a turn of its own, not in the one that decoded the request
     parts, text_left = _check_bounds(spec, limits)
     messages: list[Message] = []
     protos = spec.messages

@@ -30,6 +30,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from server.boundary import REQUEST_ID_HEADER, send_status
+from server.screening import Screen
 
 log = logging.getLogger("switchyard")
 
@@ -45,8 +46,12 @@ class Undecodable:
         self.reason = reason
 
 
-def _decoder(decode: Callable[[bytes], Any], type_name: str) -> Callable[[bytes], Any]:
+def _decoder(
+    decode: Callable[[bytes], Any], type_name: str, screen: Screen | None = None
+) -> Callable[[bytes], Any]:
     def tolerant(data: bytes) -> Any:
+        if screen is not None and (reason := screen(data)) is not None:
+            return Undecodable(reason)  # over a bound: refused without being decoded
         try:
             return decode(data)
         except DecodeError as error:
@@ -136,8 +141,18 @@ def _tolerant_stream(handler: Any, method: str, tolerant: Any) -> Any:
     return handler._replace(request_deserializer=tolerant, stream_unary=gathers)
 
 
-def tolerant_handler(handler: Any, method: str, service: str = "") -> Any:
-    """`handler` with a decoder that never raises and a refusal of what it could not decode."""
+def _holds_query(descriptor: Any) -> bool:
+    """Whether a request message holds a QuerySpec as its field 1 (what `screen` walks)."""
+    field = descriptor.fields_by_number.get(1) if descriptor is not None else None
+    kind = getattr(field, "message_type", None)
+    return kind is not None and kind.full_name == "switchyard.v1.QuerySpec"
+
+
+def tolerant_handler(
+    handler: Any, method: str, service: str = "", screen: Screen | None = None
+) -> Any:
+    """`handler` with a decoder that never raises and a refusal of what it could not decode
+    (or, with `screen`, of a request holding a query over a bound, before decoding it)."""
     written = (
         handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
     )
@@ -149,7 +164,7 @@ def tolerant_handler(handler: Any, method: str, service: str = "") -> Any:
     owner = getattr(decode, "__self__", None)  # FromString is bound to the message class
     descriptor = getattr(owner, "DESCRIPTOR", None)
     type_name = descriptor.full_name if descriptor is not None else "request message"
-    tolerant = _decoder(decode, type_name)
+    tolerant = _decoder(decode, type_name, screen if _holds_query(descriptor) else None)
     if handler.request_streaming:  # reflection: each message decodes as it arrives
         return _tolerant_stream(handler, method, tolerant)
     if handler.response_streaming:
@@ -180,14 +195,17 @@ def tolerant_handler(handler: Any, method: str, service: str = "") -> Any:
 class _Registration:
     """What generated `add_*Servicer_to_server` functions call, keeping the handlers."""
 
-    def __init__(self, server: grpc.aio.Server) -> None:
+    def __init__(self, server: grpc.aio.Server, screen: Screen | None) -> None:
         self._server = server
+        self._screen = screen
 
     def add_generic_rpc_handlers(self, handlers: Any) -> None:
         """Ignored: the same handlers come again, by name, just after."""
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
-        tolerant = {name: tolerant_handler(h, name, service) for name, h in handlers.items()}
+        tolerant = {
+            name: tolerant_handler(h, name, service, self._screen) for name, h in handlers.items()
+        }
         self._server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(service, tolerant),)
         )
@@ -224,7 +242,13 @@ def refuse_unknown_methods(server: grpc.aio.Server, services: Sequence[str]) -> 
     server.add_generic_rpc_handlers((_UnknownMethods(", ".join(services)),))
 
 
-def add_service(server: grpc.aio.Server, add: Callable[[Any, Any], None], servicer: object) -> None:
+def add_service(
+    server: grpc.aio.Server,
+    add: Callable[[Any, Any], None],
+    servicer: object,
+    screen: Screen | None = None,
+) -> None:
     """Register `servicer` with a generated `add_*Servicer_to_server`, its handlers made
-    tolerant (decided once, at start-up: nothing is added to each call's path)."""
-    add(servicer, _Registration(server))
+    tolerant (decided once, at start-up: nothing is added to each call's path), and the
+    requests of those holding a query screened by `screen` (`server/screening.py`)."""
+    add(servicer, _Registration(server, screen))

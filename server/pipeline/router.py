@@ -508,7 +508,7 @@ LARGE_CALL_CHARS = 4 * LARGE_CALL_TOKENS  # a prompt of this many characters is 
 # A long call is converted (server/servicer.py) and counted here this many messages at a
 # time, with a loop turn between two slices: well under a millisecond of the event loop
 # each for a call at the bounds (1,000 messages, 1 MiB of text), a few times that at once.
-SLICE_MESSAGES = 250
+SLICE_MESSAGES = 125
 
 
 async def in_slices(steps: Generator[None, None, T]) -> T:

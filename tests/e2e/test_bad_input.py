@@ -122,6 +122,53 @@ async def test_undecodable_requests_are_invalid_argument_with_one_log_line_and_n
         assert "Traceback" not in text and "DecodeError" not in text, text
 
 
+def _flood(messages: int) -> bytes:
+    """A request holding a QuerySpec (field 1) of `messages` one-letter user messages; the
+    three query methods' requests share that shape."""
+    message = pb.Message(role=pb.ROLE_USER, content="x").SerializeToString()
+    entry = b"\x12" + bytes([len(message)]) + message  # QuerySpec.messages = 2
+    spec = entry * messages
+    size, length = len(spec), bytearray()
+    while size >= 0x80:
+        length.append(size & 0x7F | 0x80)
+        size >>= 7
+    return b"\x0a" + bytes(length) + bytes([size]) + spec
+
+
+@pytest.mark.parametrize(
+    ("path", "streaming"),
+    [
+        ("/switchyard.v1.GatewayService/Query", False),
+        ("/switchyard.v1.GatewayService/StreamQuery", True),
+        ("/switchyard.v1.GatewayService/Route", False),
+    ],
+)
+async def test_a_flood_of_messages_is_refused_on_the_wire_by_every_method_taking_a_query(
+    running: Running, path: str, streaming: bool
+):
+    """The report's 500,000 messages: counted before decoding (server/screening.py), and
+    refused as any call over the bound is, with one log line."""
+    call = running.raw(path, streaming)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        if streaming:
+            async for _ in call(_flood(500_000), timeout=10):  # type: ignore[operator]
+                pass
+        else:
+            await call(_flood(500_000), timeout=10)  # type: ignore[operator]
+    error = caught.value
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, error.details()
+    assert (error.details() or "").startswith(
+        "the query has more than 1000 messages; at most 1000 are allowed per call"
+        " (SWITCHYARD_MAX_MESSAGES)"
+    ), error.details()
+    request_id = dict(await_trailers(error))[REQUEST_ID_HEADER]
+    await asyncio.sleep(0.05)
+    text = await running.log_text()
+    [line] = [x for x in text.splitlines() if request_id in x]
+    assert f"{path.rsplit('/', 1)[1]} refused: INVALID_ARGUMENT (the query has more than" in line
+    assert "Traceback" not in text
+
+
 def await_trailers(error: grpc.aio.AioRpcError) -> tuple[tuple[str, str], ...]:
     return tuple((k, v) for k, v in error.trailing_metadata() or () if isinstance(v, str))
 

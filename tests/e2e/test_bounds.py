@@ -9,6 +9,7 @@ so what it measures is the gateway's event loop, not the test's.
 from __future__ import annotations
 
 import asyncio
+import gc
 import statistics
 import sys
 import time
@@ -28,18 +29,16 @@ pytestmark = pytest.mark.timeout(180)
 LIMITS = LimitSettings()  # the defaults: what a gateway started without settings allows
 QUERY = "/switchyard.v1.GatewayService/Query"
 # Issue 16 asks for 50 ms at p99. On the 2-core test machine, with the simulator and this
-# test sharing the cores and nothing else running, the gateway holds 30-61 ms (83 once in
-# 23 runs; 145-210 ms before the collector's freeze after start-up and the large calls'
-# lanes). What sets it is the report's flood, which grpc parses in one step of the event
-# loop (18-25 ms, before its count is refused; see server/app.py _RECEIVE_HEADROOM): the
-# same run without it holds 11-32 ms (60 once in 31 runs), the maximum-size calls being
-# converted and counted a slice of messages per loop turn. The bound is what holds with
-# the flood, with room for a busier CI machine, and well under the seconds of the report.
-HEALTH_BOUND = 0.150
+# test sharing the cores and nothing else running, the gateway holds 21-31 ms (8 runs;
+# 48-73 ms with a third process spinning on one core). Before the wire count of large
+# requests (server/screening.py), the report's flood was decoded in one step of 20-60 ms
+# and this held 28-83 ms; before the collector's freeze after start-up and the large
+# calls' lanes, 145-210 ms.
+HEALTH_BOUND = 0.050
 CONCURRENT = 4  # ... while several maximum-size calls are being processed
-RUN_FOR = 2.5  # seconds of load
+RUN_FOR = 5.0  # seconds of load: p99 of about 170 checks, not only the slowest
 POLL_EVERY = 0.020  # a health check every 20 ms, as in the report
-OVER_LIMIT_EVERY = 0.100  # and a call over a bound every 100 ms (the flood's parse is ~20 ms)
+OVER_LIMIT_EVERY = 0.100  # and a call over a bound every 100 ms
 
 
 def largest_allowed(variant: int) -> bytes:
@@ -82,7 +81,8 @@ def _flood(count: int, content: str) -> bytes:
 OVER_LIMIT = (
     (  # the report's flood: 500,000 one-letter messages, 3.5 MB
         _flood(500_000, "x"),
-        "the query has 500000 messages; at most 1000 are allowed per call"
+        # counted on the wire and refused before it is decoded (server/screening.py)
+        "the query has more than 1000 messages; at most 1000 are allowed per call"
         " (SWITCHYARD_MAX_MESSAGES)",
     ),
     (  # one message past the bound
@@ -179,13 +179,20 @@ async def test_health_answers_within_the_bound_at_p99_while_maximum_size_calls_r
             assert answer.status == health_pb2.HealthCheckResponse.SERVING
             await asyncio.sleep(POLL_EVERY)
 
-    await poll_health(time.monotonic() + 0.5, idle)
-    stop = time.monotonic() + RUN_FOR
-    await asyncio.gather(
-        poll_health(stop, latencies),
-        over_limit_calls(),
-        *(maximum_size_calls(w) for w in range(CONCURRENT)),
-    )
+    # What is timed is the gateway's loop, not this process's: a full collection here
+    # (pytest and its plugins hold ~10^5 objects) pauses the checks' own loop for 50 ms.
+    gc.collect()
+    gc.disable()
+    try:
+        await poll_health(time.monotonic() + 0.5, idle)
+        stop = time.monotonic() + RUN_FOR
+        await asyncio.gather(
+            poll_health(stop, latencies),
+            over_limit_calls(),
+            *(maximum_size_calls(w) for w in range(CONCURRENT)),
+        )
+    finally:
+        gc.enable()
 
     assert len(answered) >= CONCURRENT, answered  # the largest allowed calls are served
     assert len(refused) >= len(OVER_LIMIT)

@@ -60,7 +60,7 @@ def test_a_conversion_in_slices_is_the_conversion_in_one_step(count: int) -> Non
     spec = conversation(count)
     request, yields = run(convert.request_steps(spec, 8))
     assert request == convert.request_from_proto(spec)
-    assert yields == -(-count // 8)  # before each slice (the first after the counts' pass)
+    assert yields == 1 + -(-count // 8)  # before the counts' pass, then before each slice
 
 
 def test_tool_calls_and_parts_convert_alike_in_slices() -> None:
@@ -76,7 +76,7 @@ def test_tool_calls_and_parts_convert_alike_in_slices() -> None:
         tools=[pb.Tool(name="weather", description="the weather")],
     )
     request, yields = run(convert.request_steps(spec, 1))
-    assert (request, yields) == (convert.request_from_proto(spec), 3)
+    assert (request, yields) == (convert.request_from_proto(spec), 4)
     assert not request.plain
 
 
@@ -183,7 +183,7 @@ async def test_long_calls_convert_a_slice_per_loop_turn_and_short_ones_in_one_st
             order.append(f"turn {turn}")
             await asyncio.sleep(0)
 
-    long = conversation(2 * SLICE_MESSAGES + 1)  # the counts' pass, then three slices
+    long = conversation(2 * SLICE_MESSAGES + 1)  # the counts' pass, three slices, the end
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(convert, "request_steps", noting)
         clock = asyncio.create_task(ticks())
@@ -193,7 +193,7 @@ async def test_long_calls_convert_a_slice_per_loop_turn_and_short_ones_in_one_st
     assert converted[0] == converted[1] == convert.request_from_proto(long)
     assert short == convert.request_from_proto(conversation(LONG_CALL_MESSAGES))
     slices = [i for i, step in enumerate(order) if step == "slice"]
-    assert len(slices) == 8  # four steps for each long call; the short one took none
+    assert len(slices) == 10  # five steps for each long call; the short one took none
     for first, second in itertools.pairwise(slices):
         # another task's turn between any two slices, of one call or of the next
         assert any(step.startswith("turn") for step in order[first:second]), order

@@ -329,7 +329,7 @@ class CacheStage(Stage[Call]):
                 lookup_ms = round((self._clock.monotonic() - started) * 1000, 3)
                 span.set_attribute(semconv.SWITCHYARD_CACHE_LOOKUP_MS, lookup_ms)
             result = "hit" if found is not None else "miss"
-            self._telemetry.instruments.cache_lookups.add(1, {"switchyard.cache.result": result})
+            self._telemetry.instruments.cache_lookups.add(1, result)
 
     async def _lookup(
         self, key: CacheKey, call: Call, follow: bool

@@ -28,6 +28,7 @@ from server.telemetry import (
     GEN_AI_INPUT_MESSAGES,
     KEEP_ALL,
     OTHER_CALLERS,
+    Sums,
     Telemetry,
     setup,
 )
@@ -470,3 +471,46 @@ def test_set_up_names_every_tenant_only_when_callers_are_known():
     finally:
         bounded.shutdown(1.0)
         known.shutdown(1.0)
+
+
+@pytest.mark.parametrize("temporality", ["cumulative", "delta"])
+def test_summed_counters_export_the_series_an_sdk_counter_would(temporality: str) -> None:
+    """`Sums` (cost, cache lookups) against the SDK Counter they replace: the same
+    series and values, collection after collection, in either temporality."""
+    from opentelemetry.sdk.metrics import Counter, MeterProvider, ObservableCounter  # noqa: PLC0415
+    from opentelemetry.sdk.metrics.export import (  # noqa: PLC0415
+        AggregationTemporality,
+        InMemoryMetricReader,
+    )
+
+    kind = getattr(AggregationTemporality, temporality.upper())
+    reader: Any = InMemoryMetricReader(
+        preferred_temporality={Counter: kind, ObservableCounter: kind}
+    )
+    meter = MeterProvider(metric_readers=[reader]).get_meter("test")
+    summed = Sums(meter, "summed", "{x}", "summed here", ("model", "caller"))
+    counter = meter.create_counter("counted", unit="{x}")
+
+    def series() -> dict[str, dict[tuple[str, ...], int]]:
+        found: dict[str, dict[tuple[str, ...], int]] = {}
+        for resource in reader.get_metrics_data().resource_metrics:
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    # in delta, a series that did not move is a 0 point of the
+                    # observable counter, and no point of the Counter: the same sum
+                    found[metric.name] = {
+                        tuple(sorted(p.attributes.items())): p.value
+                        for p in metric.data.data_points
+                        if p.value or temporality == "cumulative"
+                    }
+        return found
+
+    adds = [("gpt-4.1", "a", 5), ("gpt-4.1", "b", 7), ("claude", "a", 11), ("gpt-4.1", "a", 1)]
+    for round_ in range(3):
+        for model, caller, amount in adds[round_:]:
+            summed.add(amount, model, caller)
+            counter.add(amount, {"model": model, "caller": caller})
+        got = series()
+        assert got["summed"] == got["counted"] and got["summed"], got
+    assert summed.total("gpt-4.1", "a") == 6 + 1 + 1  # rounds 0, 1 and 2 each add the last
+    assert summed.total("nobody", "a") == 0

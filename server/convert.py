@@ -547,6 +547,8 @@ def _token_totals(totals: ModelTotals) -> pb.TokenTotals:
         input_tokens=totals.input_tokens,
         output_tokens=totals.output_tokens,
         cached_input_tokens=totals.cached_input_tokens,
+        reasoning_tokens=totals.reasoning_tokens,
+        cache_write_input_tokens=totals.cache_write_tokens,
     )
 
 

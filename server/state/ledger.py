@@ -39,6 +39,8 @@ class ModelTotals:
     output_tokens: int = 0
     cached_input_tokens: int = 0
     cost: int = 0  # nano-dollars
+    reasoning_tokens: int = 0  # of output_tokens
+    cache_write_tokens: int = 0  # of input_tokens
 
     def add(self, other: ModelTotals) -> None:
         """Add `other` into these totals."""
@@ -48,6 +50,8 @@ class ModelTotals:
         self.output_tokens += other.output_tokens
         self.cached_input_tokens += other.cached_input_tokens
         self.cost += other.cost
+        self.reasoning_tokens += other.reasoning_tokens
+        self.cache_write_tokens += other.cache_write_tokens
 
 
 OK = "OK"

@@ -612,3 +612,12 @@ def test_stream_events_become_their_messages():
     assert end.index == 1 and end.call.id == "c" and end.call.HasField("arguments")
     thought = convert.stream_event(ReasoningDelta(0, signature="sig")).reasoning
     assert (thought.index, thought.signature, thought.text) == (0, "sig", "")
+
+
+def test_token_totals_carry_reasoning_and_cache_writes():
+    from server.state.ledger import ModelTotals  # noqa: PLC0415
+
+    totals = ModelTotals(input_tokens=9, output_tokens=7, reasoning_tokens=3, cache_write_tokens=4)
+    message = convert._token_totals(totals)
+    assert (message.reasoning_tokens, message.cache_write_input_tokens) == (3, 4)
+    assert (message.input_tokens, message.output_tokens) == (9, 7)

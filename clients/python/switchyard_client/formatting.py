@@ -86,8 +86,14 @@ def usage_text(usage: pb.GetUsageResponse) -> str:
         f"window     {_when(usage.start)} to {_when(usage.end)}",
         f"requests   {usage.requests} ({usage.errors} failed)",
         f"cost       {dollars(usd(usage.cost))}",
-        f"tokens     {tokens.input_tokens} in ({tokens.cached_input_tokens} cached),"
-        f" {tokens.output_tokens} out",
+        f"tokens     {tokens.input_tokens} in ({tokens.cached_input_tokens} cached"
+        + (
+            f", {tokens.cache_write_input_tokens} written to cache"
+            if tokens.cache_write_input_tokens
+            else ""
+        )
+        + f"), {tokens.output_tokens} out"
+        + (f" ({tokens.reasoning_tokens} reasoning)" if tokens.reasoning_tokens else ""),
     ]
     if usage.HasField("cache"):
         cache = usage.cache

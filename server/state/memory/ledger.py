@@ -90,6 +90,8 @@ class MemoryLedger:
             totals.output_tokens += usage.output_tokens
             totals.cached_input_tokens += usage.cached_input_tokens
             totals.cost += attempt.cost
+            totals.reasoning_tokens += usage.reasoning_tokens
+            totals.cache_write_tokens += usage.cache_write_tokens
 
     async def summary(self, tenant: str, start: float, end: float) -> UsageSummary:
         """Sum the tenant's buckets that begin in [start, end), aligned to bucket edges.

@@ -51,7 +51,8 @@ SELECT COUNT(*), COALESCE(SUM({_ERRORS}), 0),
 FROM ledger_calls WHERE tenant = ? AND ended_at_us >= ? AND ended_at_us < ?"""
 SUMMARY_MODELS = """
 SELECT model, COUNT(*), COALESCE(SUM(CASE WHEN outcome <> 'success' THEN 1 ELSE 0 END), 0),
-       SUM(input_tokens), SUM(output_tokens), SUM(cached_input_tokens), SUM(cost_nanos)
+       SUM(input_tokens), SUM(output_tokens), SUM(cached_input_tokens), SUM(cost_nanos),
+       SUM(reasoning_tokens), SUM(cache_write_tokens)
 FROM ledger_attempts
 WHERE tenant = ? AND ended_at_us >= ? AND ended_at_us < ? AND outcome <> 'skipped'
 GROUP BY model"""
@@ -61,7 +62,7 @@ SELECT COALESCE(SUM(requests), 0), COALESCE(SUM(errors), 0), COALESCE(SUM(cache_
 FROM ledger_hourly_calls WHERE tenant = ? AND hour_us >= ? AND hour_us < ?"""
 HOURLY_MODELS = """
 SELECT model, SUM(attempts), SUM(failed_attempts), SUM(input_tokens), SUM(output_tokens),
-       SUM(cached_input_tokens), SUM(cost_nanos)
+       SUM(cached_input_tokens), SUM(cost_nanos), SUM(reasoning_tokens), SUM(cache_write_tokens)
 FROM ledger_hourly_models WHERE tenant = ? AND hour_us >= ? AND hour_us < ? GROUP BY model"""
 SPEND = """
 SELECT tenant, SUM(CASE WHEN ended_at_us >= ? THEN cost_nanos ELSE 0 END), SUM(cost_nanos)
@@ -104,10 +105,11 @@ ON CONFLICT (tenant, hour_us) DO UPDATE SET
 FOLD_MODELS = f"""
 INSERT INTO ledger_hourly_models
   (tenant, hour_us, model, attempts, failed_attempts, input_tokens, output_tokens,
-   cached_input_tokens, cost_nanos)
+   cached_input_tokens, cost_nanos, reasoning_tokens, cache_write_tokens)
 SELECT tenant, (ended_at_us / {HOUR_US}) * {HOUR_US}, model, COUNT(*),
        SUM(CASE WHEN outcome <> 'success' THEN 1 ELSE 0 END), SUM(input_tokens),
-       SUM(output_tokens), SUM(cached_input_tokens), SUM(cost_nanos)
+       SUM(output_tokens), SUM(cached_input_tokens), SUM(cost_nanos), SUM(reasoning_tokens),
+       SUM(cache_write_tokens)
 FROM ledger_attempts WHERE ended_at_us < ? AND outcome <> 'skipped'
 GROUP BY tenant, (ended_at_us / {HOUR_US}) * {HOUR_US}, model
 ON CONFLICT (tenant, hour_us, model) DO UPDATE SET
@@ -116,7 +118,9 @@ ON CONFLICT (tenant, hour_us, model) DO UPDATE SET
   input_tokens = ledger_hourly_models.input_tokens + excluded.input_tokens,
   output_tokens = ledger_hourly_models.output_tokens + excluded.output_tokens,
   cached_input_tokens = ledger_hourly_models.cached_input_tokens + excluded.cached_input_tokens,
-  cost_nanos = ledger_hourly_models.cost_nanos + excluded.cost_nanos"""
+  cost_nanos = ledger_hourly_models.cost_nanos + excluded.cost_nanos,
+  reasoning_tokens = ledger_hourly_models.reasoning_tokens + excluded.reasoning_tokens,
+  cache_write_tokens = ledger_hourly_models.cache_write_tokens + excluded.cache_write_tokens"""
 FOLD_DELETE_ATTEMPTS = "DELETE FROM ledger_attempts WHERE ended_at_us < ?"
 FOLD_DELETE_CALLS = "DELETE FROM ledger_calls WHERE ended_at_us < ?"
 _FOLD_LOCK = 0x5377_7963_6801  # PostgreSQL: one replica folds at a time

@@ -101,6 +101,8 @@ def _tally(rows: Iterable[CallRow], tenant: str, start_us: int, end_us: int) -> 
             totals.output_tokens += attempt.output_tokens
             totals.cached_input_tokens += attempt.cached_input_tokens
             totals.cost += attempt.cost
+            totals.reasoning_tokens += attempt.reasoning_tokens
+            totals.cache_write_tokens += attempt.cache_write_tokens
     return tally
 
 

@@ -142,3 +142,12 @@ def test_usage_text_of_a_quiet_caller_is_just_the_totals():
         "cost       $0.000000000",
         "tokens     0 in (0 cached), 0 out",
     ]
+
+
+def test_usage_text_adds_reasoning_and_cache_writes_when_there_are_any():
+    usage = _usage()
+    usage.tokens.reasoning_tokens = 700
+    usage.tokens.cache_write_input_tokens = 40
+    assert usage_text(usage).splitlines()[4] == (
+        "tokens     1200 in (100 cached, 40 written to cache), 3400 out (700 reasoning)"
+    )

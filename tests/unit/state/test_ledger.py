@@ -84,3 +84,25 @@ async def test_cache_hits_misses_and_savings(ledger):
     totals = await summary(ledger, "c", T0, T0 + 60)
     assert (totals.cache_hits, totals.cache_misses, totals.saved_cost) == (2, 1, 400_000)
     assert totals.requests == 4 and totals.models[GPT.name].attempts == 2
+
+
+async def test_totals_count_reasoning_tokens_and_cache_writes(ledger):
+    """GetUsage's totals of the two parts issue 15 bills apart: of output, the reasoning;
+    of input, what was written to the prompt cache."""
+    thinking = Usage(100, 40, reasoning_tokens=25, cache_write_tokens=60)
+    ledger.record(
+        record(
+            "billing",
+            T0 + 5,
+            (
+                Attempt(CLAUDE, Outcome.SUCCESS, 0.2, 200, "", thinking, 1_000),
+                Attempt(CLAUDE, Outcome.SUCCESS, 0.2, 200, "", Usage(10, 4, reasoning_tokens=3)),
+                paid(GPT, 10, 2),
+            ),
+        )
+    )
+    day = await summary(ledger, "billing", T0, T0 + 60)
+    claude, gpt = day.models[CLAUDE.name], day.models[GPT.name]
+    assert (claude.reasoning_tokens, claude.cache_write_tokens) == (28, 60)
+    assert (gpt.reasoning_tokens, gpt.cache_write_tokens) == (0, 0)
+    assert (day.total.reasoning_tokens, day.total.cache_write_tokens) == (28, 60)

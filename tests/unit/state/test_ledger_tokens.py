@@ -13,10 +13,10 @@ import pytest
 from server.domain import Attempt, Outcome, Usage
 from server.pricing import cost_nanos
 from server.state.rows import FORMAT, decode, encode, from_record
-from tests.helpers import EPOCH
+from tests.helpers import EPOCH, FakeClock
 
 from .test_ledger import CLAUDE, GPT, paid, record
-from .test_sql_ledger import opened
+from .test_sql_ledger import DAY, opened
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -62,3 +62,24 @@ def test_a_journal_line_of_the_previous_format_reads_with_zeros():
     assert (read.attempts[0].reasoning_tokens, read.attempts[0].cache_write_tokens) == (0, 0)
     with pytest.raises(ValueError, match="not a journal line"):
         decode(orjson.dumps([1, old[1]]))
+
+
+async def test_hourly_totals_keep_reasoning_and_cache_writes_when_old_calls_fold(
+    kind, tmp_path, request
+):
+    """Migration 0005: a window past the retention is answered from the hourly totals,
+    which now hold both parts too."""
+    clock = FakeClock()
+    ledger = await opened(kind, tmp_path, request, clock)
+    old = clock.wall() - 100 * DAY
+    hour = old - old % 3600
+    ledger.record(record("svc", hour + 60, (thinking(25, 60), paid(GPT, 1, 1))))
+    ledger.record(record("svc", hour + 120, (thinking(5, 0),)))
+    await ledger.flush()
+    before = await ledger.summary("svc", hour, hour + 3600)
+    assert (before.total.reasoning_tokens, before.total.cache_write_tokens) == (30, 60)
+    assert await ledger.fold_old(clock.wall()) == 2
+    after = await ledger.summary("svc", hour, hour + 3600)
+    assert after.models == before.models
+    assert (after.total.reasoning_tokens, after.total.cache_write_tokens) == (30, 60)
+    await ledger.aclose()

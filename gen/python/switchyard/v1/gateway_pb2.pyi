@@ -1026,22 +1026,34 @@ class TokenTotals(_message.Message):
     INPUT_TOKENS_FIELD_NUMBER: _builtins.int
     OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
     CACHED_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    REASONING_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
     input_tokens: _builtins.int
     """Tokens sent to models."""
     output_tokens: _builtins.int
     """Tokens models generated."""
     cached_input_tokens: _builtins.int
     """Of input_tokens, those served from providers' prompt caches."""
+    reasoning_tokens: _builtins.int
+    """Of output_tokens, those models spent reasoning, as providers report them.
+    Hours folded into hourly totals before this field existed count 0.
+    """
+    cache_write_input_tokens: _builtins.int
+    """Of input_tokens, those written to providers' prompt caches (billed at the
+    cache-write price). Hours folded before this field existed count 0.
+    """
     def __init__(
         self,
         *,
         input_tokens: _builtins.int = ...,
         output_tokens: _builtins.int = ...,
         cached_input_tokens: _builtins.int = ...,
+        reasoning_tokens: _builtins.int = ...,
+        cache_write_input_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_input_tokens", b"cached_input_tokens", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_write_input_tokens", b"cache_write_input_tokens", "cached_input_tokens", b"cached_input_tokens", "input_tokens", b"input_tokens", "output_tokens", b"output_tokens", "reasoning_tokens", b"reasoning_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

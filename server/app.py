@@ -58,12 +58,14 @@ _SERVER_OPTIONS = (
 # labels, stop sequences, tool definitions, images. With the default text bound the receive
 # limit is 4 MiB, gRPC's own default, now set on purpose and raised with the text bound.
 # The framing of a call at the default bounds is small (1,000 messages holding 2,000 text
-# parts: about 17 KB), but inline images and tool definitions have no bound of their own
-# besides this one. grpc decodes a request in one step of the event loop; one over 64 KiB
-# is first counted on the wire (server/screening.py), so a flood of messages, parts or
-# lists is refused without being decoded. What the count does not reach (the inside of a
-# Struct) is bounded by this limit alone: a smaller headroom would shorten that step, and
-# refuse inline images that fit today (with 64 KiB, any over about 1.1 MB).
+# parts: about 17 KB), and tool definitions have a bound of their own
+# (SWITCHYARD_MAX_SCHEMA_BYTES), but inline images have none besides this one. grpc
+# decodes a request in one step of the event loop; one over 64 KiB is first counted on
+# the wire (server/screening.py), so a flood of messages, parts or lists, or tool
+# definitions past their bound, is refused without being decoded. What the count does
+# not reach (a tool call's arguments in a message's parts) is bounded by this limit
+# alone: a smaller headroom would shorten that step, and refuse inline images that fit
+# today (with 64 KiB, any over about 1.1 MB).
 _RECEIVE_HEADROOM = 3 * 1024 * 1024
 
 

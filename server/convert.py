@@ -121,6 +121,7 @@ _OUTCOME_TO_PB = {
 
 DEFAULT_LIMITS = LimitSettings()
 _SHORTEN = "shorten the text (or summarize it), or split the work across calls"
+_SMALLER_SCHEMAS = "send fewer or smaller tool definitions, or a smaller response schema"
 
 
 def request_from_proto(spec: pb.QuerySpec, limits: LimitSettings = DEFAULT_LIMITS) -> Request:
@@ -171,6 +172,21 @@ def _check_bounds(spec: pb.QuerySpec, limits: LimitSettings) -> tuple[list[int],
             f"{limits.max_text_bytes} bytes of text",
             "SWITCHYARD_MAX_TEXT_BYTES",
             _SHORTEN,
+        )
+    # Tool definitions and the response schema are turned into JSON and checked against
+    # their meta-schema, some microseconds a property: bounded in bytes, before any is read.
+    tools = spec.tools
+    if len(tools) > MAX_TOOLS:
+        raise InvalidRequestError(
+            f"query.tools has {len(tools)} tools; at most {MAX_TOOLS} are allowed"
+        )
+    definitions = sum(tool.ByteSize() for tool in tools) + spec.response_format.ByteSize()
+    if definitions > limits.max_schema_bytes:
+        raise RequestTooLargeError(
+            f"query.tools and query.response_format hold {definitions} bytes",
+            f"{limits.max_schema_bytes} bytes of tool definitions and schema",
+            "SWITCHYARD_MAX_SCHEMA_BYTES",
+            _SMALLER_SCHEMAS,
         )
     return parts, text_left
 
@@ -877,10 +893,7 @@ def _object_schema(where: str, schema: Mapping[str, Any]) -> None:
 
 
 def _tools(spec: pb.QuerySpec) -> tuple[ToolSpec, ...]:
-    if len(spec.tools) > MAX_TOOLS:
-        raise InvalidRequestError(
-            f"query.tools has {len(spec.tools)} tools; at most {MAX_TOOLS} are allowed"
-        )
+    """query.tools (their number and bytes were checked with the other bounds)."""
     tools: list[ToolSpec] = []
     names: set[str] = set()
     for number, tool in enumerate(spec.tools):

@@ -12,15 +12,17 @@ few hundred microseconds at the largest allowed call); what is not is refused
 with the same INVALID_ARGUMENT, bound and setting that the conversion gives
 (`server/convert.py`), saying "more than" the bound, since the walk stopped there.
 
-Bytes that are not plain protobuf wire format are left to the decoder, which
-says why. What the walk does not reach is bounded only by the receive limit:
-the fields inside a tool's JSON Schema or a tool call's arguments (Structs),
-which grpc parses in one step as before.
+Tool definitions and the response format are counted in bytes
+(SWITCHYARD_MAX_SCHEMA_BYTES), so a flood inside their JSON Schemas (Structs) is
+refused unread too. Bytes that are not plain protobuf wire format are left to
+the decoder, which says why. What the walk does not reach is bounded only by
+the receive limit: a tool call's arguments inside a message's parts, which grpc
+parses in one step as before.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from server.convert import MAX_LABELS, MAX_STOP_SEQUENCES, MAX_TOOLS
 from server.errors import RequestTooLargeError
@@ -31,6 +33,8 @@ SCREEN_FROM = 64 * 1024
 
 # QuerySpec's fields the walk counts (proto/switchyard/v1/gateway.proto)
 _PROMPT, _MESSAGES, _STOP, _LABELS, _SYSTEM, _TOOLS = 1, 2, 8, 10, 12, 13
+_FORMAT = 16  # response_format
+_DEFINITIONS = frozenset({_TOOLS, _FORMAT})  # bounded in bytes (SWITCHYARD_MAX_SCHEMA_BYTES)
 _PARTS = 3  # Message.parts
 _SPEC = 1  # RouteRequest.query, QueryRequest.query, StreamQueryRequest.query
 _LENGTH_DELIMITED = 2
@@ -74,73 +78,73 @@ def _skip(data: bytes, i: int, end: int, wire: int) -> int:
     return i
 
 
-def _spans(data: bytes, start: int, end: int, number: int) -> list[tuple[int, int]]:
-    """The length-delimited values of field `number` between start and end (few: a
-    request's top level)."""
-    spans: list[tuple[int, int]] = []
+def _fields(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """Each field between start and end: its tag, and where its value begins and ends
+    (a length-delimited value's bytes; any other's, skipped)."""
     i = start
     while i < end:
         tag = data[i]
         i += 1
         if tag >= 0x80:
             tag, i = _varint(data, i - 1, end)
-        wire = tag & 7
-        if wire != _LENGTH_DELIMITED:
-            if tag >> 3 == number:
-                raise _MalformedError
-            i = _skip(data, i, end, wire)
+        if tag & 7 != _LENGTH_DELIMITED:
+            after = _skip(data, i, end, tag & 7)
+            yield tag, i, after
+            i = after
             continue
         size = data[i] if i < end else 0x80
         i += 1
         if size >= 0x80:
-            size, i = _varint(data, i - 1, end)
-        if i + size > end:
+            if i < end and data[i] < 0x80:  # two bytes: up to 16 KiB, most messages
+                size = size & 0x7F | data[i] << 7
+                i += 1
+            else:
+                size, i = _varint(data, i - 1, end)
+        after = i + size
+        if after > end:
             raise _MalformedError
-        if tag >> 3 == number:
-            spans.append((i, i + size))
-        i += size
+        yield tag, i, after
+        i = after
+
+
+def _spans(data: bytes, start: int, end: int, number: int) -> list[tuple[int, int]]:
+    """The values of the message field `number` between start and end (few: a request's
+    top level)."""
+    wanted = number << 3 | _LENGTH_DELIMITED
+    spans: list[tuple[int, int]] = []
+    for tag, begins, ends in _fields(data, start, end):
+        if tag == wanted:
+            spans.append((begins, ends))
+        elif tag >> 3 == number:  # the field, but not as a message: let the decoder say so
+            raise _MalformedError
     return spans
 
 
 def _count(data: bytes, start: int, end: int, number: int, most: int) -> int:
-    """How many values of field `number` lie between start and end, counting no further
-    than `most` + 1."""
+    """How many values of the length-delimited field `number` lie between start and end,
+    counting no further than `most` + 1."""
+    wanted = number << 3 | _LENGTH_DELIMITED
     count = 0
-    i = start
-    while i < end:
-        tag = data[i]
-        i += 1
-        if tag >= 0x80:
-            tag, i = _varint(data, i - 1, end)
-        wire = tag & 7
-        if wire != _LENGTH_DELIMITED:
-            i = _skip(data, i, end, wire)
-            continue
-        size = data[i] if i < end else 0x80
-        i += 1
-        if size >= 0x80:
-            size, i = _varint(data, i - 1, end)
-        if tag >> 3 == number:
+    for tag, _, _ in _fields(data, start, end):
+        if tag == wanted:
             count += 1
             if count > most:
-                return count
-        i += size
-    if i != end:
-        raise _MalformedError
+                break
     return count
 
 
 class _Spec:
     """What the walk of one request's QuerySpec values has counted so far."""
 
-    __slots__ = ("lists", "messages", "parts", "texts", "walk")
+    __slots__ = ("definitions", "lists", "messages", "parts", "texts", "walk")
 
     def __init__(self) -> None:
         self.messages = 0
         self.parts = 0  # of the messages that are a role and a text content (one each)
         self.walk: list[tuple[int, int]] = []  # the other messages, their parts counted later
         self.texts = {_PROMPT: False, _SYSTEM: False}  # set, by the last value on the wire
-        self.lists = {_STOP: 0, _LABELS: 0, _TOOLS: 0}  # entries on the wire
+        self.lists = {_STOP: 0, _LABELS: 0, _TOOLS: 0, _FORMAT: 0}  # entries on the wire
+        self.definitions = 0  # bytes of tools and response_format on the wire
 
 
 _ROLE_TAG = 1 << 3  # Message.role, a varint
@@ -148,7 +152,10 @@ _CONTENT_TAG = 2 << 3 | _LENGTH_DELIMITED  # Message.content
 
 
 def _walk_spec(spec: _Spec, data: bytes, start: int, end: int, limits: LimitSettings) -> None:
-    """Count one QuerySpec value's messages and lists into `spec`, stopping past a bound."""
+    """Count one QuerySpec value's messages and lists into `spec`, stopping past a bound.
+
+    The walk of `_fields`, written out: the largest allowed call has 1,000 messages, and
+    the generator's step per field made this 1.6 ms -> 2.7 ms (measured side by side)."""
     texts, lists, walk = spec.texts, spec.lists, spec.walk
     most = limits.max_messages
     i = start
@@ -198,6 +205,7 @@ def _walk_spec(spec: _Spec, data: bytes, start: int, end: int, limits: LimitSett
             texts[number] = size > 0
         elif number in lists:
             lists[number] += 1
+            spec.definitions += size * (number in _DEFINITIONS)
         i = after
 
 
@@ -227,10 +235,21 @@ def _refusal(spec: _Spec, data: bytes, limits: LimitSettings) -> str | None:
                 "SWITCHYARD_MAX_PARTS",
             )
         )
+    if spec.lists[_TOOLS] > MAX_TOOLS:
+        return f"query.tools has more than {MAX_TOOLS} tools; at most {MAX_TOOLS} are allowed"
+    if spec.definitions > limits.max_schema_bytes:
+        return str(
+            RequestTooLargeError(
+                f"query.tools and query.response_format hold more than"
+                f" {limits.max_schema_bytes} bytes",
+                f"{limits.max_schema_bytes} bytes of tool definitions and schema",
+                "SWITCHYARD_MAX_SCHEMA_BYTES",
+                "send fewer or smaller tool definitions, or a smaller response schema",
+            )
+        )
     for number, bound, what in (
         (_STOP, MAX_STOP_SEQUENCES, "query.stop has more than {} sequences"),
         (_LABELS, MAX_LABELS, "query.labels has more than {} entries"),
-        (_TOOLS, MAX_TOOLS, "query.tools has more than {} tools"),
     ):
         if spec.lists[number] > bound:
             return f"{what.format(bound)}; at most {bound} are allowed"

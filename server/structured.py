@@ -21,8 +21,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import jsonschema_rs
 import orjson
-from jsonschema import Draft202012Validator, SchemaError, ValidationError
+from jsonschema import Draft202012Validator, ValidationError
 from jsonschema.exceptions import best_match
 from jsonschema.validators import validator_for
 
@@ -31,15 +32,39 @@ from server.domain import ResponseFormat
 _JSON_KINDS = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
 
 
+# The drafts whose meta-schemas jsonschema-rs holds. A schema naming any other `$schema`
+# is checked as 2020-12 (as jsonschema's validator_for does): jsonschema-rs would fetch
+# an unknown meta-schema over the network, which a caller must never make the gateway do.
+_DRAFTS = frozenset(
+    {
+        "http://json-schema.org/draft-04/schema",
+        "http://json-schema.org/draft-06/schema",
+        "http://json-schema.org/draft-07/schema",
+        "https://json-schema.org/draft/2019-09/schema",
+        "https://json-schema.org/draft/2020-12/schema",
+    }
+)
+
+
 def schema_problem(schema: Mapping[str, Any]) -> str | None:
     """Why `schema` is not a valid JSON Schema (its own `$schema` draft, else 2020-12),
-    or None when it is."""
-    cls = validator_for(schema, default=Draft202012Validator)
+    or None when it is.
+
+    Checked by jsonschema-rs, about 1 us per property: jsonschema's own check resolves
+    the 2020-12 meta-schema's dynamic references at every node (about 0.7 ms each), so a
+    tool with 1,000 parameters held the event loop for most of a second.
+    """
+    named = schema.get("$schema")
+    checked = dict(schema)
+    if isinstance(named, str) and named.rstrip("#") not in _DRAFTS:
+        del checked["$schema"]
     try:
-        cls.check_schema(dict(schema))
-    except SchemaError as error:
-        where = _path(error.path)
-        return f"at {where}: {error.message}" if error.path else error.message
+        jsonschema_rs.meta.validate(checked)
+    except jsonschema_rs.ValidationError as error:
+        path = list(error.instance_path)
+        return f"at {_path(path)}: {error.message}" if path else error.message
+    except (jsonschema_rs.ReferencingError, ValueError) as error:
+        return f"it cannot be checked: {str(error).splitlines()[0][:200]}"
     return None
 
 

@@ -57,3 +57,14 @@ async def until(predicate: Callable[[], bool | Awaitable[bool]], within: float =
             if held:
                 return
             await asyncio.sleep(0)
+
+
+def wire_field(number: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field as the wire has it: a flood is built from
+    these as bytes, without a Python object per message."""
+    size, length = len(payload), bytearray()
+    while True:
+        byte, size = size & 0x7F, size >> 7
+        length.append(byte | (0x80 if size else 0))
+        if not size:
+            return bytes([number << 3 | 2]) + bytes(length) + payload

@@ -10,7 +10,7 @@ A TOML file may hold these tables (all optional)::
     [server]     listen, shutdown_grace, log_level, workers
     [relay]      url, connect_timeout, read_timeout, timeout, max_connections
     [limits]     relay_rpm, relay_burst, max_waiters, max_wait, other_provider_concurrency,
-                 max_messages, max_text_bytes, max_parts (per call)
+                 max_messages, max_text_bytes, max_parts, max_schema_bytes (per call)
     [limits.provider_concurrency]  anthropic = 10, openai = 20, ...
     [retry]      max_attempts, base_delay, max_delay, max_retry_after, budget_ratio, ...
     [breaker]    failures, cooldown

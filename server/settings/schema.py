@@ -83,6 +83,10 @@ class LimitSettings:
     max_messages: int = 1000  # messages per call, the prompt and the system text included
     max_text_bytes: int = 1024 * 1024  # UTF-8 bytes of text per call (about 262,000 tokens)
     max_parts: int = 2000  # content parts per call (a text-only message is one)
+    # Bytes of tool definitions and response schema per call (query.tools and
+    # query.response_format as sent): about 2,000 schema properties, turned into JSON and
+    # checked against their meta-schema in a few milliseconds.
+    max_schema_bytes: int = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)

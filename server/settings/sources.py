@@ -69,6 +69,7 @@ ENV_KEYS: dict[str, tuple[str, str]] = {
     "MAX_MESSAGES": ("limits", "max_messages"),
     "MAX_TEXT_BYTES": ("limits", "max_text_bytes"),
     "MAX_PARTS": ("limits", "max_parts"),
+    "MAX_SCHEMA_BYTES": ("limits", "max_schema_bytes"),
     "VALIDATE_JSON": ("routing", "validate_json"),
     "RETRY_MAX_ATTEMPTS": ("retry", "max_attempts"),
     "RETRY_BASE_DELAY": ("retry", "base_delay"),

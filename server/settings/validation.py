@@ -109,6 +109,7 @@ def _validate_call_bounds(settings: Settings) -> None:
         ("SWITCHYARD_MAX_MESSAGES", limits.max_messages),
         ("SWITCHYARD_MAX_PARTS", limits.max_parts),
         ("SWITCHYARD_MAX_TEXT_BYTES", limits.max_text_bytes),
+        ("SWITCHYARD_MAX_SCHEMA_BYTES", limits.max_schema_bytes),
         ("SWITCHYARD_MAX_CALLERS", limits.max_callers),
     ):
         if value < 1:

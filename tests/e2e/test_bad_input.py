@@ -25,6 +25,7 @@ from switchyard.v1 import gateway_pb2_grpc
 
 from server.boundary import REQUEST_ID_HEADER
 from server.simulator import RelaySimulator, SimulatorSettings
+from tests.helpers import wire_field
 from tests.leaks import SCAN
 
 from .conftest import ENV, RELAY_KEY, start_gateway_process
@@ -126,13 +127,7 @@ def _flood(messages: int) -> bytes:
     """A request holding a QuerySpec (field 1) of `messages` one-letter user messages; the
     three query methods' requests share that shape."""
     message = pb.Message(role=pb.ROLE_USER, content="x").SerializeToString()
-    entry = b"\x12" + bytes([len(message)]) + message  # QuerySpec.messages = 2
-    spec = entry * messages
-    size, length = len(spec), bytearray()
-    while size >= 0x80:
-        length.append(size & 0x7F | 0x80)
-        size >>= 7
-    return b"\x0a" + bytes(length) + bytes([size]) + spec
+    return wire_field(1, wire_field(2, message) * messages)
 
 
 @pytest.mark.parametrize(

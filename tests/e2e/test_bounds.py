@@ -21,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from switchyard.v1 import gateway_pb2 as pb
 
 from server.settings import LimitSettings
+from tests.helpers import wire_field
 
 from .conftest import RELAY_KEY, Gateway, details, query, start_gateway_process
 
@@ -61,20 +62,10 @@ def largest_allowed(variant: int) -> bytes:
     return pb.QueryRequest(query=spec).SerializeToString()
 
 
-def _field(number: int, payload: bytes) -> bytes:
-    """One length-delimited protobuf field, as the wire has it."""
-    size, length = len(payload), bytearray()
-    while True:
-        byte, size = size & 0x7F, size >> 7
-        length.append(byte | (0x80 if size else 0))
-        if not size:
-            return bytes([number << 3 | 2]) + bytes(length) + payload
-
-
 def _flood(count: int, content: str) -> bytes:
     """A QueryRequest of `count` user messages, built as bytes (no Python object each)."""
-    message = _field(2, pb.Message(role=pb.ROLE_USER, content=content).SerializeToString())
-    return _field(1, message * count)  # QueryRequest.query = 1 holding QuerySpec.messages = 2
+    message = wire_field(2, pb.Message(role=pb.ROLE_USER, content=content).SerializeToString())
+    return wire_field(1, message * count)  # QueryRequest.query = 1 holding QuerySpec.messages = 2
 
 
 # Over a bound, each refused with INVALID_ARGUMENT naming the bound, the value and the setting.

@@ -498,8 +498,8 @@ def _parts(*parts: pb.Part, role=pb.ROLE_USER) -> dict:
                 "prompt": "q",
                 "tools": [weather_tool(parameters={"type": "object", "required": "city"})],
             },
-            "query.tools[0].parameters is not a valid JSON Schema: at $.required: 'city' is not of"
-            " type 'array'",
+            'query.tools[0].parameters is not a valid JSON Schema: at $.required: "city" is not of'
+            ' type "array"',
         ),
         (
             {
@@ -621,3 +621,33 @@ def test_token_totals_carry_reasoning_and_cache_writes():
     message = convert._token_totals(totals)
     assert (message.reasoning_tokens, message.cache_write_input_tokens) == (3, 4)
     assert (message.input_tokens, message.output_tokens) == (9, 7)
+
+
+def test_tool_definitions_are_bounded_in_bytes_and_a_large_schema_within_it_is_checked():
+    def tool(properties: int) -> pb.Tool:
+        return weather_tool(
+            parameters={
+                "type": "object",
+                "properties": {f"p{n}": {"type": "string"} for n in range(properties)},
+            }
+        )
+
+    within = spec(prompt="q", tools=[tool(1_500)])  # about 40 KB: checked, and fine
+    assert sum(t.ByteSize() for t in within.tools) < convert.DEFAULT_LIMITS.max_schema_bytes
+    assert len(convert.request_from_proto(within).tools[0].parameters["properties"]) == 1_500
+    with pytest.raises(RequestTooLargeError) as caught:
+        convert.request_from_proto(spec(prompt="q", tools=[tool(1_500), tool(1_500)]))
+    assert caught.value.setting == "SWITCHYARD_MAX_SCHEMA_BYTES"
+    assert "bytes of tool definitions and schema are allowed per call" in str(caught.value)
+
+
+def test_a_schema_naming_an_unknown_meta_schema_is_checked_as_2020_12_without_fetching_it():
+    from server.structured import schema_problem  # noqa: PLC0415
+
+    # a URL nothing answers on: fetching it would fail (or hang); it is never fetched
+    unknown = "http://127.0.0.1:9/never-fetched"
+    assert schema_problem({"$schema": unknown, "type": "object"}) is None
+    problem = schema_problem({"$schema": unknown, "type": "object", "required": "city"})
+    assert problem == 'at $.required: "city" is not of type "array"'
+    draft7 = "http://json-schema.org/draft-07/schema#"
+    assert schema_problem({"$schema": draft7, "type": "object"}) is None

@@ -21,6 +21,7 @@ from server.decoding import Undecodable, _decoder
 from server.errors import InvalidRequestError, RequestTooLargeError
 from server.screening import SCREEN_FROM, screen
 from server.settings import LimitSettings
+from tests.helpers import wire_field
 
 LIMITS = LimitSettings()
 # Small counts, so the property below reaches both sides of each bound quickly; the
@@ -29,18 +30,9 @@ SMALL = dataclasses.replace(LIMITS, max_messages=12, max_parts=20, max_text_byte
 PAD = "word " * (SCREEN_FROM // 5 + 1)
 
 
-def _field(number: int, payload: bytes) -> bytes:
-    size, length = len(payload), bytearray()
-    while True:
-        byte, size = size & 0x7F, size >> 7
-        length.append(byte | (0x80 if size else 0))
-        if not size:
-            return bytes([number << 3 | 2]) + bytes(length) + payload
-
-
 def _flood(count: int, message: pb.Message) -> bytes:
     """A QueryRequest of `count` copies of `message`, built as bytes."""
-    return _field(1, _field(2, message.SerializeToString()) * count)
+    return wire_field(1, wire_field(2, message.SerializeToString()) * count)
 
 
 class _Counting:
@@ -139,7 +131,7 @@ def test_the_prompt_and_the_system_text_count_as_messages_and_parts() -> None:
     reason = check(pb.QueryRequest(query=over).SerializeToString())
     assert reason is not None and reason.startswith("the query has more than 12 messages")
     # an empty prompt set on the wire is no message: the last value of a field wins
-    emptied = pb.QueryRequest(query=over).SerializeToString() + _field(1, _field(1, b""))
+    emptied = pb.QueryRequest(query=over).SerializeToString() + wire_field(1, wire_field(1, b""))
     assert pb.QueryRequest.FromString(emptied).query.prompt == ""
     assert check(emptied) is None
 
@@ -161,7 +153,7 @@ def test_two_query_values_on_the_wire_are_counted_together() -> None:
     "wire",
     [
         b"\xff" * (SCREEN_FROM + 1),  # not wire format at all
-        _field(1, _field(2, b"\x08\x01" + b"\x12\xff\xff\xff\x7f")) + b"x" * SCREEN_FROM,
+        wire_field(1, wire_field(2, b"\x08\x01" + b"\x12\xff\xff\xff\x7f")) + b"x" * SCREEN_FROM,
         _flood(900, pb.Message(content="x" * 100))[:-3],  # cut short, within the bounds
         b"\x0b" + b"\x00" * SCREEN_FROM,  # a group, which proto3 never sends
     ],
@@ -234,3 +226,42 @@ def test_the_screen_refuses_what_the_conversion_refuses_for_its_counts_and_nothi
         )
         return
     assert reason is None
+
+
+def _schema(properties: int) -> struct_pb2.Struct:
+    schema = struct_pb2.Struct()
+    schema.update(
+        {"type": "object", "properties": {f"p{n}": {"type": "string"} for n in range(properties)}}
+    )
+    return schema
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        pb.QuerySpec(prompt="hi", tools=[pb.Tool(name="t", parameters=_schema(100_000))]),
+        pb.QuerySpec(
+            prompt="hi",
+            response_format=pb.ResponseFormat(
+                type=pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA,
+                json_schema=pb.JsonSchema(name="s", schema=_schema(100_000)),
+            ),
+        ),
+    ],
+    ids=["tool-parameters", "response-schema"],
+)
+def test_a_schema_flood_is_refused_without_being_decoded(spec: pb.QuerySpec) -> None:
+    """A Struct of 100,000 properties (3 MB): decoded and turned into JSON, it held the
+    event loop for seconds; counted in bytes on the wire, it is refused unread."""
+    wire = pb.QueryRequest(query=spec).SerializeToString()
+    decode = _Counting()
+    answer = _decoder(decode, "switchyard.v1.QueryRequest", screen(LIMITS))(wire)
+    assert isinstance(answer, Undecodable) and decode.decoded == 0
+    assert answer.reason.startswith(
+        "query.tools and query.response_format hold more than 65536 bytes; at most 65536 bytes"
+        " of tool definitions and schema are allowed per call (SWITCHYARD_MAX_SCHEMA_BYTES)"
+    ), answer.reason
+    with pytest.raises(RequestTooLargeError) as caught:
+        request_from_proto(spec, LIMITS)
+    assert caught.value.setting == "SWITCHYARD_MAX_SCHEMA_BYTES"
+    assert str(caught.value).startswith("query.tools and query.response_format hold ")

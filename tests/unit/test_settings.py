@@ -427,6 +427,7 @@ def test_per_call_bounds_default_and_come_from_the_environment_and_the_file(tmp_
         {**env, "SWITCHYARD_MAX_MESSAGES": "7", "SWITCHYARD_MAX_TEXT_BYTES": "100"}
     ).limits  # the environment wins over the file
     assert (limits.max_messages, limits.max_text_bytes, limits.max_parts) == (7, 100, 60)
+    assert load_settings({"SWITCHYARD_MAX_SCHEMA_BYTES": "1000"}).limits.max_schema_bytes == 1000
 
 
 @pytest.mark.parametrize(
@@ -435,6 +436,7 @@ def test_per_call_bounds_default_and_come_from_the_environment_and_the_file(tmp_
         ("SWITCHYARD_MAX_MESSAGES", "0"),
         ("SWITCHYARD_MAX_MESSAGES", "many"),
         ("SWITCHYARD_MAX_PARTS", "-1"),
+        ("SWITCHYARD_MAX_SCHEMA_BYTES", "0"),
         ("SWITCHYARD_MAX_TEXT_BYTES", "0"),
         ("SWITCHYARD_MAX_TEXT_BYTES", str(2 * 1024**3)),  # past what gRPC's receive limit holds
     ],

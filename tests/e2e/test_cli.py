@@ -183,7 +183,7 @@ async def test_usage_export_writes_every_call_as_csv_and_jsonl(gateway: Gateway)
 async def test_db_upgrade_migrates_the_configured_database(tmp_path):
     code, out, err = await switchyard("db", "upgrade", env={"SWITCHYARD_DATA_DIR": str(tmp_path)})
     assert code == 0, err
-    assert out == f"sqlite:///{tmp_path / 'ledger.db'}: schema at revision 0004\n"
+    assert out == f"sqlite:///{tmp_path / 'ledger.db'}: schema at revision 0005\n"
     code, _, err = await switchyard(
         "db", "upgrade", env={"SWITCHYARD_DATABASE_URL": "postgresql://u:hunter2@127.0.0.1:1/x"}
     )

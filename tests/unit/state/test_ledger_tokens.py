@@ -1,4 +1,4 @@
-"""Reasoning tokens and prompt-cache writes in the SQL ledger (migration 0004).
+"""Reasoning tokens and prompt-cache writes in the SQL ledger (migrations 0004 and 0005).
 
 Both are kept per call and per attempt, in the journal and the database, on
 SQLite and PostgreSQL alike, and come back in the export; a journal line of the

@@ -121,7 +121,7 @@ _OUTCOME_TO_PB = {
 
 DEFAULT_LIMITS = LimitSettings()
 _SHORTEN = "shorten the text (or summarize it), or split the work across calls"
-_SMALLER_SCHEMAS = "send fewer or smaller tool definitions, or a smaller response schema"
+SMALLER_SCHEMAS = "send fewer or smaller tool definitions, or a smaller response schema"
 
 
 def request_from_proto(spec: pb.QuerySpec, limits: LimitSettings = DEFAULT_LIMITS) -> Request:
@@ -180,13 +180,15 @@ def _check_bounds(spec: pb.QuerySpec, limits: LimitSettings) -> tuple[list[int],
         raise InvalidRequestError(
             f"query.tools has {len(tools)} tools; at most {MAX_TOOLS} are allowed"
         )
+    if not tools and not spec.HasField("response_format"):
+        return parts, text_left  # most calls: 0.3 us here, against 2.7 for the sum below
     definitions = sum(tool.ByteSize() for tool in tools) + spec.response_format.ByteSize()
     if definitions > limits.max_schema_bytes:
         raise RequestTooLargeError(
             f"query.tools and query.response_format hold {definitions} bytes",
             f"{limits.max_schema_bytes} bytes of tool definitions and schema",
             "SWITCHYARD_MAX_SCHEMA_BYTES",
-            _SMALLER_SCHEMAS,
+            SMALLER_SCHEMAS,
         )
     return parts, text_left
 

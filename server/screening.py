@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from server.convert import MAX_LABELS, MAX_STOP_SEQUENCES, MAX_TOOLS
+from server.convert import MAX_LABELS, MAX_STOP_SEQUENCES, MAX_TOOLS, SMALLER_SCHEMAS
 from server.errors import RequestTooLargeError
 from server.settings import LimitSettings
 
@@ -244,7 +244,7 @@ def _refusal(spec: _Spec, data: bytes, limits: LimitSettings) -> str | None:
                 f" {limits.max_schema_bytes} bytes",
                 f"{limits.max_schema_bytes} bytes of tool definitions and schema",
                 "SWITCHYARD_MAX_SCHEMA_BYTES",
-                "send fewer or smaller tool definitions, or a smaller response schema",
+                SMALLER_SCHEMAS,
             )
         )
     for number, bound, what in (

@@ -55,9 +55,9 @@ def schema_problem(schema: Mapping[str, Any]) -> str | None:
     tool with 1,000 parameters held the event loop for most of a second.
     """
     named = schema.get("$schema")
-    checked = dict(schema)
+    checked = schema if isinstance(schema, dict) else dict(schema)
     if isinstance(named, str) and named.rstrip("#") not in _DRAFTS:
-        del checked["$schema"]
+        checked = {key: value for key, value in schema.items() if key != "$schema"}
     try:
         jsonschema_rs.meta.validate(checked)
     except jsonschema_rs.ValidationError as error:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 EPOCH = 1_800_000_000.0  # the wall-clock instant a FakeClock starts at (2027-01-15 08:00 UTC)
 
@@ -68,3 +69,9 @@ def wire_field(number: int, payload: bytes) -> bytes:
         length.append(byte | (0x80 if size else 0))
         if not size:
             return bytes([number << 3 | 2]) + bytes(length) + payload
+
+
+def flood(count: int, message: Any) -> bytes:
+    """A request holding a QuerySpec (field 1 of Route's, Query's and StreamQuery's
+    requests) of `count` copies of the Message `message`, built as bytes."""
+    return wire_field(1, wire_field(2, message.SerializeToString()) * count)

@@ -25,7 +25,7 @@ from switchyard.v1 import gateway_pb2_grpc
 
 from server.boundary import REQUEST_ID_HEADER
 from server.simulator import RelaySimulator, SimulatorSettings
-from tests.helpers import wire_field
+from tests.helpers import flood
 from tests.leaks import SCAN
 
 from .conftest import ENV, RELAY_KEY, start_gateway_process
@@ -123,11 +123,9 @@ async def test_undecodable_requests_are_invalid_argument_with_one_log_line_and_n
         assert "Traceback" not in text and "DecodeError" not in text, text
 
 
-def _flood(messages: int) -> bytes:
-    """A request holding a QuerySpec (field 1) of `messages` one-letter user messages; the
-    three query methods' requests share that shape."""
-    message = pb.Message(role=pb.ROLE_USER, content="x").SerializeToString()
-    return wire_field(1, wire_field(2, message) * messages)
+# The report's 500,000 one-letter messages; the three query methods' requests share
+# the shape (a QuerySpec as field 1).
+FLOOD = flood(500_000, pb.Message(role=pb.ROLE_USER, content="x"))
 
 
 @pytest.mark.parametrize(
@@ -146,10 +144,10 @@ async def test_a_flood_of_messages_is_refused_on_the_wire_by_every_method_taking
     call = running.raw(path, streaming)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         if streaming:
-            async for _ in call(_flood(500_000), timeout=10):  # type: ignore[operator]
+            async for _ in call(FLOOD, timeout=10):  # type: ignore[operator]
                 pass
         else:
-            await call(_flood(500_000), timeout=10)  # type: ignore[operator]
+            await call(FLOOD, timeout=10)  # type: ignore[operator]
     error = caught.value
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, error.details()
     assert (error.details() or "").startswith(

@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from switchyard.v1 import gateway_pb2 as pb
 
 from server.settings import LimitSettings
-from tests.helpers import wire_field
+from tests.helpers import flood
 
 from .conftest import RELAY_KEY, Gateway, details, query, start_gateway_process
 
@@ -62,22 +62,16 @@ def largest_allowed(variant: int) -> bytes:
     return pb.QueryRequest(query=spec).SerializeToString()
 
 
-def _flood(count: int, content: str) -> bytes:
-    """A QueryRequest of `count` user messages, built as bytes (no Python object each)."""
-    message = wire_field(2, pb.Message(role=pb.ROLE_USER, content=content).SerializeToString())
-    return wire_field(1, message * count)  # QueryRequest.query = 1 holding QuerySpec.messages = 2
-
-
 # Over a bound, each refused with INVALID_ARGUMENT naming the bound, the value and the setting.
 OVER_LIMIT = (
     (  # the report's flood: 500,000 one-letter messages, 3.5 MB
-        _flood(500_000, "x"),
+        flood(500_000, pb.Message(role=pb.ROLE_USER, content="x")),
         # counted on the wire and refused before it is decoded (server/screening.py)
         "the query has more than 1000 messages; at most 1000 are allowed per call"
         " (SWITCHYARD_MAX_MESSAGES)",
     ),
     (  # one message past the bound
-        _flood(LIMITS.max_messages + 1, "hello"),
+        flood(LIMITS.max_messages + 1, pb.Message(role=pb.ROLE_USER, content="hello")),
         "the query has 1001 messages; at most 1000 are allowed per call (SWITCHYARD_MAX_MESSAGES)",
     ),
     (  # one byte of text past the bound

@@ -21,18 +21,13 @@ from server.decoding import Undecodable, _decoder
 from server.errors import InvalidRequestError, RequestTooLargeError
 from server.screening import SCREEN_FROM, screen
 from server.settings import LimitSettings
-from tests.helpers import wire_field
+from tests.helpers import flood, wire_field
 
 LIMITS = LimitSettings()
 # Small counts, so the property below reaches both sides of each bound quickly; the
 # prompt pads each request past SCREEN_FROM, and the text bound holds it.
 SMALL = dataclasses.replace(LIMITS, max_messages=12, max_parts=20, max_text_bytes=SCREEN_FROM * 4)
 PAD = "word " * (SCREEN_FROM // 5 + 1)
-
-
-def _flood(count: int, message: pb.Message) -> bytes:
-    """A QueryRequest of `count` copies of `message`, built as bytes."""
-    return wire_field(1, wire_field(2, message.SerializeToString()) * count)
 
 
 class _Counting:
@@ -50,17 +45,17 @@ class _Counting:
     ("wire", "reason"),
     [
         (
-            _flood(500_000, pb.Message(role=pb.ROLE_USER, content="x")),
+            flood(500_000, pb.Message(role=pb.ROLE_USER, content="x")),
             "the query has more than 1000 messages; at most 1000 are allowed per call"
             " (SWITCHYARD_MAX_MESSAGES)",
         ),
         (
-            _flood(1, pb.Message(role=pb.ROLE_USER, parts=[pb.Part(text="x")] * 300_000)),
+            flood(1, pb.Message(role=pb.ROLE_USER, parts=[pb.Part(text="x")] * 300_000)),
             "the query has more than 2000 content parts; at most 2000 are allowed per call"
             " (SWITCHYARD_MAX_PARTS)",
         ),
         (  # parts spread over the messages, each holding fewer than any one bound
-            _flood(900, pb.Message(role=pb.ROLE_USER, parts=[pb.Part(text="x")] * 400)),
+            flood(900, pb.Message(role=pb.ROLE_USER, parts=[pb.Part(text="x")] * 400)),
             "the query has more than 2000 content parts",
         ),
         (
@@ -114,7 +109,7 @@ def test_the_largest_allowed_call_and_small_calls_are_decoded() -> None:
     assert check(largest) is None
     request_from_proto(pb.QueryRequest.FromString(largest).query, LIMITS)  # within the bounds
     # under SCREEN_FROM nothing is walked: the conversion gives the exact count
-    small = _flood(LIMITS.max_messages + 1, pb.Message(role=pb.ROLE_USER, content="hi"))
+    small = flood(LIMITS.max_messages + 1, pb.Message(role=pb.ROLE_USER, content="hi"))
     assert len(small) <= SCREEN_FROM
     assert check(small) is None
 
@@ -154,7 +149,7 @@ def test_two_query_values_on_the_wire_are_counted_together() -> None:
     [
         b"\xff" * (SCREEN_FROM + 1),  # not wire format at all
         wire_field(1, wire_field(2, b"\x08\x01" + b"\x12\xff\xff\xff\x7f")) + b"x" * SCREEN_FROM,
-        _flood(900, pb.Message(content="x" * 100))[:-3],  # cut short, within the bounds
+        flood(900, pb.Message(content="x" * 100))[:-3],  # cut short, within the bounds
         b"\x0b" + b"\x00" * SCREEN_FROM,  # a group, which proto3 never sends
     ],
     ids=["garbage", "overlong-length", "truncated", "group"],

@@ -6,6 +6,8 @@
     budgets.py    RedisBudgetStore: reserve and settle in one script each; fails closed
     breakers.py   RedisBreakers: local state machines, openings shared within a poll
     responses.py  RedisResponseStore: the cache, per tenant, bounded, with TTL
+    watch.py      KeyWatch: the cache keys any replica stored, heard of from Redis
+                  (CLIENT TRACKING, broadcast), so a miss costs no round trip
 
 Each store has a documented fallback for when Redis does not answer (see its
 module); the SQL ledger stays the truth, and budgets re-read it when Redis

@@ -35,8 +35,8 @@ import logging
 import ssl
 import urllib.parse
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import hiredis
 
@@ -223,6 +223,52 @@ class _Connection(asyncio.Protocol):
             self._transport.close()
 
 
+class _Subscription(_Connection):
+    """A connection whose replies to nobody's command (published messages) go to a
+    handler; used by `RedisClient.watch`. Its own commands are answered in order,
+    as on any connection, until it has subscribed."""
+
+    __slots__ = ("_on_lost", "_on_message")
+
+    def __init__(
+        self, timeout: float, on_message: Callable[[Any], None], on_lost: Callable[[], None]
+    ) -> None:
+        super().__init__(timeout)
+        self._on_message = on_message
+        self._on_lost = on_lost
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        while True:
+            try:
+                reply = self._reader.gets()
+            except hiredis.ProtocolError:
+                if self._transport is not None:
+                    self._transport.close()
+                return
+            if reply is False:
+                return
+            if not self._waiting:
+                try:
+                    self._on_message(reply)
+                except Exception as error:  # a handler's bug must not stop the reads
+                    log.exception(
+                        "redis: a message handler failed (a bug): %s", type(error).__name__
+                    )
+                continue
+            future = self._waiting.popleft()
+            self._deadlines.popleft()
+            if not future.done():
+                future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._on_lost()
+
+
+_C = TypeVar("_C", bound=_Connection)
+
+
 def encode(args: tuple[Any, ...]) -> bytes:
     """One command in RESP: an array of bulk strings (str, bytes, int, float; floats in
     their shortest exact form, which Lua's tonumber reads). hiredis does it in C, at half
@@ -294,34 +340,81 @@ class RedisClient:
             connection = self._connection
             if connection is not None and connection.usable:
                 return connection
-            loop = asyncio.get_running_loop()
-            async with asyncio.timeout(max(self._timeout, 0.2)):
-                _, protocol = await loop.create_connection(
-                    lambda: _Connection(self._timeout), self._host, self._port, ssl=self._ssl
-                )
-            hello: list[tuple[Any, ...]] = []
-            if self._password is not None:
-                hello.append(
-                    ("AUTH", self._user, self._password) if self._user else ("AUTH", self._password)
-                )
-            if self._db:
-                hello.append(("SELECT", self._db))
             # The scripts, on every new connection: a Redis that restarted has none, and a
             # command sent without waiting could not be sent again in its place.
-            hello += [("SCRIPT", "LOAD", source) for source in self._scripts()]
-            if hello:
-                replies = await _replies(
-                    protocol.send(b"".join(encode(c) for c in hello), len(hello))
-                )
-                for reply in replies:
-                    if isinstance(reply, ReplyError):  # a wrong password or database: no link
-                        protocol.close()
-                        raise ConnectionError(f"Redis refused the connection: {reply}")
+            protocol = await self._open(
+                lambda: _Connection(self._timeout),
+                [("SCRIPT", "LOAD", source) for source in self._scripts()],
+            )
             if self._backlog:  # commands sent while connecting go first, in order
                 backlog, self._backlog = self._backlog, []
                 protocol.write_after(b"".join(p for p, _ in backlog), [f for _, f in backlog])
             self._connection = protocol
             return protocol
+
+    async def _open(self, factory: Callable[[], _C], then: Sequence[tuple[Any, ...]] = ()) -> _C:
+        """A new connection to this client's Redis, authenticated, on its database, after
+        the commands `then` (ConnectionError when Redis refuses one of them)."""
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(max(self._timeout, 0.2)):
+            _, protocol = await loop.create_connection(
+                factory, self._host, self._port, ssl=self._ssl
+            )
+        hello: list[tuple[Any, ...]] = []
+        if self._password is not None:
+            hello.append(
+                ("AUTH", self._user, self._password) if self._user else ("AUTH", self._password)
+            )
+        if self._db:
+            hello.append(("SELECT", self._db))
+        hello += then
+        if hello:
+            try:
+                replies = await _replies(
+                    protocol.send(b"".join(encode(c) for c in hello), len(hello))
+                )
+            except BaseException:
+                protocol.close()
+                raise
+            for reply in replies:
+                if isinstance(reply, ReplyError):  # a wrong password or database: no link
+                    protocol.close()
+                    raise ConnectionError(f"Redis refused the connection: {reply}")
+        return protocol
+
+    async def watch(
+        self, prefix: str, on_message: Callable[[Any], None], on_lost: Callable[[], None]
+    ) -> _Subscription:
+        """A connection of its own that hears of every change to a key under `prefix`.
+
+        Redis's client-side caching in broadcast mode: the connection turns key
+        tracking on for the prefix with itself as the receiver (REDIRECT to its own
+        id, which RESP2 allows once it has subscribed) and subscribes to
+        `__redis__:invalidate`. From then on each message Redis publishes there goes
+        to `on_message` as hiredis reads it (`[b"message", channel, [key, ...]]`, or
+        None for the keys when a database was flushed), and `on_lost` is called once
+        when the connection ends. Raises ReplyError when Redis refuses tracking (a
+        Redis before 6, or an ACL without CLIENT).
+        """
+        connection = await self._open(lambda: _Subscription(self._timeout, on_message, on_lost))
+        try:
+            (client_id,) = await _replies(connection.send(encode(("CLIENT", "ID")), 1))
+            if isinstance(client_id, ReplyError):
+                raise client_id
+            tracking = ("CLIENT", "TRACKING", "ON", "REDIRECT", client_id, "BCAST", "PREFIX")
+            replies = await _replies(
+                connection.send(
+                    encode((*tracking, prefix)) + encode(("SUBSCRIBE", "__redis__:invalidate")),
+                    2,
+                )
+            )
+            for reply in replies:
+                if isinstance(reply, ReplyError):
+                    raise reply
+        except BaseException:
+            connection.close()
+            raise
+        return connection
 
     async def call(self, *args: Any) -> Any:
         """Send one command; its reply, or ReplyError (TimeoutError past the timeout)."""

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from server.clock import SYSTEM_CLOCK, Clock
 from server.settings import RedisSettings
@@ -30,6 +31,12 @@ from server.state.redis.client import RedisClient, ReplyError
 
 log = logging.getLogger("switchyard")
 T = TypeVar("T")
+
+
+class Closable(Protocol):
+    """A connection its owner can close."""
+
+    def close(self) -> None: ...
 
 
 class RedisDownError(Exception):
@@ -62,6 +69,7 @@ class RedisLink:
         "_clock",
         "_down_since",
         "_fired",
+        "_on_close",
         "_on_up",
         "_probe",
         "_retry_every",
@@ -86,6 +94,7 @@ class RedisLink:
         self._down_since: float | None = None
         self._probe: asyncio.Task[None] | None = None
         self._on_up: list[Callable[[], Awaitable[None]]] = []
+        self._on_close: list[Callable[[], Awaitable[None]]] = []
         self._scripts: dict[str, Script] = {}
         self._fired: set[asyncio.Task[None]] = set()
         self._shown = redact(settings.url)
@@ -105,6 +114,10 @@ class RedisLink:
     def on_up(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Call `callback` each time Redis answers again after being down."""
         self._on_up.append(callback)
+
+    def on_close(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Call `callback` when the link closes (before its connection does)."""
+        self._on_close.append(callback)
 
     def _sources(self) -> list[str]:
         return [script.source for script in self._scripts.values()]
@@ -287,6 +300,27 @@ class RedisLink:
         """MGET `keys`."""
         return list(await self.call(lambda: self._client.call("MGET", *keys)))
 
+    async def scan(self, pattern: str, count: int = 1000) -> AsyncIterator[list[bytes]]:
+        """The keys matching `pattern`, a batch per SCAN round trip (each within the timeout)."""
+        cursor: bytes | int = 0
+        while True:
+            command = ("SCAN", cursor, "MATCH", pattern, "COUNT", count)
+            cursor, keys = await self.call(functools.partial(self._client.call, *command))
+            yield keys
+            if cursor in (b"0", 0):
+                return
+
+    async def watch(
+        self, prefix: str, on_message: Callable[[Any], None], on_lost: Callable[[], None]
+    ) -> Closable:
+        """A connection of its own hearing of each change under `prefix` (see
+        `RedisClient.watch`); RedisDownError when Redis does not answer, ReplyError when
+        it refuses key tracking. Not the link's breaker: the caller retries."""
+        try:
+            return await self._client.watch(prefix, on_message, on_lost)
+        except (TimeoutError, ConnectionError, OSError) as error:
+            raise RedisDownError(str(error) or type(error).__name__) from None
+
     async def ping(self) -> None:
         """Raise RedisDownError unless Redis answers now."""
         await self.call(lambda: self._client.call("PING"))
@@ -301,6 +335,8 @@ class RedisLink:
 
     async def aclose(self) -> None:
         """Stop the probe and close the connections."""
+        for callback in self._on_close:
+            await callback()
         if self._probe is not None:
             self._probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -9,6 +9,10 @@ the byte bound as in memory, and an LRU sorted set (last use) keeps at most
 `max_entries`: a `put` beyond it evicts the least recently used in the same
 script. Tenants stay apart because the tenant is part of the key.
 
+A miss costs no round trip when the store's `KeyWatch` (``watch.py``) knows that
+no replica stored the key: Redis tells every replica's watch of each entry
+written, expired or evicted, so only keys it heard of are looked up in Redis.
+
 Coalescing of identical calls in flight stays per replica (the cache stage's):
 two replicas answering the same new question at once pay for it twice, as the
 README says (a flight marker kept as a renewed lease would do it across
@@ -32,6 +36,7 @@ from server.domain import FinishReason, ModelSpec
 from server.settings import CacheSettings
 from server.state.memory.responses import MemoryResponseStore, entry_size
 from server.state.redis.link import RedisDownError, RedisLink
+from server.state.redis.watch import KeyWatch
 from server.state.responses import CachedAnswer, CacheKey, CacheStats
 
 # KEYS: entry, lru. ARGV: now_ms. The entry, with its last use moved to now.
@@ -93,6 +98,7 @@ class RedisResponseStore:
         "_prefix",
         "_put",
         "_ttl_ms",
+        "_watch",
     )
 
     def __init__(
@@ -119,6 +125,20 @@ class RedisResponseStore:
         # when the answer is stored): one repr and digest per call, not two. Calls that
         # fail store nothing, so the map is cleared when it grows past a bound.
         self._named: dict[int, tuple[CacheKey, str, str]] = {}
+        # The names that may be in Redis: a lookup of any other is a miss with no round
+        # trip (``watch.py``). An entry lives its TTL plus PX's second of slack.
+        self._watch = KeyWatch(
+            link,
+            self._prefix,
+            horizon=settings.ttl + 2.0,
+            bound=2 * settings.max_entries,
+            clock=clock,
+        )
+
+    @property
+    def watch(self) -> KeyWatch:
+        """What this replica knows of the names in Redis (read by tests and gauges)."""
+        return self._watch
 
     def _key(self, key: CacheKey) -> tuple[str, str]:
         text = repr(key)
@@ -140,6 +160,12 @@ class RedisResponseStore:
         if not self._link.up:
             return await self._local.get(key)
         name, text = self._key(key)
+        watch = self._watch
+        if watch.absent(name):  # no replica stored it: a miss without asking
+            self._misses += 1
+            self._remember(key, name, text)
+            return None
+        watch.start()  # at the first lookup (a no-op after it)
         try:
             raw = await self._link.run(self._get, [name, self._lru], [self._clock.wall() * 1000])
         except RedisDownError:
@@ -148,11 +174,14 @@ class RedisResponseStore:
         if answer is None:
             self._misses += 1
             self._remember(key, name, text)
-            if raw is not None:  # expired (or another call's): drop it
+            if raw is None:
+                watch.forget(name)
+            else:  # expired (or another call's): drop it
                 with contextlib.suppress(RedisDownError):
                     self._entries = int(await self._link.run(self._drop, [name, self._lru], []))
         else:
             self._hits += 1
+            watch.heard(name)  # in use: kept among the names longest
         return answer
 
     def _decode(self, raw: object, text: str, now: float) -> CachedAnswer | None:
@@ -169,6 +198,8 @@ class RedisResponseStore:
         if not self._link.up:
             return await self._local.peek(key)
         name, text = self._key(key)
+        if self._watch.absent(name):
+            return False
         try:
             raw = await self._link.get(name)
         except RedisDownError:
@@ -182,6 +213,7 @@ class RedisResponseStore:
         if not self._link.up:
             return await self._local.put(key, answer)
         name, text = self._recall(key)
+        self._watch.heard(name)  # at once: this replica's next lookup must not skip it
         value = orjson.dumps(
             {
                 "k": text,

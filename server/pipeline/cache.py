@@ -16,8 +16,15 @@ store):
   start and every text delta as the leader receives them (catching up on
   what came before it joined), then its own final message; behind a unary
   leader it is replayed when that call completes;
-* otherwise the call goes on as the flight's leader, and its complete answer
-  is stored (STOP only) and handed to the waiters.
+* otherwise, if the store is shared and another replica is asking the same
+  (its flight marker, see ``state/redis/responses.py``), the call waits for
+  that answer, at most half of its time left, and is served it as a hit;
+  a stream waiting so is replayed when the answer is stored (text does not
+  travel between replicas live). When that flight ends without an answer or
+  takes too long, the call leads;
+* otherwise the call goes on as the flight's leader (the store is told, so
+  other replicas can wait for it), and its complete answer is stored (STOP
+  only) and handed to the waiters.
 
 When the leader fails, waiters share its error if the error is about the
 request (the relay refused it, every model failed, the budget is spent). If
@@ -72,6 +79,7 @@ from server.tokens import text_tokens
 # What a flight ends with: the answer, an error every waiter shares, or None
 # when the leader gave up for its own reasons.
 FlightOutcome: TypeAlias = "CachedAnswer | SwitchyardError | None"
+_FOLLOW_FOR = 30.0  # seconds a call without a deadline waits for another replica's answer
 
 
 def _shared(error: SwitchyardError) -> bool:
@@ -309,6 +317,7 @@ class CacheStage(Stage[Call]):
         if found is not None:
             return key, found, None
         flight = self._flights[key] = _Flight()
+        self._store.lead(key)
         return key, None, flight
 
     async def _traced_lookup(
@@ -342,8 +351,16 @@ class CacheStage(Stage[Call]):
                 return found
             flight = self._flights.get(key)
             if flight is None:
-                call.cache = CacheUse.MISS
-                return None
+                # Another replica may be asking already (a shared store knows): wait for
+                # its answer, for at most half of this call's time.
+                left = call.remaining(self._clock.monotonic())
+                found = await self._store.elsewhere(key, _FOLLOW_FOR if left is None else left / 2)
+                if found is not None:
+                    return found
+                flight = self._flights.get(key)  # one may have started meanwhile, here
+                if flight is None:
+                    call.cache = CacheUse.MISS
+                    return None
             if follow:
                 flight.join()
                 return flight
@@ -367,6 +384,7 @@ class CacheStage(Stage[Call]):
     def _land(self, key: CacheKey, flight: _Flight, outcome: FlightOutcome) -> None:
         """End the flight: later calls find the cache (or lead anew); waiters get the outcome."""
         del self._flights[key]
+        self._store.landed(key, outcome if isinstance(outcome, CachedAnswer) else None)
         flight.finish(outcome)
 
 

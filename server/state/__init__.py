@@ -100,7 +100,7 @@ class Stores:
         await self.ledger.start()
         if self.shared is not None:
             await self.shared.check()
-            for store in (self.breakers, self.budgets):
+            for store in (self.breakers, self.budgets, self.responses):
                 start = getattr(store, "start", None)
                 if start is not None:
                     start()

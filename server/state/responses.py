@@ -28,7 +28,10 @@ bytes, age) and evicts on its own::
     await store.get(key)  # the answer, until it expires or is evicted
 
 Coalescing identical calls in flight is the cache stage's business
-(``server/pipeline/cache.py``); the store only keeps finished answers.
+(``server/pipeline/cache.py``) within a process; across replicas a store that
+is shared says which calls lead (`lead`, `landed`) and lets an identical call
+wait for another replica's answer (`elsewhere`). The memory store has no other
+replicas: its `elsewhere` is always None.
 """
 
 from __future__ import annotations
@@ -143,4 +146,21 @@ class ResponseStore(Protocol):
 
     def stats(self) -> CacheStats:
         """Counters since start-up, as this process saw them (read by metrics, so no I/O)."""
+        ...
+
+    def lead(self, key: CacheKey) -> None:
+        """This process asks the relay for `key` now (after a miss): identical calls on
+        other replicas may wait for its answer (`elsewhere`). No I/O waited for."""
+        ...
+
+    def landed(self, key: CacheKey, answer: CachedAnswer | None = None) -> None:
+        """This process's call for `key` ended (after its `put`, if it had an answer to
+        store); `answer`: the one it had, when it was not stored (truncated), for the
+        identical calls waiting on other replicas."""
+        ...
+
+    async def elsewhere(self, key: CacheKey, within: float) -> CachedAnswer | None:
+        """After a miss: the answer of an identical call in flight on another replica, once
+        it stores one (within `within` seconds; a hit). None at once when no such call is
+        known, or when it ended without an answer or took longer: this call leads."""
         ...

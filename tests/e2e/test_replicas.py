@@ -505,7 +505,7 @@ async def test_a_killed_replica_gives_back_its_slot_and_reservation_within_the_l
         busy.code is grpc.StatusCode.RESOURCE_EXHAUSTED
         and f"model {model} has 1 calls in flight, its limit" in busy.message
     ), busy
-    assert cluster.sim.stats.model(model).requests == 1
+    assert cluster.sim.stats.model(model).requests == 1, cluster.sim.stats.model(model)
     over = await ask(b.stub, quick(2), who, 5.0)
     assert over.code is grpc.StatusCode.RESOURCE_EXHAUSTED, over
     assert "(calls in flight included)" in over.message, over.message
@@ -540,6 +540,64 @@ async def test_a_killed_replica_gives_back_its_slot_and_reservation_within_the_l
     answered = await ask(b.stub, quick(5), who, 8.0)  # and the holder is served again
     assert answered.code is grpc.StatusCode.OK, answered
     assert cluster.degradations() == {"a": 0, "b": 0, "c": 0}  # Redis shared throughout
+
+
+# ---- 4b. identical calls on every replica --------------------------------------------
+
+
+async def test_identical_calls_on_three_replicas_make_one_relay_call_and_a_dead_leader_frees_them(
+    start_cluster: StartCluster,
+):
+    model = "gemini-2.5-flash"
+    cluster = await start_cluster("", latency_scale=0)
+    a, b, c = cluster.replicas
+
+    def spec(prompt: str) -> pb.QuerySpec:
+        # Room for the whole answer: only complete answers are stored, and so shared.
+        return pb.QuerySpec(prompt=prompt, model=model, disable_fallback=True, max_tokens=512)
+
+    async def leading(replica: Replica, asked: pb.QuerySpec) -> asyncio.Task[Outcome]:
+        """`asked` on `replica`, once it is at the relay and its flight marker has had
+        time to reach the other replicas (one loopback hop; 0.3 s is plenty)."""
+        before = cluster.sim.stats.model(model).requests
+        task = asyncio.create_task(ask(replica.stub, asked, "flights", 30.0))
+        await until(lambda: cluster.sim.stats.model(model).requests == before + 1, within=10)
+        await asyncio.sleep(0.3)
+        return task
+
+    # 1. The leader on A takes 1.5 s at the relay; six identical calls on B and C (and two
+    # more on A) wait for it and are served its answer: the relay is asked once.
+    once = spec("one question for every replica [[sim latency_ms=1500]]")
+    leader = await leading(a, once)
+    rest = await asyncio.gather(*(ask(r.stub, once, "flights", 30.0) for r in (b, c, a, b, c)))
+    first = await leader
+    assert codes([first, *rest]) == {"OK": 6}, [o.message for o in (first, *rest)]
+    assert cluster.sim.stats.model(model).requests == 1, cluster.sim.stats.model(model)
+    assert first.answer is not None and not first.answer.cached
+    for outcome in rest:
+        assert outcome.answer is not None and outcome.answer.cached, outcome
+        assert outcome.answer.content == first.answer.content
+        assert outcome.took < 2.5  # served when the leader's answer was stored
+
+    # 2. A leader that dies mid-call holds nobody past its flight's lease (5 s): the calls
+    # waiting on B and C ask the relay themselves and are answered.
+    slow = spec("a question whose replica dies [[sim latency_ms=20000]]")
+    doomed = await leading(a, slow)
+    waiting = [asyncio.create_task(ask(r.stub, slow, "flights", 30.0)) for r in (b, c)]
+    await asyncio.sleep(0.3)
+    assert not any(task.done() for task in waiting)  # they wait for A's answer
+    os.kill(a.process.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    await a.process.wait()
+    assert (await doomed).code is grpc.StatusCode.UNAVAILABLE
+    before = cluster.sim.stats.model(model).requests
+    await until(lambda: cluster.sim.stats.model(model).requests > before, within=10)
+    freed = time.monotonic() - killed
+    print(f"after SIGKILL of the leader: its followers asked the relay in {freed:.2f} s")
+    assert freed <= 5.0 + 1.5  # the marker's lease, renewed at most 1.7 s before the kill
+    for task in waiting:
+        task.cancel()  # each now waits 20 s for its own answer; that much is shown
+    assert cluster.degradations() == {"a": 0, "b": 0, "c": 0}
 
 
 # ---- 5. Redis frozen under load -----------------------------------------------------

@@ -87,6 +87,16 @@ class MemoryResponseStore:
             len(self._entries), self._bytes, self._hits, self._misses, self._evictions
         )
 
+    def lead(self, key: CacheKey) -> None:
+        """Nothing to say: no other replica shares this store."""
+
+    def landed(self, key: CacheKey, answer: CachedAnswer | None = None) -> None:
+        """Nothing to say: no other replica shares this store."""
+
+    async def elsewhere(self, key: CacheKey, within: float) -> CachedAnswer | None:
+        """No other replica: identical calls of this process are the stage's flights."""
+        return None
+
     def _drop(self, key: CacheKey) -> None:
         self._bytes -= self._entries.pop(key).size
 

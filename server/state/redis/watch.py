@@ -57,6 +57,7 @@ class KeyWatch:
         "_link",
         "_lost",
         "_names",
+        "_news",
         "_prefix",
         "_task",
         "synced",
@@ -77,6 +78,7 @@ class KeyWatch:
         self._bound = max(bound, 1)
         self._clock = clock
         self._names: dict[str, float] = {}  # name -> when last heard of (oldest first)
+        self._news: dict[str, list[asyncio.Future[None]]] = {}  # name -> who waits for news
         self._task: asyncio.Task[None] | None = None
         self._connection: Closable | None = None
         self._lost: asyncio.Event | None = None
@@ -95,8 +97,39 @@ class KeyWatch:
         """Is `name` certainly not in Redis? (False whenever the watch cannot tell.)"""
         return self.synced and name not in self._names
 
+    def known(self, name: str) -> bool:
+        """Has the watch, synchronised, heard of `name`? (False whenever it cannot tell.)"""
+        return self.synced and name in self._names
+
+    def news(self, names: tuple[str, ...]) -> asyncio.Future[None]:
+        """A future set when Redis next tells of a change to one of `names` (or the
+        watch starts over); `drop_news` it when done waiting."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for name in names:
+            self._news.setdefault(name, []).append(future)
+        return future
+
+    def drop_news(self, names: tuple[str, ...], future: asyncio.Future[None]) -> None:
+        """Stop waiting for `news` of `names`."""
+        for name in names:
+            waiting = self._news.get(name)
+            if waiting is not None:
+                with contextlib.suppress(ValueError):
+                    waiting.remove(future)
+                if not waiting:
+                    del self._news[name]
+
+    def _tell(self, waiting: list[asyncio.Future[None]]) -> None:
+        for future in waiting:
+            if not future.done():
+                future.set_result(None)
+
     def heard(self, name: str) -> None:
         """`name` may exist from now on (written, or found, by this replica or another)."""
+        if self._news:
+            waiting = self._news.pop(name, None)
+            if waiting is not None:
+                self._tell(waiting)
         names = self._names
         now = self._clock.wall()
         names.pop(name, None)
@@ -127,9 +160,17 @@ class KeyWatch:
         for key in keys:
             self.heard(key.decode(errors="replace"))
 
+    def _unsync(self) -> None:
+        """Stop answering `absent`; whoever waits for news looks again (it may have
+        happened unheard)."""
+        self.synced = False
+        news, self._news = self._news, {}
+        for waiting in news.values():
+            self._tell(waiting)
+
     def _drop_sync(self) -> None:
         """Stop answering `absent` and watch again from the start (a new connection)."""
-        self.synced = False
+        self._unsync()
         if self._connection is not None:
             self._connection.close()  # its on_lost wakes `_keep`
 
@@ -165,6 +206,7 @@ class KeyWatch:
                 pass  # not now: the link's probe sees to the outage; try again below
             if self.synced:
                 await lost.wait()  # watching, until the connection ends: then at once again
+                self._unsync()
                 retry = _RETRY_FIRST
             else:
                 await asyncio.sleep(retry)

@@ -4,11 +4,14 @@ a flight that ended or a replica that died (against the tests' real Redis)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
+from typing import Any
 
 from server.domain import FinishReason
 from server.state.redis.responses import FLIGHT_TTL, RedisResponseStore
-from server.state.responses import CachedAnswer
+from server.state.responses import CachedAnswer, CacheKey
 from tests.helpers import until
 
 from .test_redis_watch import _close, _replicas, _synced
@@ -30,56 +33,63 @@ async def _leading(leader: RedisResponseStore, follower: RedisResponseStore, pro
     return key
 
 
-async def test_an_identical_call_on_another_replica_is_served_the_leaders_answer(
-    redis_url: str,
-):
+@contextlib.asynccontextmanager
+async def _waiting(
+    redis_url: str, prompt: str
+) -> AsyncIterator[tuple[RedisResponseStore, RedisResponseStore, CacheKey, asyncio.Task[Any]]]:
+    """A leader asking `prompt`, and a follower on another replica waiting for it."""
     leader, follower = _replicas(redis_url)
     try:
-        key = await _leading(leader, follower, "asked on two replicas at once")
+        key = await _leading(leader, follower, prompt)
         waiting = asyncio.create_task(follower.elsewhere(key, 10.0))
         await asyncio.sleep(0.05)
         assert not waiting.done()  # it waits: the leader is still asking
+        yield leader, follower, key, waiting
+    finally:
+        await _close(leader, follower)
+
+
+async def test_an_identical_call_on_another_replica_is_served_the_leaders_answer(
+    redis_url: str,
+):
+    async with _waiting(redis_url, "asked on two replicas at once") as (
+        leader,
+        follower,
+        key,
+        waiting,
+    ):
         await leader.put(key, answer("Paris."))
         leader.landed(key)
         found = await asyncio.wait_for(waiting, 2)
         assert found is not None and found.content == "Paris."
         # The start-up lookup missed; this call's miss became a hit when it was served.
         assert follower.stats().hits == 1 and follower.stats().misses == 1
-    finally:
-        await _close(leader, follower)
 
 
 async def test_an_answer_too_short_to_store_is_handed_to_the_waiters_all_the_same(
     redis_url: str,
 ):
-    leader, follower = _replicas(redis_url)
-    try:
-        key = await _leading(leader, follower, "asked with a small max_tokens")
-        waiting = asyncio.create_task(follower.elsewhere(key, 10.0))
-        await asyncio.sleep(0.05)
+    async with _waiting(redis_url, "asked with a small max_tokens") as (
+        leader,
+        follower,
+        key,
+        waiting,
+    ):
         truncated = CachedAnswer("The capital of", GEMINI, FinishReason.LENGTH, 90_000)
         leader.landed(key, truncated)  # not stored (not complete), but the waiter's answer
         assert await asyncio.wait_for(waiting, 2) == truncated
         assert await follower.get(key) is None  # and not in the cache
         await asyncio.sleep(1.1)  # the hand-over lasts a second: later calls ask anew
         assert await follower.elsewhere(key, 10.0) is None
-    finally:
-        await _close(leader, follower)
 
 
 async def test_a_flight_that_ends_without_an_answer_lets_the_waiter_lead(redis_url: str):
-    leader, follower = _replicas(redis_url)
-    try:
-        key = await _leading(leader, follower, "a call that fails")
-        waiting = asyncio.create_task(follower.elsewhere(key, 10.0))
-        await asyncio.sleep(0.05)
+    async with _waiting(redis_url, "a call that fails") as (leader, follower, key, waiting):
         started = time.monotonic()
         leader.landed(key)  # no answer stored: the relay refused it, say
         assert await asyncio.wait_for(waiting, 2) is None
         assert time.monotonic() - started < 0.9  # woken by the news, not by a poll
         assert await follower.elsewhere(key, 10.0) is None  # and nothing to wait for now
-    finally:
-        await _close(leader, follower)
 
 
 async def test_a_dead_leaders_flight_stops_holding_others_within_its_lease(redis_url: str):

@@ -200,7 +200,7 @@ class RedisResponseStore:
             link,
             self._prefix,
             horizon=settings.ttl + 2.0,
-            bound=2 * settings.max_entries,
+            bound=4 * settings.max_entries,  # entries and flight marks, with room
             clock=clock,
         )
 

@@ -565,11 +565,20 @@ async def test_identical_calls_on_three_replicas_make_one_relay_call_and_a_dead_
         await asyncio.sleep(0.3)
         return task
 
-    # 1. The leader on A takes 1.5 s at the relay; six identical calls on B and C (and two
-    # more on A) wait for it and are served its answer: the relay is asked once.
+    # 1. The leader on A takes 1.5 s at the relay; identical calls on B and C (and two more
+    # on A, and a stream on C) wait for it and are served its answer: the relay is asked once.
     once = spec("one question for every replica [[sim latency_ms=1500]]")
     leader = await leading(a, once)
+
+    async def stream_on(replica: Replica) -> list[pb.StreamQueryResponse]:
+        call = replica.stub.StreamQuery(
+            pb.StreamQueryRequest(query=once), metadata=caller("flights"), timeout=30.0
+        )
+        return [message async for message in call]
+
+    streaming = asyncio.create_task(stream_on(c))
     rest = await asyncio.gather(*(ask(r.stub, once, "flights", 30.0) for r in (b, c, a, b, c)))
+    streamed = await streaming
     first = await leader
     assert codes([first, *rest]) == {"OK": 6}, [o.message for o in (first, *rest)]
     assert cluster.sim.stats.model(model).requests == 1, cluster.sim.stats.model(model)
@@ -578,6 +587,9 @@ async def test_identical_calls_on_three_replicas_make_one_relay_call_and_a_dead_
         assert outcome.answer is not None and outcome.answer.cached, outcome
         assert outcome.answer.content == first.answer.content
         assert outcome.took < 2.5  # served when the leader's answer was stored
+    # A stream waiting on another replica gets the answer replayed: start, text, end.
+    assert [m.WhichOneof("event") for m in streamed] == ["start", "delta", "end"]
+    assert streamed[1].delta.text == first.answer.content and streamed[-1].end.cached
 
     # 2. A leader that dies mid-call holds nobody past its flight's lease (5 s): the calls
     # waiting on B and C ask the relay themselves and are answered.

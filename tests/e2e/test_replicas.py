@@ -606,7 +606,9 @@ async def test_identical_calls_on_three_replicas_make_one_relay_call_and_a_dead_
     await until(lambda: cluster.sim.stats.model(model).requests > before, within=10)
     freed = time.monotonic() - killed
     print(f"after SIGKILL of the leader: its followers asked the relay in {freed:.2f} s")
-    assert freed <= 5.0 + 1.5  # the marker's lease, renewed at most 1.7 s before the kill
+    # The mark expires at most 5 s after its last renewal; a waiter sees that at once (the
+    # expiry is news) or at its next look (each second); a busy machine gets a second more.
+    assert freed <= 5.0 + 2.0
     for task in waiting:
         task.cancel()  # each now waits 20 s for its own answer; that much is shown
     assert cluster.degradations() == {"a": 0, "b": 0, "c": 0}

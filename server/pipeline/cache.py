@@ -162,7 +162,7 @@ class _Flight:
 class CacheStage(Stage[Call]):
     """Serves repeats from the cache and coalesces identical calls in flight."""
 
-    __slots__ = ("_clock", "_flights", "_store", "_telemetry")
+    __slots__ = ("_clock", "_flights", "_shared", "_store", "_telemetry")
 
     def __init__(
         self,
@@ -173,6 +173,7 @@ class CacheStage(Stage[Call]):
     ) -> None:
         super().__init__(next_handler)
         self._store = store
+        self._shared = store.shared  # other replicas' identical calls to wait for, or lead
         self._flights: dict[CacheKey, _Flight] = {}
         self._telemetry = telemetry or Telemetry.disabled()
         self._clock = clock
@@ -317,7 +318,8 @@ class CacheStage(Stage[Call]):
         if found is not None:
             return key, found, None
         flight = self._flights[key] = _Flight()
-        self._store.lead(key)
+        if self._shared:
+            self._store.lead(key)
         return key, None, flight
 
     async def _traced_lookup(
@@ -350,17 +352,17 @@ class CacheStage(Stage[Call]):
             if found is not None:
                 return found
             flight = self._flights.get(key)
-            if flight is None:
-                # Another replica may be asking already (a shared store knows): wait for
-                # its answer, for at most half of this call's time.
+            if flight is None and self._shared:
+                # Another replica may be asking already: wait for its answer, for at most
+                # half of this call's time.
                 left = call.remaining(self._clock.monotonic())
                 found = await self._store.elsewhere(key, _FOLLOW_FOR if left is None else left / 2)
                 if found is not None:
                     return found
                 flight = self._flights.get(key)  # one may have started meanwhile, here
-                if flight is None:
-                    call.cache = CacheUse.MISS
-                    return None
+            if flight is None:
+                call.cache = CacheUse.MISS
+                return None
             if follow:
                 flight.join()
                 return flight
@@ -384,7 +386,8 @@ class CacheStage(Stage[Call]):
     def _land(self, key: CacheKey, flight: _Flight, outcome: FlightOutcome) -> None:
         """End the flight: later calls find the cache (or lead anew); waiters get the outcome."""
         del self._flights[key]
-        self._store.landed(key, outcome if isinstance(outcome, CachedAnswer) else None)
+        if self._shared:
+            self._store.landed(key, outcome if isinstance(outcome, CachedAnswer) else None)
         flight.finish(outcome)
 
 

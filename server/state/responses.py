@@ -132,6 +132,10 @@ class CacheStats:
 class ResponseStore(Protocol):
     """Where finished answers are kept for repeats."""
 
+    # Do other replicas use this store? Only then do `lead`, `landed` and `elsewhere`
+    # mean anything (the cache stage does not call them otherwise).
+    shared: bool
+
     async def get(self, key: CacheKey) -> CachedAnswer | None:
         """The live answer for `key`, or None (counts a hit or a miss)."""
         ...

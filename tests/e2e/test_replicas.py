@@ -556,13 +556,19 @@ async def test_identical_calls_on_three_replicas_make_one_relay_call_and_a_dead_
         # Room for the whole answer: only complete answers are stored, and so shared.
         return pb.QuerySpec(prompt=prompt, model=model, disable_fallback=True, max_tokens=512)
 
+    def marked() -> bool:
+        """Is a flight marked in Redis? Redis sends the replicas' watches the news of a
+        write before it answers anything after it, so once this says yes, a call sent to
+        another replica after it finds the news there."""
+        with redis.Redis.from_url(cluster.redis.url) as client:
+            return any(client.scan_iter(match="*:f"))
+
     async def leading(replica: Replica, asked: pb.QuerySpec) -> asyncio.Task[Outcome]:
-        """`asked` on `replica`, once it is at the relay and its flight marker has had
-        time to reach the other replicas (one loopback hop; 0.3 s is plenty)."""
+        """`asked` on `replica`, once it is at the relay with its flight marked."""
         before = cluster.sim.stats.model(model).requests
         task = asyncio.create_task(ask(replica.stub, asked, "flights", 30.0))
         await until(lambda: cluster.sim.stats.model(model).requests == before + 1, within=10)
-        await asyncio.sleep(0.3)
+        await until(marked, within=5)
         return task
 
     # 1. The leader on A takes 1.5 s at the relay; identical calls on B and C (and two more

@@ -40,6 +40,8 @@ class MemoryResponseStore:
         "_ttl",
     )
 
+    shared = False  # one process's: identical calls in flight are the cache stage's
+
     def __init__(self, settings: CacheSettings, clock: Clock = SYSTEM_CLOCK) -> None:
         self._ttl = settings.ttl
         self._max_entries = settings.max_entries

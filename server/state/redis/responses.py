@@ -162,6 +162,8 @@ class RedisResponseStore:
         "_watch",
     )
 
+    shared = True  # every replica's: identical calls wait for each other (see the module)
+
     def __init__(
         self,
         link: RedisLink,
@@ -222,11 +224,18 @@ class RedisResponseStore:
             self._named.clear()
         self._named[id(key)] = (key, name, text)
 
-    def _recall(self, key: CacheKey) -> tuple[str, str]:
-        named = self._named.pop(id(key), None)
+    def _named_key(self, key: CacheKey) -> tuple[str, str]:
+        """The key's Redis name and text, as remembered by the miss of `get` (kept)."""
+        named = self._named.get(id(key))
         if named is not None and named[0] is key:
             return named[1], named[2]
         return self._key(key)
+
+    def _recall(self, key: CacheKey) -> tuple[str, str]:
+        """`_named_key`, forgotten: the answer is being stored."""
+        found = self._named_key(key)
+        self._named.pop(id(key), None)
+        return found
 
     async def get(self, key: CacheKey) -> CachedAnswer | None:
         """The live answer for `key` (its last use now), or None."""
@@ -289,8 +298,8 @@ class RedisResponseStore:
         self._watch.heard(name)  # at once: this replica's next lookup must not skip it
         value = self._value(text, answer)
         keys = [name, self._lru]
-        args: list[object] = [value, self._ttl_ms + 1000, self._clock.wall() * 1000]
-        args.append(self._max_entries)
+        now_ms = self._clock.wall() * 1000
+        args: list[object] = [value, self._ttl_ms + 1000, now_ms, self._max_entries]
         marker = self._leading.pop(key, None)
         if marker is not None:  # this replica's flight ends with the answer, in one script
             keys.append(marker)
@@ -380,13 +389,6 @@ class RedisResponseStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
             self._renewer = None
-
-    def _named_key(self, key: CacheKey) -> tuple[str, str]:
-        """The key's Redis name and text, as remembered by the miss of `get` (kept)."""
-        named = self._named.get(id(key))
-        if named is not None and named[0] is key:
-            return named[1], named[2]
-        return self._key(key)
 
     def _value(self, text: str, answer: CachedAnswer) -> bytes:
         """An entry as stored: the key's text, the answer, its expiry (the gateway's clock)."""

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncGenerator, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator, Mapping
+from types import TracebackType
 from typing import TYPE_CHECKING
 
 import httpx
@@ -42,20 +42,37 @@ if TYPE_CHECKING:
 _UNREACHABLE = "the relay could not be reached; the operator should check SWITCHYARD_RELAY_URL"
 
 
-@contextmanager
-def relay_errors(read_timeout: float) -> Iterator[None]:
-    """Translate httpx's exceptions into RelayErrors: the one place it happens."""
-    try:
-        yield
-    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol):
-        raise RelayConnectError(_UNREACHABLE) from None
-    except (httpx.ReadTimeout, httpx.WriteTimeout):
-        raise RelayTimeoutError(
-            f"the relay sent nothing for {read_timeout:g}s; it may be stalled"
-        ) from None
-    except httpx.PoolTimeout:
-        raise RelayTimeoutError("no connection to the relay came free in time") from None
-    except httpx.TransportError:
+class relay_errors:  # noqa: N801 - used as a function: `with relay_errors(timeout):`
+    """Translate httpx's exceptions into RelayErrors: the one place it happens.
+
+    A class rather than a `contextlib.contextmanager` generator: it is entered for
+    every relay request, where a generator's set-up cost shows.
+    """
+
+    __slots__ = ("_read_timeout",)
+
+    def __init__(self, read_timeout: float) -> None:
+        self._read_timeout = read_timeout
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc is None or not isinstance(exc, httpx.TransportError):
+            return
+        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol)):
+            raise RelayConnectError(_UNREACHABLE) from None
+        if isinstance(exc, (httpx.ReadTimeout, httpx.WriteTimeout)):
+            raise RelayTimeoutError(
+                f"the relay sent nothing for {self._read_timeout:g}s; it may be stalled"
+            ) from None
+        if isinstance(exc, httpx.PoolTimeout):
+            raise RelayTimeoutError("no connection to the relay came free in time") from None
         raise RelayProtocolError(
             "the relay closed the connection before the answer was complete"
         ) from None
@@ -81,10 +98,14 @@ class RelayClient:
             "user-agent": "switchyard",
         }
         self._urls = {name: httpx.URL(self._base_url + wire.path) for name, wire in WIRES.items()}
-        # Built once per wire: httpx copies an `httpx.Headers` without normalising each
-        # header again (about half of a request's construction).
+        # Built once per wire, with the Host header httpx would add: httpx copies an
+        # `httpx.Headers` without normalising each header again, and a request built
+        # from a stream (see `_request`) skips httpx's header defaulting altogether.
         self._headers = {
-            name: httpx.Headers({**common, **wire.headers(settings.api_key)})
+            name: httpx.Headers(
+                {"host": self._urls[name].netloc.decode("ascii"), **common}
+                | wire.headers(settings.api_key)
+            )
             for name, wire in WIRES.items()
         }
 
@@ -111,14 +132,18 @@ class RelayClient:
         }
         if not stream:
             extensions[READ_BODY] = True
-        headers = self._headers[model.wire]
+        body = wire.encode(request, model, max_tokens, stream)
+        headers = httpx.Headers(self._headers[model.wire])
+        headers["content-length"] = str(len(body))
         if extra_headers:
-            headers = httpx.Headers(headers)
             headers.update(extra_headers)
+        # `stream=` rather than `content=`: the same request, with the Host and
+        # Content-Length headers set here instead of by httpx's defaulting, which
+        # looked each header up again (measured: 11 us of a request's 14).
         return httpx.Request(
             "POST",
             self._urls[model.wire],
-            content=wire.encode(request, model, max_tokens, stream),
+            stream=httpx.ByteStream(body),
             headers=headers,
             extensions=extensions,
         )
@@ -149,7 +174,7 @@ class RelayClient:
                 with relay_errors(min(self._settings.read_timeout, time_limit)):
                     response = await self._transport.handle_async_request(http_request)
                     try:
-                        body = await response.aread()
+                        body = await _body(response)
                     finally:
                         await response.aclose()
         except TimeoutError:
@@ -321,6 +346,19 @@ class RelayStream:
             )
         finally:
             await response.aclose()
+
+
+async def _body(response: httpx.Response) -> bytes:
+    """A unary answer's body.
+
+    Read from the transport's byte stream itself, as a stream's chunks are: httpx's
+    decoding and re-chunking wrappers cost more than the read (measured: 8 us of a
+    call's 10). An answer that is content-encoded after all (the request asks for
+    identity) is decoded by httpx.
+    """
+    if "content-encoding" in response.headers:
+        return await response.aread()
+    return b"".join([part async for part in response.stream])  # type: ignore[union-attr]
 
 
 def _estimate(input_tokens: int, content: str) -> Usage:

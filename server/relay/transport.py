@@ -12,40 +12,65 @@ stream's tokens are never held back waiting for a buffer to fill.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from types import TracebackType
 
 import aiohttp
 import httpx
 
-_SKIPPED_HEADERS = frozenset({"host", "content-length", "connection", "transfer-encoding"})
+_SKIPPED_HEADERS = frozenset({b"host", b"content-length", b"connection", b"transfer-encoding"})
 # Request extension: the caller wants the whole body (a unary answer), so the
 # transport reads it at once instead of handing out a stream to be read chunk by
 # chunk through httpx's wrappers. Transports that do not know it just ignore it.
 READ_BODY = "switchyard.read_body"
 
 
-@contextmanager
-def _map_exceptions() -> Iterator[None]:
-    """Translate aiohttp's exceptions into httpx's, the transport contract."""
-    try:
-        yield
-    except aiohttp.ClientConnectorError as exc:  # before ClientOSError, its base
-        raise httpx.ConnectError(type(exc).__name__) from exc
-    except aiohttp.ConnectionTimeoutError as exc:  # before ServerTimeoutError, its base
-        raise httpx.ConnectTimeout("connect timed out") from exc
-    except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
-        raise httpx.ReadTimeout("read timed out") from exc
-    except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
-        raise httpx.RemoteProtocolError(type(exc).__name__) from exc
-    except aiohttp.ClientResponseError as exc:
-        raise httpx.RemoteProtocolError("malformed HTTP response") from exc
-    except aiohttp.InvalidURL as exc:
-        raise httpx.UnsupportedProtocol("invalid relay URL") from exc
-    except (aiohttp.ClientOSError, aiohttp.ClientConnectionError) as exc:
-        raise httpx.ReadError(type(exc).__name__) from exc
-    except aiohttp.ClientError as exc:
-        raise httpx.TransportError(type(exc).__name__) from exc
+def _translated(exc: BaseException) -> httpx.TransportError | None:
+    """The httpx exception that means what aiohttp's `exc` means (None: not aiohttp's)."""
+    if isinstance(exc, aiohttp.ClientConnectorError):  # before ClientOSError, its base
+        return httpx.ConnectError(type(exc).__name__)
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):  # before ServerTimeoutError, its base
+        return httpx.ConnectTimeout("connect timed out")
+    if isinstance(exc, (aiohttp.ServerTimeoutError, TimeoutError)):
+        return httpx.ReadTimeout("read timed out")
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):
+        return httpx.RemoteProtocolError(type(exc).__name__)
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return httpx.RemoteProtocolError("malformed HTTP response")
+    if isinstance(exc, aiohttp.InvalidURL):
+        return httpx.UnsupportedProtocol("invalid relay URL")
+    if isinstance(exc, (aiohttp.ClientOSError, aiohttp.ClientConnectionError)):
+        return httpx.ReadError(type(exc).__name__)
+    if isinstance(exc, aiohttp.ClientError):
+        return httpx.TransportError(type(exc).__name__)
+    return None
+
+
+class _MapExceptions:
+    """Translate aiohttp's exceptions into httpx's, the transport contract.
+
+    A class rather than a `contextlib.contextmanager` generator: entered on every
+    request and every chunk read, where a generator's set-up cost shows.
+    """
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc is not None:
+            translated = _translated(exc)
+            if translated is not None:
+                raise translated from exc
+
+
+_map_exceptions = _MapExceptions()
 
 
 class _ResponseStream(httpx.AsyncByteStream):
@@ -57,7 +82,7 @@ class _ResponseStream(httpx.AsyncByteStream):
         self._response = response
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _map_exceptions():
+        with _map_exceptions:
             content = self._response.content
             while chunk := await content.readany():
                 yield chunk
@@ -80,12 +105,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     producing is never cut).
     """
 
-    __slots__ = ("_keepalive", "_max_connections", "_session")
+    __slots__ = ("_keepalive", "_limits", "_max_connections", "_session", "_timeout")
 
     def __init__(self, max_connections: int = 256, keepalive_expiry: float = 30.0) -> None:
         self._max_connections = max_connections
         self._keepalive = keepalive_expiry
         self._session: aiohttp.ClientSession | None = None
+        # The last request's timeouts, kept: most requests have the same ones.
+        self._limits: tuple[float | None, float | None, float | None] = (None, None, None)
+        self._timeout = aiohttp.ClientTimeout(total=None)
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -106,23 +134,24 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         """Send `request`; return as soon as the status and headers arrive."""
         session = self._get_session()
         timeouts = request.extensions.get("timeout", {})
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=timeouts.get("pool"),
-            sock_connect=timeouts.get("connect"),
-            sock_read=timeouts.get("read"),
-        )
+        limits = (timeouts.get("pool"), timeouts.get("connect"), timeouts.get("read"))
+        timeout = self._timeout
+        if limits != self._limits:  # the same as the last request's, unless a deadline is near
+            timeout = self._timeout = aiohttp.ClientTimeout(
+                total=None, connect=limits[0], sock_connect=limits[1], sock_read=limits[2]
+            )
+            self._limits = limits
         headers = [
             (name.decode("latin-1"), value.decode("latin-1"))
             for name, value in request.headers.raw
-            if name.lower().decode("latin-1") not in _SKIPPED_HEADERS
+            if name.lower() not in _SKIPPED_HEADERS
         ]
-        with _map_exceptions():
+        with _map_exceptions:
             response = await session.request(
                 request.method,
                 str(request.url),
                 headers=headers,
-                data=request.content,
+                data=await request.aread(),
                 allow_redirects=False,
                 timeout=timeout,
             )
@@ -131,10 +160,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     body = await response.read()
                 finally:
                     response.release()
+                # `stream=`: `content=` would add a Content-Length the relay already
+                # sent and read the body through httpx's decoders once more.
                 return httpx.Response(
                     status_code=response.status,
                     headers=response.raw_headers,
-                    content=body,
+                    stream=httpx.ByteStream(body),
                     request=request,
                     extensions={"http_version": b"HTTP/1.1"},
                 )

@@ -1,4 +1,7 @@
+import gzip
+
 import httpx
+import orjson
 import pytest
 
 from server.catalog import default_catalog
@@ -44,6 +47,25 @@ async def test_unary_openai_posts_to_chat_completions_with_bearer_key():
     assert str(sent.url) == "http://relay.test/v1/chat/completions"
     assert sent.headers["authorization"] == f"Bearer {KEY}"
     assert relay.body()["max_tokens"] == 64
+
+
+async def test_unary_request_carries_its_host_and_length_and_a_gzip_answer_is_decoded():
+    answer = orjson.dumps(
+        {
+            "choices": [{"message": {"content": "packed"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 4, "completion_tokens": 1},
+        }
+    )
+    relay = MockRelay(
+        lambda r: httpx.Response(
+            200, headers={"content-encoding": "gzip"}, content=gzip.compress(answer)
+        )
+    )
+    completion = await client(relay).complete(GPT, REQUEST, 64, 5.0)
+    assert completion.content == "packed"
+    sent = relay.requests[0]
+    assert sent.headers["host"] == "relay.test"
+    assert int(sent.headers["content-length"]) == len(sent.content)
 
 
 async def test_unary_anthropic_posts_to_messages_with_x_api_key():

@@ -5,10 +5,16 @@ import socket
 from collections.abc import AsyncIterator
 
 import httpx
+import orjson
 import pytest
 from aiohttp import web
 
+from server.catalog import default_catalog
+from server.domain import Message, Request, Role
+from server.errors import RelayTimeoutError
+from server.relay.client import RelayClient
 from server.relay.transport import AiohttpTransport
+from server.settings import RelaySettings
 
 
 class Server:
@@ -21,6 +27,7 @@ class Server:
         app.router.add_post("/stall", self.stall)
         app.router.add_post("/reset", self.reset)
         app.router.add_post("/json", self.json)
+        app.router.add_post("/gzip", self.gzip)
         self.runner = web.AppRunner(app, handler_cancellation=True)
 
     async def start(self) -> str:
@@ -37,6 +44,11 @@ class Server:
         return web.json_response(
             {"echo": body.decode(), "ua": request.headers.get("user-agent", "")}
         )
+
+    async def gzip(self, request: web.Request) -> web.Response:
+        response = web.json_response({"echo": (await request.read()).decode()})
+        response.enable_compression(web.ContentCoding.gzip)  # whatever the request accepts
+        return response
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse()
@@ -125,3 +137,50 @@ async def test_reset_mid_body_is_a_protocol_or_read_error(server, client):
     _, url = server
     with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
         await client.post(url + "/reset", content=b"")
+
+
+async def test_a_shorter_timeout_after_a_longer_one_is_applied(server, client):
+    """The transport keeps the last request's timeouts; a request with others gets its own."""
+    _, url = server
+    await client.post(url + "/json", content=b"hi", timeout=httpx.Timeout(5.0, read=30.0))
+    with pytest.raises(httpx.ReadTimeout):
+        await client.post(url + "/stall", content=b"", timeout=httpx.Timeout(5.0, read=0.2))
+    response = await client.post(url + "/json", content=b"again", timeout=5.0)
+    assert response.json()["echo"] == "again"
+
+
+async def test_the_relay_client_reads_a_unary_answer_over_the_transport(server):
+    """The body comes back whole, and the request carries the body and its length."""
+    _, url = server
+    relay = RelayClient(url, RelaySettings(api_key="k"))
+    model = default_catalog().models["gpt-4.1"]
+    request = relay._request(
+        model, Request(messages=(Message.of(Role.USER, "hi"),)), 8, stream=False, time_limit=5.0
+    )
+    assert request.headers["host"] == url.removeprefix("http://")
+    assert int(request.headers["content-length"]) == len(request.read())
+    transport = AiohttpTransport()
+    try:
+        request.url = httpx.URL(url + "/json")
+        response = await transport.handle_async_request(request)
+        body = b"".join([part async for part in response.stream])  # type: ignore[union-attr]
+        assert orjson.loads(orjson.loads(body)["echo"])["max_tokens"] == 8
+        request.url = httpx.URL(url + "/gzip")
+        compressed = await transport.handle_async_request(request)
+        assert compressed.headers["content-encoding"] == "gzip"
+        assert orjson.loads(await compressed.aread())["echo"] == request.read().decode()
+    finally:
+        await transport.aclose()
+        await relay.aclose()
+
+
+async def test_a_relay_that_stalls_a_unary_answer_times_out(server):
+    _, url = server
+    relay = RelayClient(url, RelaySettings(api_key="k", read_timeout=0.2))
+    relay._urls = {name: httpx.URL(url + "/stall") for name in relay._urls}
+    model = default_catalog().models["gpt-4.1"]
+    try:
+        with pytest.raises(RelayTimeoutError):
+            await relay.complete(model, Request(messages=(Message.of(Role.USER, "hi"),)), 8, 5.0)
+    finally:
+        await relay.aclose()

@@ -169,7 +169,7 @@ LITELLM_STAMP := bench/.peers/litellm/.installed-$(LITELLM_VERSION)
 SOAK_SECONDS ?= 300
 PROFILE ?= switchyard
 BENCH_ARGS ?=
-.PHONY: bench bench-smoke
+.PHONY: bench bench-smoke bench-instructions
 
 $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
@@ -186,4 +186,16 @@ bench: $(BENCH_STAMP) $(if $(findstring litellm,$(PEERS)),$(LITELLM_STAMP)) ## b
 
 bench-smoke: $(BENCH_STAMP) ## run the benchmark harness with tiny counts (seconds)
 	$(PY) -m bench --smoke $(BENCH_ARGS)
+
+bench-instructions: $(BENCH_STAMP) ## instructions per call of the floor and Switchyard, under callgrind
+	@command -v valgrind >/dev/null 2>&1 || { \
+		command -v apt-get >/dev/null || { echo "bench-instructions needs Debian's valgrind"; exit 1; }; \
+		if [ "$$(id -u)" = 0 ]; then sudo=; \
+		elif command -v sudo >/dev/null; then sudo=sudo; \
+		else echo "bench-instructions must install valgrind as root"; exit 1; fi; \
+		echo "installing valgrind"; \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq \
+			--no-install-recommends valgrind >/dev/null; \
+	}
+	$(PY) -m bench.instructions $(BENCH_ARGS)
 # ---- end of benchmark harness ----------------------------------------------------------

@@ -85,19 +85,21 @@ $(NODE_STAMP): package.json package-lock.json clients/node/package.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# $(call apt_install,TARGET,PACKAGES): install Debian packages as root, or with sudo; one
+# shell command, for a recipe that has found PACKAGES missing (PACKAGES may be a shell word).
+apt_install = command -v apt-get >/dev/null || { echo "$(1) needs Debian's apt-get for" $(2); exit 1; }; \
+	if [ "$$(id -u)" = 0 ]; then sudo=; \
+	elif command -v sudo >/dev/null; then sudo=sudo; \
+	else echo "$(1) must install" $(2) "as root"; exit 1; fi; \
+	echo "installing" $(2); \
+	$$sudo apt-get update -qq \
+		&& DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $(2) >/dev/null
+
 go-deps: ## install Go, its gRPC libraries and protoc plugins from Debian (as root or with sudo)
 	@missing=$$(for package in $(GO_PACKAGES); do \
 		dpkg-query -W -f='$${db:Status-Abbrev}' $$package 2>/dev/null | grep -q '^ii' || echo $$package; \
 	done); \
-	if [ -n "$$missing" ]; then \
-		command -v apt-get >/dev/null || { echo "go-deps needs Debian's apt-get for:" $$missing; exit 1; }; \
-		if [ "$$(id -u)" = 0 ]; then sudo=; \
-		elif command -v sudo >/dev/null; then sudo=sudo; \
-		else echo "go-deps must install" $$missing "as root"; exit 1; fi; \
-		echo "installing" $$missing; \
-		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq \
-			--no-install-recommends $$missing >/dev/null; \
-	fi
+	if [ -n "$$missing" ]; then $(call apt_install,go-deps,$$missing); fi
 	@[ "$$(protoc-gen-go --version)" = "$(PROTOC_GEN_GO_VERSION)" ] \
 		|| { echo "gen/go needs $(PROTOC_GEN_GO_VERSION), found $$(protoc-gen-go --version)"; exit 1; }
 	@[ "$$(protoc-gen-go-grpc --version)" = "$(PROTOC_GEN_GO_GRPC_VERSION)" ] \
@@ -105,35 +107,17 @@ go-deps: ## install Go, its gRPC libraries and protoc plugins from Debian (as ro
 
 pg-deps: ## install PostgreSQL's server binaries from Debian (the tests start their own clusters)
 	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { \
-		command -v apt-get >/dev/null || { echo "pg-deps needs Debian's apt-get for postgresql"; exit 1; }; \
-		if [ "$$(id -u)" = 0 ]; then sudo=; \
-		elif command -v sudo >/dev/null; then sudo=sudo; \
-		else echo "pg-deps must install postgresql as root"; exit 1; fi; \
-		echo "installing postgresql"; \
-		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq \
-			--no-install-recommends postgresql >/dev/null; \
+		$(call apt_install,pg-deps,postgresql); \
 	}
 
 redis-deps: ## install Debian's redis-server (the tests start their own, on free ports)
 	@command -v redis-server >/dev/null 2>&1 || { \
-		command -v apt-get >/dev/null || { echo "redis-deps needs Debian's apt-get for redis-server"; exit 1; }; \
-		if [ "$$(id -u)" = 0 ]; then sudo=; \
-		elif command -v sudo >/dev/null; then sudo=sudo; \
-		else echo "redis-deps must install redis-server as root"; exit 1; fi; \
-		echo "installing redis-server"; \
-		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq \
-			--no-install-recommends redis-server >/dev/null; \
+		$(call apt_install,redis-deps,redis-server); \
 	}
 
 lb-deps: ## install Debian's nginx (the tests run it as a gRPC load balancer, grpc_pass)
 	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
-		command -v apt-get >/dev/null || { echo "lb-deps needs Debian's apt-get for nginx"; exit 1; }; \
-		if [ "$$(id -u)" = 0 ]; then sudo=; \
-		elif command -v sudo >/dev/null; then sudo=sudo; \
-		else echo "lb-deps must install nginx as root"; exit 1; fi; \
-		echo "installing nginx"; \
-		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq \
-			--no-install-recommends nginx >/dev/null; \
+		$(call apt_install,lb-deps,nginx); \
 	}
 
 node-example: node-deps ## build the Node example client (clients/node) into clients/node/dist
@@ -189,13 +173,7 @@ bench-smoke: $(BENCH_STAMP) ## run the benchmark harness with tiny counts (secon
 
 bench-instructions: $(BENCH_STAMP) ## instructions per call of the floor and Switchyard, under callgrind
 	@command -v valgrind >/dev/null 2>&1 || { \
-		command -v apt-get >/dev/null || { echo "bench-instructions needs Debian's valgrind"; exit 1; }; \
-		if [ "$$(id -u)" = 0 ]; then sudo=; \
-		elif command -v sudo >/dev/null; then sudo=sudo; \
-		else echo "bench-instructions must install valgrind as root"; exit 1; fi; \
-		echo "installing valgrind"; \
-		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq \
-			--no-install-recommends valgrind >/dev/null; \
+		$(call apt_install,bench-instructions,valgrind); \
 	}
 	$(PY) -m bench.instructions $(BENCH_ARGS)
 # ---- end of benchmark harness ----------------------------------------------------------

@@ -29,7 +29,7 @@ from pathlib import Path
 import grpc
 from switchyard.v1 import gateway_pb2, gateway_pb2_grpc
 
-from bench.targets import API_KEY, free_port
+from bench.targets import free_port, switchyard_env
 
 _ROOT = Path(__file__).resolve().parent.parent
 _TOTAL = re.compile(r"^(?:summary|totals): (\d+)", re.MULTILINE)
@@ -132,18 +132,11 @@ def main(argv: list[str] | None = None) -> None:
         )
         port = free_port()
         with tempfile.TemporaryDirectory(prefix="switchyard-") as data:
-            env = {
-                **base,
-                "SWITCHYARD_LISTEN": f"127.0.0.1:{port}",
-                "SWITCHYARD_RELAY_URL": relay_url,
-                "SWITCHYARD_RELAY_API_KEY": API_KEY,
-                "SWITCHYARD_RELAY_RPM": "100000000",
-                "SWITCHYARD_RELAY_BURST": "100000",
-                "SWITCHYARD_DATA_DIR": data,
-            }
+            extra = {}
             for setting in args.switchyard_env:
                 name, _, value = setting.partition("=")
-                env[name] = value
+                extra[name] = value
+            env = switchyard_env(port, relay_url, data, extra)
             gateway = _measure("switchyard", [python, "-m", "server"], env, port, args.calls)
     finally:
         relay.terminate()

@@ -149,6 +149,24 @@ def switchyard_available() -> str | None:
     return None
 
 
+def switchyard_env(
+    port: int, relay_url: str, data_dir: str, extra_env: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The environment Switchyard is benchmarked in: this one without SWITCHYARD_* and
+    OTEL_* settings, the global limiter raised far above any benchmark's rate, then
+    `extra_env`."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("SWITCHYARD_", "OTEL_"))},
+        "SWITCHYARD_LISTEN": f"127.0.0.1:{port}",
+        "SWITCHYARD_RELAY_URL": relay_url,
+        "SWITCHYARD_RELAY_API_KEY": API_KEY,
+        "SWITCHYARD_RELAY_RPM": "100000000",
+        "SWITCHYARD_RELAY_BURST": "100000",
+        "SWITCHYARD_DATA_DIR": data_dir,
+        **(extra_env or {}),
+    }
+
+
 async def start_switchyard(
     relay_url: str,
     logs: Path,
@@ -168,17 +186,9 @@ async def start_switchyard(
     if reason:
         raise TargetUnavailableError(reason)
     port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("SWITCHYARD_", "OTEL_"))},
-        "SWITCHYARD_LISTEN": f"127.0.0.1:{port}",
-        "SWITCHYARD_RELAY_URL": relay_url,
-        "SWITCHYARD_RELAY_API_KEY": API_KEY,
-        "SWITCHYARD_RELAY_RPM": "100000000",
-        "SWITCHYARD_RELAY_BURST": "100000",
-        # a data directory of its own each start: the default SQLite ledger and its journal
-        "SWITCHYARD_DATA_DIR": tempfile.mkdtemp(prefix=f"{_slug(name)}-", dir=logs),
-        **(extra_env or {}),
-    }
+    # a data directory of its own each start: the default SQLite ledger and its journal
+    data_dir = tempfile.mkdtemp(prefix=f"{_slug(name)}-", dir=logs)
+    env = switchyard_env(port, relay_url, data_dir, extra_env)
     url = (extra_env or {}).get("SWITCHYARD_DATABASE_URL", "")
     ledger = (
         "ledger in memory"

@@ -52,6 +52,7 @@ from opentelemetry.trace import INVALID_SPAN, Span, SpanContext, SpanKind, Statu
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from server.domain import Attempt, CacheUse, Call, Outcome, Usage
+from server.histograms import Histograms, collecting
 from server.pricing import format_usd
 from server.settings import ConfigError, TelemetrySettings, TraceKeep, parse_trace_keep
 from server.spans import RecordedSpan, SpanRecorder
@@ -205,14 +206,17 @@ class Instruments:
         "token_usage",
     )
 
-    def __init__(self, meter: metrics.Meter) -> None:
-        self.token_usage = meter.create_histogram(
+    def __init__(self, meter: metrics.Meter, histograms: Histograms | None = None) -> None:
+        # Summed in the gateway when the readers are Switchyard's (`setup`): an SDK
+        # histogram's record costs about 90k instructions (server/histograms.py).
+        create_histogram: Any = meter.create_histogram if histograms is None else histograms.create
+        self.token_usage = create_histogram(
             "gen_ai.client.token.usage", unit="{token}", description="Tokens billed per model try"
         )
-        self.operation_duration = meter.create_histogram(
+        self.operation_duration = create_histogram(
             "gen_ai.client.operation.duration", unit="s", description="Duration of model tries"
         )
-        self.time_to_first_chunk = meter.create_histogram(
+        self.time_to_first_chunk = create_histogram(
             "gen_ai.client.operation.time_to_first_chunk",
             unit="s",
             description="Time from a streamed try's start to its first text",
@@ -231,7 +235,7 @@ class Instruments:
             "Response cache lookups",
             ("switchyard.cache.result",),
         )
-        self.limiter_wait = meter.create_histogram(
+        self.limiter_wait = create_histogram(
             "switchyard.limiter.wait.duration", unit="s", description="Time tries waited for limits"
         )
         self.limiter_rejections = meter.create_counter(
@@ -269,6 +273,7 @@ class Telemetry:
         slow: float = 5.0,
         sampler: Sampler | None = None,
         metric_callers: int | None = None,
+        histograms: Histograms | None = None,
     ) -> None:
         self.tracer = tracer  # an SDK tracer when tracing: its processors export kept traces
         # Callers who name themselves could mint a metric series each: only the first
@@ -278,7 +283,7 @@ class Telemetry:
         self._named_callers: set[str] = set()
         self.meter = meter
         self.tracing = tracing  # False: every span is the no-op span; skip the work
-        self.instruments = Instruments(meter)
+        self.instruments = Instruments(meter, histograms)
         self.capture_content = capture_content and tracing
         self._shutdowns = tuple(shutdowns)
         self.spans = SpanRecorder.of(tracer, sampler) if tracing else None
@@ -684,14 +689,31 @@ def setup(
     if settings.console:
         tracer_provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
     readers: list[MetricReader] = []
+    # The histograms are summed in the gateway and added to what these readers collect
+    # (server/histograms.py), unless exponential histograms are asked for: the SDK's then.
+    exponential = environ.get("OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION", "")
+    histograms = None if "exponential" in exponential.lower() else Histograms(INSTRUMENTATION)
     if metrics_to:
-        readers.append(PeriodicExportingMetricReader(_metric_exporter(protocol)))
+        exporter = _metric_exporter(protocol)
+        if histograms is None:
+            readers.append(PeriodicExportingMetricReader(exporter))
+        else:
+            # What the OTLP exporters make of OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE.
+            preference = environ.get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "")
+            delta = preference.strip().upper() in ("DELTA", "LOWMEMORY")
+            reader = collecting(PeriodicExportingMetricReader, histograms, delta=delta)
+            readers.append(reader(exporter))
     if settings.prometheus_port:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader  # noqa: PLC0415
         from prometheus_client import start_http_server  # noqa: PLC0415
 
         start_http_server(settings.prometheus_port, addr="127.0.0.1")
-        readers.append(PrometheusMetricReader())
+        prometheus = (
+            PrometheusMetricReader
+            if histograms is None
+            else collecting(PrometheusMetricReader, histograms, delta=False)  # scrapes: totals
+        )
+        readers.append(prometheus())
     # Exemplars tie a measurement to the span current when it is made. Switchyard's spans
     # are never made current (nor, mostly, exported), so the default filter found none and
     # cost about half of each record's CPU: off, unless OTEL_METRICS_EXEMPLAR_FILTER is set.
@@ -715,6 +737,7 @@ def setup(
         slow=settings.trace_slow,
         sampler=sampler,
         metric_callers=None if known_callers else settings.metric_callers,
+        histograms=histograms,
     )
 
 

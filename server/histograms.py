@@ -149,7 +149,8 @@ class Histograms:
                         max=high,
                     )
                 )
-            last[histogram.name] = snapshot
+            if delta:
+                last[histogram.name] = snapshot
             if points:
                 temporality = (
                     AggregationTemporality.DELTA if delta else AggregationTemporality.CUMULATIVE
@@ -161,8 +162,10 @@ class Histograms:
 
     def added_to(self, data: MetricsData, delta: bool, last: dict[str, Any]) -> MetricsData:
         """`data` with these histograms' metrics in this gateway's scope."""
+        if not data.resource_metrics:
+            return data  # kept for the next collection (taking the points would end a delta)
         metrics = self.points(delta, last)
-        if not metrics or not data.resource_metrics:
+        if not metrics:
             return data
         from opentelemetry.sdk.metrics.export import ScopeMetrics  # noqa: PLC0415
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope  # noqa: PLC0415

@@ -18,6 +18,7 @@ import asyncio
 import os
 import random
 import re
+import resource
 
 import grpc
 import pytest
@@ -35,6 +36,10 @@ SEED = int(os.environ.get("SWITCHYARD_FUZZ_SEED") or random.SystemRandom().randr
 # arenas adds tens of MB after calls of several MB each. 150 MB is above all of that for a
 # 60 s run and far below what a leak of each call's request (up to 4 MB) would take.
 RSS_GROWTH_LIMIT_MB = 150
+# The fuzzer's own process (this one) may map this much while it runs: once, a run grew
+# to 24 GB here and the kernel killed it, seed unprinted. Past the bound an allocation
+# fails in this process, which fails the run instead of taking the machine.
+ADDRESS_SPACE_LIMIT = 16 << 30
 MIN_CALLS_PER_SECOND = 5  # far below any working run: proves the time went into calls
 # The gateway's own RPCs must each have been served and refused at least once: the
 # generator reaches past validation into the pipeline, and also hits validation.
@@ -46,6 +51,16 @@ async def test_fuzzing_every_rpc_gets_documented_statuses_and_the_gateway_stays_
     fuzzed_gateway: FuzzedGateway, request: pytest.FixtureRequest
 ):
     gateway = fuzzed_gateway
+    # Said before the run, past pytest's capture: a run that dies still names its inputs.
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if capture is not None:
+        with capture.global_and_fixture_disabled():
+            print(f"\nfuzzing with SWITCHYARD_FUZZ_SEED={SEED}", flush=True)
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    bounded = (
+        ADDRESS_SPACE_LIMIT if hard == resource.RLIM_INFINITY else min(hard, ADDRESS_SPACE_LIMIT)
+    )
+    resource.setrlimit(resource.RLIMIT_AS, (bounded, hard))
     channel = grpc.insecure_channel(gateway.address)
     try:
         report = await asyncio.to_thread(
@@ -56,8 +71,11 @@ async def test_fuzzing_every_rpc_gets_documented_statuses_and_the_gateway_stays_
             admin_key=gateway.admin_key,
             rss_kb=gateway.rss_kb,
         )
+    except MemoryError:
+        pytest.fail(f"the fuzzer itself ran out of memory (SWITCHYARD_FUZZ_SEED={SEED})")
     finally:
         channel.close()
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
     request.config.stash.setdefault(SUMMARIES, []).append(report.summary())
     print(report.summary())
     for name, codes in sorted(report.by_target.items()):

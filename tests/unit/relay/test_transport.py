@@ -25,6 +25,7 @@ class Server:
         app = web.Application()
         app.router.add_post("/stream", self.stream)
         app.router.add_post("/stall", self.stall)
+        app.router.add_post("/stalled/chat/completions", self.stall)  # a relay at /stalled
         app.router.add_post("/reset", self.reset)
         app.router.add_post("/json", self.json)
         app.router.add_post("/gzip", self.gzip)
@@ -176,11 +177,11 @@ async def test_the_relay_client_reads_a_unary_answer_over_the_transport(server):
 
 async def test_a_relay_that_stalls_a_unary_answer_times_out(server):
     _, url = server
-    relay = RelayClient(url, RelaySettings(api_key="k", read_timeout=0.2))
-    relay._urls = {name: httpx.URL(url + "/stall") for name in relay._urls}
+    relay = RelayClient(url + "/stalled", RelaySettings(api_key="k", read_timeout=0.2))
     model = default_catalog().models["gpt-4.1"]
     try:
-        with pytest.raises(RelayTimeoutError):
+        # the read timeout's doing (0.2 s of silence), not the try's 5 s limit
+        with pytest.raises(RelayTimeoutError, match=r"sent nothing for 0\.2s"):
             await relay.complete(model, Request(messages=(Message.of(Role.USER, "hi"),)), 8, 5.0)
     finally:
         await relay.aclose()

@@ -58,8 +58,17 @@ def _control(tool: str, flag: str, pid: int) -> None:
     subprocess.run([tool, flag, str(pid)], check=True, capture_output=True)
 
 
-def _measure(name: str, argv: list[str], env: dict[str, str], port: int | None, calls: int) -> int:
-    """Instructions per call of one target, started under callgrind."""
+def _measure(
+    name: str,
+    argv: list[str],
+    env: dict[str, str],
+    port: int | None,
+    calls: int,
+    keep: Path | None = None,
+) -> int:
+    """Instructions per call of one target, started under callgrind; its dump is copied
+    into `keep` when given (as `floor-aiohttp.callgrind` and `switchyard.callgrind`, for
+    callgrind_annotate)."""
     valgrind = shutil.which("valgrind")
     callgrind_control = shutil.which("callgrind_control")
     if valgrind is None or callgrind_control is None:
@@ -102,6 +111,10 @@ def _measure(name: str, argv: list[str], env: dict[str, str], port: int | None, 
         dumps = sorted(Path(out).glob("dump.*"))  # dump.1: the one callgrind_control asked for
         if not dumps:
             raise RuntimeError(f"{name}: callgrind wrote no dump")
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            slug = re.sub(r"\W+", "-", name).strip("-")
+            shutil.copyfile(dumps[0], keep / f"{slug}.callgrind")
         return instructions(dumps[0].read_text()) // calls
 
 
@@ -114,6 +127,12 @@ def main(argv: list[str] | None = None) -> None:
         default=[],
         metavar="NAME=VALUE",
         help="a setting added to Switchyard's environment",
+    )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="copy each target's dump into DIR (read them with callgrind_annotate)",
     )
     args = parser.parse_args(argv)
     python = sys.executable
@@ -129,6 +148,7 @@ def main(argv: list[str] | None = None) -> None:
             base,
             None,
             args.calls,
+            args.keep,
         )
         port = free_port()
         with tempfile.TemporaryDirectory(prefix="switchyard-") as data:
@@ -137,7 +157,9 @@ def main(argv: list[str] | None = None) -> None:
                 name, _, value = setting.partition("=")
                 extra[name] = value
             env = switchyard_env(port, relay_url, data, extra)
-            gateway = _measure("switchyard", [python, "-m", "server"], env, port, args.calls)
+            gateway = _measure(
+                "switchyard", [python, "-m", "server"], env, port, args.calls, args.keep
+            )
     finally:
         relay.terminate()
         relay.wait(timeout=30)

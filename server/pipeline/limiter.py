@@ -142,11 +142,9 @@ class LimiterStage(Stage[ModelCall]):
         self._telemetry = telemetry or Telemetry.disabled()
         self._clock = clock
 
-    async def _take(self, item: ModelCall) -> _Taken:
-        """Take what `item` needs (in one `admit`); the result says what to give back."""
+    def _needs(self, item: ModelCall) -> tuple[ModelLimits, list[tuple[RateGate, float]], int]:
+        """The model's limits, the rate amounts the try takes, and its token reservation."""
         limits = self._limits.of(item.model)
-        clock = self._clock
-        started = clock.monotonic()
         rates: list[tuple[RateGate, float]] = [(self._limits.relay, 1)]
         if limits.rpm is not None:
             rates.append((limits.rpm, 1))
@@ -156,6 +154,22 @@ class LimiterStage(Stage[ModelCall]):
             assert route is not None
             reserved = route.input_tokens + item.max_tokens
             rates.append((limits.tpm, reserved))
+        return limits, rates, reserved
+
+    def _take_now(self, item: ModelCall) -> _Taken | None:
+        """What `item` needs, taken at once when nothing has to wait (most tries: no
+        coroutine per gate); None when the gates must be awaited (`_take`)."""
+        limits, rates, reserved = self._needs(item)
+        ticket = self._gates.admit_now(limits.caps, rates, item.call.identity.tenant)
+        if ticket is None:
+            return None
+        return self._admitted(item, limits, ticket, reserved, 0.0)
+
+    async def _take(self, item: ModelCall) -> _Taken:
+        """Take what `item` needs (in one `admit`); the result says what to give back."""
+        limits, rates, reserved = self._needs(item)
+        clock = self._clock
+        started = clock.monotonic()
         try:
             tenant = item.call.identity.tenant
             ticket = await self._gates.admit(
@@ -184,7 +198,11 @@ class LimiterStage(Stage[ModelCall]):
                 },
             )
             raise
-        waited = clock.monotonic() - started
+        return self._admitted(item, limits, ticket, reserved, clock.monotonic() - started)
+
+    def _admitted(
+        self, item: ModelCall, limits: ModelLimits, ticket: Ticket, reserved: int, waited: float
+    ) -> _Taken:
         if self._telemetry.tracing:
             self._telemetry.instruments.limiter_wait.record(
                 waited, {semconv.GEN_AI_REQUEST_MODEL: item.model.name}
@@ -197,29 +215,33 @@ class LimiterStage(Stage[ModelCall]):
 
     async def query(self, item: ModelCall, /) -> Completion:
         """Take the limits, try, give them back."""
-        taken = await self._take(item)
+        taken = self._take_now(item) or await self._take(item)
         try:
             return await self.next.query(item)
         finally:
-            await self._give_back(taken, item.call.attempts)
+            refunds = _refunds(taken, item.call.attempts)
+            if not self._gates.give_back_now(taken.ticket, refunds):
+                await self._gates.give_back(taken.ticket, refunds)
 
     async def stream(self, item: ModelCall, /) -> AsyncGenerator[StreamEvent, None]:
         """Take the limits, stream, give them back when the stream ends."""
-        taken = await self._take(item)
+        taken = self._take_now(item) or await self._take(item)
         try:
             async with aclosing(self.next.stream(item)) as events:
                 async for event in events:
                     yield event
         finally:
-            await self._give_back(taken, item.call.attempts)
+            refunds = _refunds(taken, item.call.attempts)
+            if not self._gates.give_back_now(taken.ticket, refunds):
+                await self._gates.give_back(taken.ticket, refunds)
 
-    async def _give_back(self, taken: _Taken, attempts: list[Attempt]) -> None:
-        """Release the slots and refund the unused part of the token reservation."""
-        tpm = taken.limits.tpm
-        if tpm is None or not taken.reserved:
-            await self._gates.give_back(taken.ticket)
-            return
-        used = sum(
-            a.usage.input_tokens + a.usage.output_tokens for a in attempts[taken.attempts_before :]
-        )
-        await self._gates.give_back(taken.ticket, ((tpm, taken.reserved - used),))
+
+def _refunds(taken: _Taken, attempts: list[Attempt]) -> tuple[tuple[RateGate, float], ...]:
+    """The unused part of the try's token reservation, to refund to the model's TPM."""
+    tpm = taken.limits.tpm
+    if tpm is None or not taken.reserved:
+        return ()
+    used = sum(
+        a.usage.input_tokens + a.usage.output_tokens for a in attempts[taken.attempts_before :]
+    )
+    return ((tpm, taken.reserved - used),)

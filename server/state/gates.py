@@ -417,6 +417,23 @@ class GateFactory(Protocol):
         """Release the ticket's slots and refund the unused `refunds` of its rate gates."""
         ...
 
+    def admit_now(
+        self,
+        caps: Sequence[ConcurrencyGate],
+        rates: Sequence[tuple[RateGate, float]],
+        caller: str = "",
+    ) -> Ticket | None:
+        """`admit` when nothing has to wait or be asked elsewhere: every slot free with
+        nobody queued and every amount fitting now, all taken without an await; else
+        None with nothing taken, and the caller awaits `admit` (a backend whose state
+        lives in another process always answers None)."""
+        ...
+
+    def give_back_now(self, ticket: Ticket, refunds: Sequence[tuple[RateGate, float]] = ()) -> bool:
+        """`give_back` done at once when it needs no I/O (True); False: nothing was given
+        back, await `give_back`."""
+        ...
+
 
 async def admit_in_turn(
     caps: Sequence[ConcurrencyGate],

@@ -141,8 +141,24 @@ class MemoryRateGate:
             self._queued -= amount
         return self._clock.monotonic() - started if wait > 0 else 0.0
 
+    def take_now(self, amount: float) -> bool:
+        """Take `amount` if nobody is in line and it fits now (True); else take nothing."""
+        bucket = self._bucket
+        if (
+            self._lock.locked()
+            or amount > bucket.max_rate
+            or bucket.wait_time(self._queued + amount) > 0
+        ):
+            return False
+        bucket.take(amount)
+        return True
+
     async def refund(self, amount: float) -> None:
         """Give back `amount` of an earlier acquire that went unused."""
+        self.refund_now(amount)
+
+    def refund_now(self, amount: float) -> None:
+        """`refund`, which never waits."""
         if amount > 0:
             self._bucket.refund(amount)
 
@@ -203,8 +219,22 @@ class MemoryConcurrencyGate:
             raise self._busy(caller) from None
         return Lease(self._clock.monotonic(), None, caller)
 
+    def take_now(self, caller: str) -> Lease | None:
+        """A slot for `caller` if one is free and nobody waits; else None, nothing taken."""
+        queue = self._queue
+        if queue.in_use >= self.limit or queue.waiting:
+            return None
+        queue.in_use += 1
+        held = queue.held
+        held[caller] = held.get(caller, 0) + 1
+        return Lease(self._clock.monotonic(), None, caller)
+
     async def release(self, lease: Lease) -> None:
         """Give the lease's slot back: to the fairest waiting caller, else to the pool."""
+        self.release_now(lease)
+
+    def release_now(self, lease: Lease) -> None:
+        """`release`, which never waits."""
         if lease.released:
             return
         lease.released = True
@@ -270,3 +300,55 @@ class MemoryGates:
     ) -> None:
         """Release the slots, last taken first, and refund the unused amounts."""
         await give_back_in_turn(ticket, refunds)
+
+    def admit_now(
+        self,
+        caps: Sequence[ConcurrencyGate],
+        rates: Sequence[tuple[RateGate, float]],
+        caller: str = "",
+    ) -> Ticket | None:
+        """Every slot and amount taken at once, in `admit`'s order, when none has to wait
+        (the common case: no coroutine per gate); else None, with what was taken given
+        back. Gates of another backend are left to `admit`."""
+        leases: list[Lease] = []
+        taken: list[tuple[MemoryRateGate, float]] = []
+        for cap in caps:
+            lease = cap.take_now(caller) if type(cap) is MemoryConcurrencyGate else None
+            if lease is None:
+                return self._undo(caps, leases, taken)
+            leases.append(lease)
+        for gate, amount in rates:
+            if type(gate) is not MemoryRateGate or not gate.take_now(amount):
+                return self._undo(caps, leases, taken)
+            taken.append((gate, amount))
+        return Ticket(caps, leases, rates, 0.0)
+
+    @staticmethod
+    def _undo(
+        caps: Sequence[ConcurrencyGate],
+        leases: list[Lease],
+        taken: list[tuple[MemoryRateGate, float]],
+    ) -> None:
+        for gate, amount in taken:
+            gate.refund_now(amount)
+        for cap, lease in zip(reversed(caps[: len(leases)]), reversed(leases), strict=True):
+            assert type(cap) is MemoryConcurrencyGate
+            cap.release_now(lease)
+
+    def give_back_now(self, ticket: Ticket, refunds: Sequence[tuple[RateGate, float]] = ()) -> bool:
+        """`give_back` at once: memory gates never wait to give back (False for others)."""
+        caps: list[MemoryConcurrencyGate] = []
+        for cap in ticket.caps:
+            if type(cap) is not MemoryConcurrencyGate:
+                return False
+            caps.append(cap)
+        gates: list[tuple[MemoryRateGate, float]] = []
+        for gate, amount in refunds:
+            if type(gate) is not MemoryRateGate:
+                return False
+            gates.append((gate, amount))
+        for cap, lease in zip(reversed(caps), reversed(ticket.leases), strict=True):
+            cap.release_now(lease)
+        for gate, amount in gates:
+            gate.refund_now(amount)
+        return True

@@ -343,6 +343,19 @@ class RedisGates:
 
     # ---- admission -------------------------------------------------------------------
 
+    def admit_now(
+        self,
+        caps: Sequence[ConcurrencyGate],
+        rates: Sequence[tuple[RateGate, float]],
+        caller: str = "",
+    ) -> Ticket | None:
+        """Never: shared state is decided by Redis (or, while it is away, by `admit`)."""
+        return None
+
+    def give_back_now(self, ticket: Ticket, refunds: Sequence[tuple[RateGate, float]] = ()) -> bool:
+        """Never: Redis is told (see `give_back`)."""
+        return False
+
     async def admit(
         self,
         caps: Sequence[ConcurrencyGate],

@@ -305,3 +305,56 @@ async def test_the_fair_queue_keeps_nothing_per_caller_once_its_calls_end(backen
     queue = gate.line if backend.name == "redis" else gate._queue
     assert (queue.held, queue._lines) == ({}, {})
     assert (gate.in_use, gate.waiters) == (0, 0)
+
+
+async def test_admit_now_takes_every_slot_and_amount_or_nothing(backend):
+    # The limiter's fast path: in memory, a try whose gates are all free is admitted with
+    # no await; one that would wait anywhere gets None and finds every gate as it was.
+    gates = backend.gates(5, 10.0, FakeClock())
+    model, provider = gates.concurrency("model x", 1), gates.concurrency("provider p", 2)
+    relay = gates.rate("relay", per_minute=60, burst=2, error=RateLimitedError)
+    tpm = gates.rate("tpm", per_minute=600, burst=100, unit="tokens", error=RateLimitedError)
+    ticket = gates.admit_now((model, provider), ((relay, 1), (tpm, 60)), "a")
+    if backend.name != "memory":
+        assert ticket is None  # shared state: decided by Redis, through `admit`
+        assert not gates.give_back_now(await gates.admit((model,), (), None, "a"))
+        return
+    assert ticket is not None
+    assert ticket.waited == 0.0
+    assert (model.in_use, provider.in_use, model.holding("a")) == (1, 1, 1)
+
+    # The model's only slot is held: nothing else is taken.
+    assert gates.admit_now((provider, model), ((relay, 1),), "b") is None
+    assert (model.in_use, provider.in_use, provider.holding("b")) == (1, 1, 0)
+
+    # Given back at once, with the unused tokens refunded.
+    assert gates.give_back_now(ticket, ((tpm, 50),))
+    assert (model.in_use, provider.in_use, model.holding("a")) == (0, 0, 0)
+    # 10 of the 100 tokens stay taken: 90 fit now, 91 do not, and 91 leaves both caps free.
+    assert gates.admit_now((model, provider), ((tpm, 91),), "c") is None
+    assert (model.in_use, provider.in_use) == (0, 0)
+    now = gates.admit_now((model,), ((tpm, 90),), "c")
+    assert now is not None
+    assert gates.give_back_now(now, ((tpm, 90),))  # none of it used: back to 10 taken
+
+    # The relay's burst of 2 has one left: the second try gets None, and what it took first
+    # (a slot, then the last relay unit) is given back.
+    assert gates.admit_now((), ((relay, 1),), "d") is not None
+    assert gates.admit_now((model,), ((tpm, 1), (relay, 1)), "d") is None
+    assert model.in_use == 0
+    # Its token was refunded: 90 fit again beside the 10 (they would not beside 11).
+    assert gates.admit_now((model,), ((tpm, 90),), "d") is not None
+
+
+async def test_admit_now_never_overtakes_a_waiter(backend):
+    if backend.name != "memory":
+        pytest.skip("only memory gates admit at once")
+    gates = backend.gates(5, 10.0, FakeClock())
+    model = gates.concurrency("model x", 1)
+    first = await gates.admit((model,), (), None, "a")
+    waiting = asyncio.create_task(gates.admit((model,), (), None, "b"))
+    await until(lambda: model.waiters == 1)
+    await gates.give_back(first)  # the slot goes to the waiter, not to a newcomer
+    assert gates.admit_now((model,), (), "c") is None
+    await waiting
+    assert model.holding("b") == 1

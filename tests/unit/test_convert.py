@@ -651,3 +651,47 @@ def test_a_schema_naming_an_unknown_meta_schema_is_checked_as_2020_12_without_fe
     assert problem == 'at $.required: "city" is not of type "array"'
     draft7 = "http://json-schema.org/draft-07/schema#"
     assert schema_problem({"$schema": draft7, "type": "object"}) is None
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        Usage(),
+        Usage(12, 34),
+        Usage(0, 5, estimated=True),
+        Usage(100, 40, cached_input_tokens=60, reasoning_tokens=30, cache_write_tokens=20),
+    ],
+)
+def test_usage_skips_defaults_yet_writes_the_same_bytes_and_presence(usage):
+    # `_set_usage` leaves zero fields alone (a setter saved each); on the wire that is
+    # the same message, and an all-zero usage is still present in its parent.
+    every_field = pb.QueryResponse(
+        usage=pb.Usage(
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cached_input_tokens=usage.cached_input_tokens,
+            estimated=usage.estimated,
+            reasoning_tokens=usage.reasoning_tokens,
+            cache_write_input_tokens=usage.cache_write_tokens,
+        )
+    )
+    filled = pb.QueryResponse()
+    convert._set_usage(filled.usage, usage)
+    assert filled.HasField("usage")
+    assert filled.SerializeToString() == every_field.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    "nanos", [0, 1, 195_000, 999_999_999, 1_000_000_000, 2_500_000_001, 7 * 10**15, -1]
+)
+def test_money_is_units_and_nanos_of_usd_whatever_it_skips(nanos):
+    units, rest = divmod(nanos, 1_000_000_000)
+    expected = pb.QueryResponse()
+    expected.cost.currency_code = "USD"
+    expected.cost.units = units
+    expected.cost.nanos = rest
+    built = convert.money(nanos)
+    assert (built.currency_code, built.units, built.nanos) == ("USD", units, rest)
+    filled = pb.QueryResponse()
+    convert._set_money(filled.cost, nanos)
+    assert filled.SerializeToString() == expected.SerializeToString()

@@ -26,7 +26,19 @@ _NANOS_PER_TOKEN_PER_USD_PER_MILLION = NANOS_PER_USD // TOKENS_PER_PRICE_UNIT
 PRICE_QUANTUM = Decimal("0.001")  # the finest price that keeps costs whole nanos
 
 
-class Role(enum.Enum):
+class _Enum(enum.Enum):
+    """An enum hashed by identity, in C.
+
+    Enum's own `__hash__` is Python (`hash(self._name_)`), a function call for every
+    dict lookup keyed by a member, and the call path makes a few dozen (converting to
+    the contract, routing). A member is equal only to itself, so its identity hash
+    keeps dicts and sets right.
+    """
+
+    __hash__ = object.__hash__
+
+
+class Role(_Enum):
     """Who wrote a message."""
 
     SYSTEM = "system"
@@ -35,7 +47,7 @@ class Role(enum.Enum):
     TOOL = "tool"  # the results of the tool calls of the assistant message before it
 
 
-class Task(enum.Enum):
+class Task(_Enum):
     """The kind of work a call asks for; each task has a default model."""
 
     REASONING = "reasoning"
@@ -44,7 +56,7 @@ class Task(enum.Enum):
     BATCH = "batch"
 
 
-class Complexity(enum.Enum):
+class Complexity(_Enum):
     """How demanding the router judged a call."""
 
     SIMPLE = "simple"
@@ -52,7 +64,7 @@ class Complexity(enum.Enum):
     COMPLEX = "complex"
 
 
-class RouteBasis(enum.Enum):
+class RouteBasis(_Enum):
     """What decided the model."""
 
     MODEL = "model"
@@ -60,7 +72,7 @@ class RouteBasis(enum.Enum):
     COMPLEXITY = "complexity"
 
 
-class FinishReason(enum.Enum):
+class FinishReason(_Enum):
     """Why the model stopped producing text."""
 
     UNKNOWN = "unknown"
@@ -70,7 +82,7 @@ class FinishReason(enum.Enum):
     TOOL_CALLS = "tool_calls"  # the answer is tool calls; their results are awaited
 
 
-class CacheMode(enum.Enum):
+class CacheMode(_Enum):
     """How a call may use the response cache."""
 
     DEFAULT = "default"  # read and write when the call is cacheable
@@ -78,7 +90,7 @@ class CacheMode(enum.Enum):
     REFRESH = "refresh"  # do not read; store the fresh answer
 
 
-class CacheUse(enum.Enum):
+class CacheUse(_Enum):
     """What the response cache did for one call (for the ledger and the answer)."""
 
     NONE = "none"  # not cacheable, or bypassed
@@ -87,7 +99,7 @@ class CacheUse(enum.Enum):
     REFRESH = "refresh"  # not looked up on purpose; the fresh answer was stored
 
 
-class Outcome(enum.Enum):
+class Outcome(_Enum):
     """How one attempt on one model ended."""
 
     SUCCESS = "success"
@@ -99,7 +111,7 @@ class Outcome(enum.Enum):
     INVALID_OUTPUT = "invalid_output"  # answered, but not in the requested JSON format
 
 
-class Feature(enum.Enum):
+class Feature(_Enum):
     """What a request may need of a model beyond text; the catalog says which model has
     which (`ModelSpec.features`), and the router sends a request only where all fit."""
 
@@ -109,7 +121,7 @@ class Feature(enum.Enum):
     REASONING = "reasoning"  # a reasoning effort or a thinking budget
 
 
-class ToolChoiceMode(enum.Enum):
+class ToolChoiceMode(_Enum):
     """Whether and which tools the model must call."""
 
     AUTO = "auto"
@@ -118,7 +130,7 @@ class ToolChoiceMode(enum.Enum):
     TOOL = "tool"  # the one named in ToolChoice.name
 
 
-class ResponseKind(enum.Enum):
+class ResponseKind(_Enum):
     """The shape an answer's text must have."""
 
     TEXT = "text"
@@ -126,7 +138,7 @@ class ResponseKind(enum.Enum):
     JSON_SCHEMA = "json_schema"
 
 
-class ReasoningEffort(enum.Enum):
+class ReasoningEffort(_Enum):
     """How much a reasoning model may think (OpenAI's names)."""
 
     LOW = "low"
@@ -134,7 +146,7 @@ class ReasoningEffort(enum.Enum):
     HIGH = "high"
 
 
-class Validation(enum.Enum):
+class Validation(_Enum):
     """Whether an answer's text has the requested JSON format."""
 
     UNCHECKED = "unchecked"  # no JSON format was asked for, or the answer is tool calls
@@ -142,7 +154,7 @@ class Validation(enum.Enum):
     INVALID = "invalid"
 
 
-class CircuitState(enum.Enum):
+class CircuitState(_Enum):
     """Where a model's circuit breaker stands."""
 
     CLOSED = "closed"

@@ -86,6 +86,11 @@ async def load(stub, stop: asyncio.Event, done: list[str], tenant: str, workers:
             except grpc.aio.AioRpcError:
                 await asyncio.sleep(0.05)  # the gateway or its database is away: try again
                 continue
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():  # this worker itself is cancelled
+                    raise
+                return  # the channel was closed under the call: the gateway is gone
             done.append(answer.request_id)
 
     await asyncio.gather(*(worker(i) for i in range(workers)))

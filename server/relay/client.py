@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 from collections.abc import AsyncGenerator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -31,7 +32,8 @@ from server.errors import (
     classify,
 )
 from server.relay.sse import SSEDecoder
-from server.relay.transport import READ_BODY, AiohttpTransport
+from server.relay.transport import HEARD, READ_BODY, AiohttpTransport
+from server.relay.watch import EXPIRED_SILENT, RequestWatch, Watched
 from server.relay.wires import WIRES, StreamDecoder
 from server.tokens import request_tokens, text_tokens
 
@@ -40,6 +42,10 @@ if TYPE_CHECKING:
     from server.settings import RelaySettings
 
 _UNREACHABLE = "the relay could not be reached; the operator should check SWITCHYARD_RELAY_URL"
+
+
+def _silent(seconds: float) -> str:
+    return f"the relay sent nothing for {seconds:g}s; it may be stalled"
 
 
 class relay_errors:  # noqa: N801 - used as a function: `with relay_errors(timeout):`
@@ -68,9 +74,7 @@ class relay_errors:  # noqa: N801 - used as a function: `with relay_errors(timeo
         if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol)):
             raise RelayConnectError(_UNREACHABLE) from None
         if isinstance(exc, (httpx.ReadTimeout, httpx.WriteTimeout)):
-            raise RelayTimeoutError(
-                f"the relay sent nothing for {self._read_timeout:g}s; it may be stalled"
-            ) from None
+            raise RelayTimeoutError(_silent(self._read_timeout)) from None
         if isinstance(exc, httpx.PoolTimeout):
             raise RelayTimeoutError("no connection to the relay came free in time") from None
         raise RelayProtocolError(
@@ -81,7 +85,7 @@ class relay_errors:  # noqa: N801 - used as a function: `with relay_errors(timeo
 class RelayClient:
     """Sends completions to the relay in the wire format of each model."""
 
-    __slots__ = ("_base_url", "_headers", "_settings", "_transport", "_urls")
+    __slots__ = ("_base_url", "_headers", "_settings", "_transport", "_urls", "_watch")
 
     def __init__(
         self,
@@ -92,6 +96,7 @@ class RelayClient:
         self._settings = settings
         self._base_url = base_url.rstrip("/")
         self._transport = transport or AiohttpTransport(settings.max_connections)
+        self._watch = RequestWatch()  # the time limits of the requests in flight
         common = {
             "content-type": "application/json",
             "accept-encoding": "identity",  # streams must not wait on a compressor
@@ -125,10 +130,11 @@ class RelayClient:
         extra_headers: Mapping[str, str] | None = None,
     ) -> httpx.Request:
         wire = WIRES[model.wire]
-        read = min(self._settings.read_timeout, time_limit)
         connect = min(self._settings.connect_timeout, time_limit)
+        # No read timeout for the transport: the client's watch keeps the relay's silence
+        # (and a unary try's limit in all) for every request (watch.py).
         extensions: dict[str, object] = {
-            "timeout": {"connect": connect, "read": read, "write": read, "pool": connect}
+            "timeout": {"connect": connect, "read": None, "write": None, "pool": connect}
         }
         if not stream:
             extensions[READ_BODY] = True
@@ -169,16 +175,26 @@ class RelayClient:
             time_limit=time_limit,
             extra_headers=extra_headers,
         )
+        # Both limits are kept by the client's watch, not a timer each (see watch.py).
+        silence = min(self._settings.read_timeout, time_limit)
+        watched = self._watch.watch(silence, time_limit)
+        http_request.extensions[HEARD] = watched.heard
         try:
-            async with asyncio.timeout(time_limit):
-                with relay_errors(min(self._settings.read_timeout, time_limit)):
-                    response = await self._transport.handle_async_request(http_request)
-                    try:
-                        body = await _body(response)
-                    finally:
-                        await response.aclose()
-        except TimeoutError:
+            with relay_errors(silence):
+                response = await self._transport.handle_async_request(http_request)
+                watched.heard()
+                try:
+                    body = await _body(response, watched)
+                finally:
+                    await response.aclose()
+        except asyncio.CancelledError:
+            if not watched.timed_out():
+                raise
+            if watched.expired == EXPIRED_SILENT:
+                raise RelayTimeoutError(_silent(silence)) from None
             raise RelayTimeoutError(f"the relay did not answer within {time_limit:.3g}s") from None
+        finally:
+            self._watch.done(watched)
         if response.status_code >= 300:
             raise self._refusal(response.status_code, response.headers, body)
         answer = WIRES[model.wire].decode(body)
@@ -212,6 +228,7 @@ class RelayClient:
 
     async def aclose(self) -> None:
         """Close every pooled connection."""
+        self._watch.close()
         await self._transport.aclose()
 
 
@@ -304,61 +321,86 @@ class RelayStream:
             time_limit=self._time_limit,
             extra_headers=self._extra_headers,
         )
-        read_timeout = min(client._settings.read_timeout, self._time_limit)
-        with relay_errors(read_timeout):
-            response = await client._transport.handle_async_request(http_request)
+        # The relay's silence is kept by the client's watch, as a unary try's (watch.py):
+        # between two reads, not while an event is with the caller.
+        silence = min(client._settings.read_timeout, self._time_limit)
+        watched = client._watch.watch(silence, math.inf)
         try:
-            if response.status_code >= 300:
-                with relay_errors(read_timeout):
-                    body = await response.aread()
-                raise client._refusal(response.status_code, response.headers, body)
-            decoder = self._decoder = WIRES[self._model.wire].stream_decoder()
-            sse = SSEDecoder()
-            text = self._text
-            with relay_errors(read_timeout):
-                # The transport's byte stream itself: with identity encoding, httpx's
-                # decoding and re-chunking wrappers would only add work per chunk.
-                async for chunk in response.stream:  # type: ignore[union-attr]
-                    delta = decoder.feed(sse.feed(chunk))
-                    if delta:
-                        text.append(delta)
-                        yield TextDelta(delta)
-                    elif decoder.events:  # tool calls or reasoning: in order, with their text
-                        pending = decoder.events[:]
-                        decoder.events.clear()
-                        for event in pending:
-                            if type(event) is TextDelta:
-                                text.append(event.text)
-                            yield event
-                    if decoder.error is not None:
-                        raise decoder.error
-            if not decoder.done:
-                raise RelayProtocolError(
-                    "the relay ended the stream without its final event; the answer may be cut"
+            with relay_errors(silence):
+                response = await client._transport.handle_async_request(http_request)
+            watched.heard()
+            try:
+                if response.status_code >= 300:
+                    with relay_errors(silence):
+                        body = await response.aread()
+                    raise client._refusal(response.status_code, response.headers, body)
+                decoder = self._decoder = WIRES[self._model.wire].stream_decoder()
+                sse = SSEDecoder()
+                text = self._text
+                with relay_errors(silence):
+                    # The transport's byte stream itself: with identity encoding, httpx's
+                    # decoding and re-chunking wrappers would only add work per chunk.
+                    async for chunk in response.stream:  # type: ignore[union-attr]
+                        watched.heard()  # any chunk, a keep-alive comment as well
+                        delta = decoder.feed(sse.feed(chunk))
+                        # An event with the caller is the caller's time, not the relay's
+                        # silence: unwatched until the caller asks for the next.
+                        if delta:
+                            text.append(delta)
+                            watched.away()
+                            yield TextDelta(delta)
+                            watched.heard()
+                        elif decoder.events:  # tool calls or reasoning: in order, with text
+                            pending = decoder.events[:]
+                            decoder.events.clear()
+                            for event in pending:
+                                if type(event) is TextDelta:
+                                    text.append(event.text)
+                                watched.away()
+                                yield event
+                                watched.heard()
+                        if decoder.error is not None:
+                            raise decoder.error
+                if not decoder.done:
+                    raise RelayProtocolError(
+                        "the relay ended the stream without its final event; the answer may be cut"
+                    )
+                client._watch.done(watched)
+                yield Completion(
+                    self._model,
+                    "",
+                    self.usage,
+                    decoder.finish_reason,
+                    decoder.tool_calls,
+                    decoder.reasoning,
                 )
-            yield Completion(
-                self._model,
-                "",
-                self.usage,
-                decoder.finish_reason,
-                decoder.tool_calls,
-                decoder.reasoning,
-            )
+            finally:
+                client._watch.done(watched)
+                await response.aclose()
+        except asyncio.CancelledError:
+            if not watched.timed_out():
+                raise
+            raise RelayTimeoutError(_silent(silence)) from None
         finally:
-            await response.aclose()
+            client._watch.done(watched)
 
 
-async def _body(response: httpx.Response) -> bytes:
-    """A unary answer's body.
+async def _body(response: httpx.Response, watched: Watched) -> bytes:
+    """A unary answer's body, each part heard by the watch as it comes.
 
     Read from the transport's byte stream itself, as a stream's chunks are: httpx's
     decoding and re-chunking wrappers cost more than the read (measured: 8 us of a
     call's 10). An answer that is content-encoded after all (the request asks for
-    identity) is decoded by httpx.
+    identity) is decoded by httpx. (The aiohttp transport reads a unary body itself
+    and calls the watch as it does: its answer's stream is one part, already here.)
     """
     if "content-encoding" in response.headers:
         return await response.aread()
-    return b"".join([part async for part in response.stream])  # type: ignore[union-attr]
+    parts = []
+    async for part in response.stream:  # type: ignore[union-attr]
+        watched.heard()
+        parts.append(part)
+    return b"".join(parts)
 
 
 def _estimate(input_tokens: int, content: str) -> Usage:

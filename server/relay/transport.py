@@ -12,7 +12,7 @@ stream's tokens are never held back waiting for a buffer to fill.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 
 import aiohttp
@@ -23,6 +23,11 @@ _SKIPPED_HEADERS = frozenset({b"host", b"content-length", b"connection", b"trans
 # transport reads it at once instead of handing out a stream to be read chunk by
 # chunk through httpx's wrappers. Transports that do not know it just ignore it.
 READ_BODY = "switchyard.read_body"
+# Request extension: a function called as each part of a READ_BODY answer arrives (the
+# status and headers, then every chunk of the body), so the caller can time the relay's
+# silence without a timer per read (see watch.py). Other transports may ignore it.
+HEARD = "switchyard.heard"
+_KEPT_TIMEOUTS = 64  # distinct timeouts kept for reuse (near deadlines make new ones)
 
 
 def _translated(exc: BaseException) -> httpx.TransportError | None:
@@ -96,6 +101,19 @@ class _ResponseStream(httpx.AsyncByteStream):
             self._response.close()
 
 
+async def _read_heard(content: aiohttp.StreamReader, heard: Callable[[], None]) -> bytes:
+    """The whole body, calling `heard` as each chunk arrives."""
+    first = await content.readany()
+    if not first:
+        return first
+    heard()
+    parts = [first]
+    while chunk := await content.readany():
+        heard()
+        parts.append(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """Sends httpx requests through one lazily created aiohttp session.
 
@@ -105,15 +123,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     producing is never cut).
     """
 
-    __slots__ = ("_keepalive", "_limits", "_max_connections", "_session", "_timeout")
+    __slots__ = ("_keepalive", "_max_connections", "_session", "_timeouts")
 
     def __init__(self, max_connections: int = 256, keepalive_expiry: float = 30.0) -> None:
         self._max_connections = max_connections
         self._keepalive = keepalive_expiry
         self._session: aiohttp.ClientSession | None = None
-        # The last request's timeouts, kept: most requests have the same ones.
-        self._limits: tuple[float | None, float | None, float | None] = (None, None, None)
-        self._timeout = aiohttp.ClientTimeout(total=None)
+        # Timeouts made for earlier requests: most requests have one of a few (unary
+        # and streamed tries differ; only a near deadline makes new ones).
+        self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -135,12 +153,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         session = self._get_session()
         timeouts = request.extensions.get("timeout", {})
         limits = (timeouts.get("pool"), timeouts.get("connect"), timeouts.get("read"))
-        timeout = self._timeout
-        if limits != self._limits:  # the same as the last request's, unless a deadline is near
-            timeout = self._timeout = aiohttp.ClientTimeout(
+        timeout = self._timeouts.get(limits)
+        if timeout is None:
+            if len(self._timeouts) >= _KEPT_TIMEOUTS:
+                self._timeouts.clear()
+            timeout = self._timeouts[limits] = aiohttp.ClientTimeout(
                 total=None, connect=limits[0], sock_connect=limits[1], sock_read=limits[2]
             )
-            self._limits = limits
         headers = [
             (name.decode("latin-1"), value.decode("latin-1"))
             for name, value in request.headers.raw
@@ -155,9 +174,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 allow_redirects=False,
                 timeout=timeout,
             )
-            if request.extensions.get(READ_BODY):
+            extensions = request.extensions
+            if extensions.get(READ_BODY):
+                heard = extensions.get(HEARD)
                 try:
-                    body = await response.read()
+                    if heard is None:
+                        body = await response.read()
+                    else:
+                        heard()
+                        body = await _read_heard(response.content, heard)
                 finally:
                     response.release()
                 # `stream=`: `content=` would add a Content-Length the relay already

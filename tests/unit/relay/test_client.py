@@ -1,4 +1,6 @@
+import asyncio
 import gzip
+from collections.abc import AsyncIterator
 
 import httpx
 import orjson
@@ -252,3 +254,72 @@ async def test_text_before_an_error_event_is_delivered_then_the_error_raised():
         async for event in client(relay).stream(GPT, REQUEST, 64, 5.0):
             received.append(event)
     assert received == [TextDelta("Hello ")]
+
+
+def _stalling(chunks: list[bytes], gap: float = 0.0) -> AsyncIterator[bytes]:
+    """The chunks, `gap` s apart, then silence."""
+
+    async def body() -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            yield chunk
+            await asyncio.sleep(gap)
+        await asyncio.sleep(30)
+
+    return body()
+
+
+def _impatient(relay: MockRelay) -> RelayClient:
+    settings = RelaySettings(api_key=KEY, read_timeout=0.2)
+    return RelayClient("http://relay.test/v1/", settings, transport=relay.transport)
+
+
+async def test_a_stream_that_goes_silent_times_out_after_the_read_timeout():
+    relay = MockRelay(lambda r: httpx.Response(200, content=_stalling(OPENAI_CHUNKS[:3])))
+    received = []
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(RelayTimeoutError, match=r"sent nothing for 0\.2s"):
+        async for event in _impatient(relay).stream(GPT, REQUEST, 64, 5.0):
+            received.append(event)
+    assert [e.text for e in received if isinstance(e, TextDelta)] == ["Hello ", "world"]
+    assert len(received) == 2
+    assert asyncio.get_running_loop().time() - started < 2.0
+
+
+async def test_a_slow_caller_is_not_the_relay_going_silent():
+    # Each event waits 0.4 s with the caller, twice the relay's allowed silence: the
+    # relay was not silent (its chunks were there), so nothing times out.
+    relay = MockRelay(lambda r: httpx.Response(200, content=streamed(OPENAI_CHUNKS)))
+    events = []
+    async for event in _impatient(relay).stream(GPT, REQUEST, 64, 5.0):
+        events.append(event)
+        await asyncio.sleep(0.4)
+    assert isinstance(events[-1], Completion)
+    assert events[-1].usage == Usage(9, 2)
+
+
+async def test_a_unary_answer_that_goes_silent_times_out_after_the_read_timeout():
+    relay = MockRelay(lambda r: httpx.Response(200, content=_stalling([b'{"choices": '])))
+    with pytest.raises(RelayTimeoutError, match=r"sent nothing for 0\.2s"):
+        await _impatient(relay).complete(GPT, REQUEST, 64, 5.0)
+
+
+async def test_a_unary_try_that_outlasts_its_limit_times_out_whatever_the_relay_sends():
+    chunks = [b" "] * 100  # a byte every 20 ms: never silent for 0.2 s, never done in 0.3 s
+    relay = MockRelay(lambda r: httpx.Response(200, content=_stalling(chunks, gap=0.02)))
+    with pytest.raises(RelayTimeoutError, match=r"did not answer within 0\.3s"):
+        await _impatient(relay).complete(GPT, REQUEST, 64, 0.3)
+
+
+async def test_keep_alive_comments_keep_a_thinking_stream_alive():
+    # Nothing to pass on for 0.6 s, three times the allowed silence, but a comment every
+    # 0.1 s says the relay is there (as aiohttp's read timeout counted any data).
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(6):
+            yield b": keep-alive\n\n"
+            await asyncio.sleep(0.1)
+        for chunk in OPENAI_CHUNKS:
+            yield chunk
+
+    relay = MockRelay(lambda r: httpx.Response(200, content=body()))
+    events = [event async for event in _impatient(relay).stream(GPT, REQUEST, 64, 5.0)]
+    assert isinstance(events[-1], Completion)

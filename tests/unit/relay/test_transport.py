@@ -26,6 +26,7 @@ class Server:
         app.router.add_post("/stream", self.stream)
         app.router.add_post("/stall", self.stall)
         app.router.add_post("/stalled/chat/completions", self.stall)  # a relay at /stalled
+        app.router.add_post("/trickle/chat/completions", self.trickle)
         app.router.add_post("/reset", self.reset)
         app.router.add_post("/json", self.json)
         app.router.add_post("/gzip", self.gzip)
@@ -69,6 +70,14 @@ class Server:
         await response.prepare(request)
         await response.write(b"x")
         await asyncio.sleep(30)
+        return response
+
+    async def trickle(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for _ in range(600):  # a byte every 50 ms for 30 s: never silent, never done
+            await response.write(b" ")
+            await asyncio.sleep(0.05)
         return response
 
     async def reset(self, request: web.Request) -> web.StreamResponse:
@@ -183,5 +192,37 @@ async def test_a_relay_that_stalls_a_unary_answer_times_out(server):
         # the read timeout's doing (0.2 s of silence), not the try's 5 s limit
         with pytest.raises(RelayTimeoutError, match=r"sent nothing for 0\.2s"):
             await relay.complete(model, Request(messages=(Message.of(Role.USER, "hi"),)), 8, 5.0)
+    finally:
+        await relay.aclose()
+
+
+async def test_a_unary_answer_that_never_ends_is_cut_at_the_try_limit(server):
+    _, url = server
+    # A byte every 50 ms: each is heard (the transport reports every chunk of a unary
+    # body to the client's watch), so the relay is never 0.2 s silent; it is the try's
+    # 0.6 s that runs out.
+    relay = RelayClient(url + "/trickle", RelaySettings(api_key="k", read_timeout=0.2))
+    model = default_catalog().models["gpt-4.1"]
+    started = asyncio.get_running_loop().time()
+    try:
+        with pytest.raises(RelayTimeoutError, match=r"did not answer within 0\.6s"):
+            await relay.complete(model, Request(messages=(Message.of(Role.USER, "hi"),)), 8, 0.6)
+        assert asyncio.get_running_loop().time() - started < 2.0
+    finally:
+        await relay.aclose()
+
+
+async def test_a_caller_that_goes_away_cancels_the_unary_try_not_times_it_out(server):
+    _, url = server
+    relay = RelayClient(url + "/stalled", RelaySettings(api_key="k", read_timeout=5.0))
+    model = default_catalog().models["gpt-4.1"]
+    request = Request(messages=(Message.of(Role.USER, "hi"),))
+    try:
+        task = asyncio.create_task(relay.complete(model, request, 8, 5.0))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert relay._watch.watching == 0
     finally:
         await relay.aclose()

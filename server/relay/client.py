@@ -375,7 +375,6 @@ class RelayStream:
                     decoder.reasoning,
                 )
             finally:
-                client._watch.done(watched)
                 await response.aclose()
         except asyncio.CancelledError:
             if not watched.timed_out():

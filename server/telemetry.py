@@ -500,7 +500,7 @@ class Telemetry:
         }
         self.instruments.operation_duration.record(
             attempt.latency,
-            {**attributes, ERROR_TYPE: attempt.outcome.value}
+            {**attributes, ERROR_TYPE: attempt.outcome.text}
             if attempt.outcome is not Outcome.SUCCESS
             else attributes,
         )
@@ -622,7 +622,7 @@ def _attempt_attributes(
     attributes[GEN_AI_USAGE_COST_AMOUNT] = cost
     attributes[GEN_AI_USAGE_COST_CURRENCY] = CURRENCY
     attributes[SWITCHYARD_COST_USD] = cost
-    attributes[SWITCHYARD_ATTEMPT_OUTCOME] = attempt.outcome.value
+    attributes[SWITCHYARD_ATTEMPT_OUTCOME] = attempt.outcome.text
     attributes[SWITCHYARD_USAGE_ESTIMATED] = attempt.usage.estimated
     if attempt.outcome is Outcome.SUCCESS:
         attributes[GEN_AI_RESPONSE_MODEL] = attempt.model.name

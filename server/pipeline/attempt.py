@@ -116,7 +116,7 @@ class RelayAttempt:
         self._telemetry.capture(
             span,
             semconv.GEN_AI_INPUT_MESSAGES,
-            [{"role": m.role.value, "content": m.text} for m in request.messages],
+            [{"role": m.role.text, "content": m.text} for m in request.messages],
         )
         return span
 
@@ -138,7 +138,7 @@ class RelayAttempt:
             attempt,
             error,
             first_chunk,
-            None if finish is None else finish.value,
+            None if finish is None else finish.text,
         )
         self._telemetry.record_attempt(attempt, item.call.identity.tenant, stream)
 

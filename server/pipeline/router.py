@@ -179,7 +179,7 @@ class Router:
             task, basis = _TASK_OF[complexity], RouteBasis.COMPLEXITY
             model = catalog.task_models[task]
             reason = (
-                f"{complexity.value} query ({_evidence(words, hits)})"
+                f"{complexity.text} query ({_evidence(words, hits)})"
                 f" routed as {task.name} to {model.name}"
             )
             if not policy.allows(model.name):
@@ -192,7 +192,7 @@ class Router:
                     request, cheaper, input_tokens, long_prompt
                 ) < self._cost_max(request, model, input_tokens, long_prompt):
                     reason = (
-                        f"{complexity.value} query ({_evidence(words, hits)})"
+                        f"{complexity.text} query ({_evidence(words, hits)})"
                         f" routed as {task.name} to the"
                         f" cheaper {cheaper.name} instead of {model.name}: the caller has used"
                         f" {display_usd(pressure.spent)} of its {_PERIODS[pressure.period]}"

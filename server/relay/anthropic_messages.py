@@ -108,7 +108,7 @@ class AnthropicMessages:
         system = [m.text for m in request.messages if m.role is Role.SYSTEM]
         if request.plain:
             messages: list[dict[str, Any]] = [
-                {"role": m.role.value, "content": _content(m)}
+                {"role": m.role.text, "content": _content(m)}
                 for m in request.messages
                 if m.role is not Role.SYSTEM
             ]

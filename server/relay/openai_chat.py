@@ -91,7 +91,7 @@ class OpenAIChat:
         """The chat.completions request body."""
         if request.plain:
             messages: list[dict[str, Any]] = [
-                {"role": m.role.value, "content": _content(m)} for m in request.messages
+                {"role": m.role.text, "content": _content(m)} for m in request.messages
             ]
         else:
             messages = []
@@ -382,7 +382,7 @@ def _message(message: Message) -> list[dict[str, Any]]:
         if calls:
             body["tool_calls"] = calls
         return [body]
-    return [{"role": message.role.value, "content": content}]
+    return [{"role": message.role.text, "content": content}]
 
 
 def _image_url(image: ImagePart) -> str:
@@ -443,7 +443,7 @@ def _structured(body: dict[str, Any], request: Request) -> None:
             body["response_format"] = {"type": "json_object"}
     wanted = effort(request)
     if wanted is not None:
-        body["reasoning_effort"] = wanted.value
+        body["reasoning_effort"] = wanted.text
 
 
 def _usage(raw: Any) -> Usage | None:

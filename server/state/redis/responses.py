@@ -397,7 +397,7 @@ class RedisResponseStore:
                 "k": text,
                 "c": answer.content,
                 "m": answer.model.name,
-                "f": answer.finish_reason.value,
+                "f": answer.finish_reason.text,
                 "$": answer.cost,
                 "x": self._clock.wall() + self._ttl_ms / 1000,
             }

@@ -32,7 +32,7 @@ from server.errors import (
     classify,
 )
 from server.relay.sse import SSEDecoder
-from server.relay.transport import HEARD, READ_BODY, AiohttpTransport
+from server.relay.transport import HEARD, READ_BODY, AiohttpTransport, read_body
 from server.relay.watch import EXPIRED_SILENT, RequestWatch, Watched
 from server.relay.wires import WIRES, StreamDecoder
 from server.tokens import request_tokens, text_tokens
@@ -142,7 +142,10 @@ class RelayClient:
         headers = httpx.Headers(self._headers[model.wire])
         headers["content-length"] = str(len(body))
         if extra_headers:
-            headers.update(extra_headers)
+            # One by one: `Headers.update` builds a Headers of them first (5 us, against
+            # 1.4 us a header set).
+            for name, value in extra_headers.items():
+                headers[name] = value
         # `stream=` rather than `content=`: the same request, with the Host and
         # Content-Length headers set here instead of by httpx's defaulting, which
         # looked each header up again (measured: 11 us of a request's 14).
@@ -183,10 +186,12 @@ class RelayClient:
             with relay_errors(silence):
                 response = await self._transport.handle_async_request(http_request)
                 watched.heard()
-                try:
-                    body = await _body(response, watched)
-                finally:
-                    await response.aclose()
+                body = read_body(response)  # the aiohttp transport's: read and released
+                if body is None:
+                    try:
+                        body = await _body(response, watched)
+                    finally:
+                        await response.aclose()
         except asyncio.CancelledError:
             if not watched.timed_out():
                 raise
@@ -390,8 +395,9 @@ async def _body(response: httpx.Response, watched: Watched) -> bytes:
     Read from the transport's byte stream itself, as a stream's chunks are: httpx's
     decoding and re-chunking wrappers cost more than the read (measured: 8 us of a
     call's 10). An answer that is content-encoded after all (the request asks for
-    identity) is decoded by httpx. (The aiohttp transport reads a unary body itself
-    and calls the watch as it does: its answer's stream is one part, already here.)
+    identity) is decoded by httpx. (The aiohttp transport reads a unary body itself,
+    calling the watch as it does, and `read_body` hands it over: this reads the answers
+    of other transports, and the aiohttp transport's content-encoded ones.)
     """
     if "content-encoding" in response.headers:
         return await response.aread()

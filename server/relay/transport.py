@@ -17,6 +17,7 @@ from types import TracebackType
 
 import aiohttp
 import httpx
+from aiohttp import hdrs
 
 _SKIPPED_HEADERS = frozenset({b"host", b"content-length", b"connection", b"transfer-encoding"})
 # Request extension: the caller wants the whole body (a unary answer), so the
@@ -76,6 +77,26 @@ class _MapExceptions:
 
 
 _map_exceptions = _MapExceptions()
+
+
+class _ReadBody(httpx.AsyncByteStream):
+    """A READ_BODY answer's body, read whole by the transport (its connection is back in
+    the pool): `read_body` hands it out as it is, without an iteration or a close."""
+
+    __slots__ = ("body",)
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self.body
+
+
+def read_body(response: httpx.Response) -> bytes | None:
+    """The body this transport already read for a READ_BODY request (None: the response
+    is to be read as any httpx response is, with its stream, then closed)."""
+    stream = response.stream
+    return stream.body if type(stream) is _ReadBody else None
 
 
 class _ResponseStream(httpx.AsyncByteStream):
@@ -165,12 +186,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             for name, value in request.headers.raw
             if name.lower() not in _SKIPPED_HEADERS
         ]
+        # A body given as bytes (a SyncByteStream, as ByteStream is) is read without an
+        # async generator (each one started registers with the loop's asyncgen hooks).
+        stream = request.stream
+        content = request.read() if isinstance(stream, httpx.SyncByteStream) else None
         with _map_exceptions:
             response = await session.request(
                 request.method,
                 str(request.url),
                 headers=headers,
-                data=await request.aread(),
+                data=await request.aread() if content is None else content,
                 allow_redirects=False,
                 timeout=timeout,
             )
@@ -186,11 +211,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 finally:
                     response.release()
                 # `stream=`: `content=` would add a Content-Length the relay already
-                # sent and read the body through httpx's decoders once more.
+                # sent and read the body through httpx's decoders once more. A body that
+                # is content-encoded after all (the client asks for identity) is left to
+                # httpx to decode, on `aread`.
+                encoded = hdrs.CONTENT_ENCODING in response.headers
                 return httpx.Response(
                     status_code=response.status,
                     headers=response.raw_headers,
-                    stream=httpx.ByteStream(body),
+                    stream=httpx.ByteStream(body) if encoded else _ReadBody(body),
                     request=request,
                     extensions={"http_version": b"HTTP/1.1"},
                 )

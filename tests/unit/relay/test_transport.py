@@ -13,7 +13,7 @@ from server.catalog import default_catalog
 from server.domain import Message, Request, Role
 from server.errors import RelayTimeoutError
 from server.relay.client import RelayClient
-from server.relay.transport import AiohttpTransport
+from server.relay.transport import AiohttpTransport, read_body
 from server.settings import RelaySettings
 
 
@@ -30,6 +30,7 @@ class Server:
         app.router.add_post("/reset", self.reset)
         app.router.add_post("/json", self.json)
         app.router.add_post("/gzip", self.gzip)
+        app.router.add_post("/encoded/chat/completions", self.encoded_answer)
         self.runner = web.AppRunner(app, handler_cancellation=True)
 
     async def start(self) -> str:
@@ -50,6 +51,17 @@ class Server:
     async def gzip(self, request: web.Request) -> web.Response:
         response = web.json_response({"echo": (await request.read()).decode()})
         response.enable_compression(web.ContentCoding.gzip)  # whatever the request accepts
+        return response
+
+    async def encoded_answer(self, request: web.Request) -> web.Response:
+        """An OpenAI chat answer, gzip-encoded although the request asks for identity."""
+        response = web.json_response(
+            {
+                "choices": [{"message": {"content": "hello"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+            }
+        )
+        response.enable_compression(web.ContentCoding.gzip, strategy=None)
         return response
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
@@ -173,15 +185,33 @@ async def test_the_relay_client_reads_a_unary_answer_over_the_transport(server):
     try:
         request.url = httpx.URL(url + "/json")
         response = await transport.handle_async_request(request)
-        body = b"".join([part async for part in response.stream])  # type: ignore[union-attr]
+        body = read_body(response)  # read whole by the transport, handed over as it is
+        assert body is not None
+        assert b"".join([part async for part in response.stream]) == body  # type: ignore[union-attr]
         assert orjson.loads(orjson.loads(body)["echo"])["max_tokens"] == 8
         request.url = httpx.URL(url + "/gzip")
         compressed = await transport.handle_async_request(request)
         assert compressed.headers["content-encoding"] == "gzip"
+        assert read_body(compressed) is None  # encoded: to be read (and decoded) by httpx
         assert orjson.loads(await compressed.aread())["echo"] == request.read().decode()
     finally:
         await transport.aclose()
         await relay.aclose()
+
+
+async def test_a_content_encoded_unary_answer_is_decoded(server):
+    """A relay that compresses although asked for identity is still understood."""
+    _, url = server
+    relay = RelayClient(url + "/encoded", RelaySettings(api_key="k"))
+    model = default_catalog().models["gpt-4.1"]
+    try:
+        completion = await relay.complete(
+            model, Request(messages=(Message.of(Role.USER, "hi"),)), 8, 5.0
+        )
+    finally:
+        await relay.aclose()
+    assert completion.content == "hello"
+    assert (completion.usage.input_tokens, completion.usage.output_tokens) == (3, 1)
 
 
 async def test_a_relay_that_stalls_a_unary_answer_times_out(server):

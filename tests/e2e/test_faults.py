@@ -142,7 +142,7 @@ async def assert_no_leaks(gateway: Gateway, tasks_before: set[asyncio.Task]) -> 
 
 _STANDING = (
     "RequestHandler.start",  # the simulator's task per open keep-alive connection
-    "_request_registered_call",  # grpc's server waiting for the next call
+    "AioServer._request_call",  # grpc's server waiting for the next call
 )
 
 

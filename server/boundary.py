@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import secrets
+import os
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, NoReturn
@@ -126,7 +126,7 @@ class RpcScope:
         self.span = boundary._telemetry.server_span(
             self.method, context.invocation_metadata(), boundary._service
         )
-        self.request_id = secrets.token_hex(8)
+        self.request_id = os.urandom(8).hex()  # secrets.token_hex(8), without its two calls
         try:
             if boundary.draining:
                 raise ShuttingDownError(

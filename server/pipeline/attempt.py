@@ -113,11 +113,12 @@ class RelayAttempt:
         span = self._telemetry.child(
             item.call.span, f"chat {model.name}", SpanKind.CLIENT, attributes
         )
-        self._telemetry.capture(
-            span,
-            semconv.GEN_AI_INPUT_MESSAGES,
-            [{"role": m.role.text, "content": m.text} for m in request.messages],
-        )
+        if self._telemetry.capture_content:  # the messages listed only when recorded
+            self._telemetry.capture(
+                span,
+                semconv.GEN_AI_INPUT_MESSAGES,
+                [{"role": m.role.text, "content": m.text} for m in request.messages],
+            )
         return span
 
     def _record(
@@ -168,9 +169,10 @@ class RelayAttempt:
         """A structured stream's end: its text checked, the attempt recorded."""
         text = relay_stream.text
         end = self._validated(item.call.request, end, text)
-        self._telemetry.capture(
-            span, semconv.GEN_AI_OUTPUT_MESSAGES, [{"role": "assistant", "content": text}]
-        )
+        if self._telemetry.capture_content:
+            self._telemetry.capture(
+                span, semconv.GEN_AI_OUTPUT_MESSAGES, [{"role": "assistant", "content": text}]
+            )
         latency = self._clock.monotonic() - started
         answered = _attempt(item, Outcome.SUCCESS, latency, relay_stream.usage)
         self._record(
@@ -223,11 +225,12 @@ class RelayAttempt:
         answered = _attempt(
             item, Outcome.SUCCESS, self._clock.monotonic() - started, completion.usage
         )
-        self._telemetry.capture(
-            span,
-            semconv.GEN_AI_OUTPUT_MESSAGES,
-            [{"role": "assistant", "content": completion.content}],
-        )
+        if self._telemetry.capture_content:
+            self._telemetry.capture(
+                span,
+                semconv.GEN_AI_OUTPUT_MESSAGES,
+                [{"role": "assistant", "content": completion.content}],
+            )
         self._record(item, span, answered, stream=False, finish=completion.finish_reason)
         return completion
 
@@ -271,11 +274,12 @@ class RelayAttempt:
                         # Record before handing the end over: the caller builds
                         # its final message from the attempts.
                         recorded = True
-                        self._telemetry.capture(
-                            span,
-                            semconv.GEN_AI_OUTPUT_MESSAGES,
-                            [{"role": "assistant", "content": relay_stream.text}],
-                        )
+                        if self._telemetry.capture_content:  # the text joined only then
+                            self._telemetry.capture(
+                                span,
+                                semconv.GEN_AI_OUTPUT_MESSAGES,
+                                [{"role": "assistant", "content": relay_stream.text}],
+                            )
                         self._record(
                             item,
                             span,

@@ -24,6 +24,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol
 
 from server.domain import Attempt, CacheUse
+from server.fastinit import fast_init
 
 if TYPE_CHECKING:
     from server.state.rows import CallRow
@@ -84,6 +85,7 @@ class Tally:
             mine.add(totals)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class CallRecord:
     """One finished call, as the ledger enters it.

@@ -55,6 +55,7 @@ from server.domain import (
     ToolCallPart,
     ToolResultPart,
 )
+from server.fastinit import fast_init
 
 # A message's share of the key: the text of a one-part text message (the common
 # case), else one string per part.
@@ -108,6 +109,7 @@ def _part_key(part: Part) -> str:
             assert_never(part)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class CachedAnswer:
     """A complete answer and what producing it cost."""

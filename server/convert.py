@@ -10,7 +10,7 @@ import base64
 import math
 import re
 from collections.abc import Generator, Iterable, Mapping, Sequence
-from typing import Any, assert_never
+from typing import Any, NamedTuple, assert_never
 
 import orjson
 from google.protobuf import struct_pb2, timestamp_pb2
@@ -131,11 +131,12 @@ def request_from_proto(spec: pb.QuerySpec, limits: LimitSettings = DEFAULT_LIMIT
     more than the bound's worth of work: the counts of messages and parts
     before any message is read, the bytes of text as the messages are read.
     """
-    parts, text_left = _check_bounds(spec, limits)
+    texts = _Texts(spec.prompt, spec.system)  # each a copy out of the protobuf: one
+    parts, text_left = _check_bounds(spec, texts, limits)
     messages: list[Message] = []
     if parts:
         _convert_messages(spec.messages, parts, 0, text_left, limits=limits, into=messages)
-    return _request(spec, messages, any(parts))
+    return _request(spec, texts, messages, any(parts))
 
 
 def request_steps(
@@ -146,7 +147,8 @@ def request_steps(
     slices: where a caller can let other work run) and returns the same Request, or raises
     the same error, as `request_from_proto` does."""
     yield  # the bounds' pass in a turn of its own, not in the one that decoded the request
-    parts, text_left = _check_bounds(spec, limits)
+    texts = _Texts(spec.prompt, spec.system)
+    parts, text_left = _check_bounds(spec, texts, limits)
     messages: list[Message] = []
     protos = spec.messages
     for start in range(0, len(protos), slice_messages):
@@ -155,16 +157,25 @@ def request_steps(
         text_left = _convert_messages(
             protos[start:stop], parts[start:stop], start, text_left, limits=limits, into=messages
         )
-    return _request(spec, messages, any(parts))
+    return _request(spec, texts, messages, any(parts))
 
 
-def _check_bounds(spec: pb.QuerySpec, limits: LimitSettings) -> tuple[list[int], int]:
+class _Texts(NamedTuple):
+    """query.prompt and query.system, read out of the protobuf once (each read is a copy)."""
+
+    prompt: str
+    system: str
+
+
+def _check_bounds(
+    spec: pb.QuerySpec, texts: _Texts, limits: LimitSettings
+) -> tuple[list[int], int]:
     """The bounds checked before any message is read (see `_check_counts`): each message's
     number of parts, and the bytes of text left to the messages once the prompt and the
     system text have theirs."""
-    parts = _check_counts(spec, limits)
+    parts = _check_counts(spec, texts, limits)
     # query.prompt and query.system are a message each: counted first, as one
-    text_left = limits.max_text_bytes - text_bytes(spec.prompt) - text_bytes(spec.system)
+    text_left = limits.max_text_bytes - text_bytes(texts.prompt) - text_bytes(texts.system)
     if text_left < 0:
         raise RequestTooLargeError(
             f"query.prompt and query.system have {limits.max_text_bytes - text_left} bytes of"
@@ -219,17 +230,20 @@ def _convert_messages(
     return text_left
 
 
-def _request(spec: pb.QuerySpec, messages: list[Message], has_parts: bool) -> Request:
+def _request(
+    spec: pb.QuerySpec, texts: _Texts, messages: list[Message], has_parts: bool
+) -> Request:
     """The Request of `spec`, whose `messages` are converted: the prompt and the system
     text added, and every other field checked."""
-    if spec.prompt.strip():
-        messages.append(Message.of(Role.USER, spec.prompt))
-    elif spec.prompt:
+    prompt, system = texts
+    if prompt and not prompt.isspace():
+        messages.append(Message.of(Role.USER, prompt))
+    elif prompt:
         raise InvalidRequestError("query.prompt is blank; put the question in it")
-    if spec.system:
-        if not spec.system.strip():
+    if system:
+        if system.isspace():
             raise InvalidRequestError("query.system is blank; give instructions or leave it empty")
-        messages.insert(0, Message.of(Role.SYSTEM, spec.system))
+        messages.insert(0, Message.of(Role.SYSTEM, system))
     if not messages:
         raise InvalidRequestError(
             "query.prompt is empty and query.messages has none; set prompt to the question to ask"
@@ -295,14 +309,17 @@ def _text_bytes(message: Message) -> int:
     return total
 
 
-def _check_counts(spec: pb.QuerySpec, limits: LimitSettings) -> list[int]:
+def _check_counts(spec: pb.QuerySpec, texts: _Texts, limits: LimitSettings) -> list[int]:
     """Refuse a query with more messages or parts than one call may have (parts are counted
     only once the number of messages is known to be within its bound); the number of parts
     of each message (one pass over the messages, whose conversion reads them again)."""
-    also = [field for field in ("prompt", "system") if getattr(spec, field)]
-    extra = len(also)  # each is one more message
-    count = len(spec.messages) + extra
+    extra = (1 if texts.prompt else 0) + (1 if texts.system else 0)  # a message each
+    protos = spec.messages
+    if not protos and extra <= limits.max_messages and extra <= limits.max_parts:
+        return []  # most calls: a prompt (and system text) alone
+    count = len(protos) + extra
     if count > limits.max_messages:
+        also = [name for name, text in zip(("prompt", "system"), texts, strict=True) if text]
         counted = " and ".join(f"query.{field}" for field in also)
         raise RequestTooLargeError(
             f"the query has {count} messages"
@@ -315,7 +332,7 @@ def _check_counts(spec: pb.QuerySpec, limits: LimitSettings) -> list[int]:
             "SWITCHYARD_MAX_MESSAGES",
         )
     # A message counts its parts, or one for its text `content`; prompt and system one each.
-    lengths = [len(m.parts) for m in spec.messages]
+    lengths = [len(m.parts) for m in protos]
     parts = sum(lengths) + lengths.count(0) + extra
     if parts > limits.max_parts:
         raise RequestTooLargeError(
@@ -352,7 +369,9 @@ def _message(index: int, message: pb.Message, parts: int) -> Message:
     return Message.of(role, content)
 
 
-def _stop(stop: Iterable[str]) -> tuple[str, ...]:
+def _stop(stop: Sequence[str]) -> tuple[str, ...]:
+    if not stop:
+        return ()
     sequences = tuple(stop)
     if len(sequences) > MAX_STOP_SEQUENCES:
         raise InvalidRequestError(
@@ -364,6 +383,8 @@ def _stop(stop: Iterable[str]) -> tuple[str, ...]:
 
 
 def _labels(labels: Mapping[str, str]) -> dict[str, str]:
+    if not labels:
+        return {}
     result = dict(labels)
     if len(result) > MAX_LABELS:
         raise InvalidRequestError(

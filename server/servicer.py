@@ -99,7 +99,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 async for event in events:
                     match event:
                         case TextDelta(text=text):
-                            yield pb.StreamQueryResponse(delta=pb.TextDelta(text=text))
+                            yield convert.text_delta(text)
                         case StreamStart(model=model):
                             yield convert.stream_start(call, model)
                         case Completion():

@@ -695,3 +695,16 @@ def test_money_is_units_and_nanos_of_usd_whatever_it_skips(nanos):
     filled = pb.QueryResponse()
     convert._set_money(filled.cost, nanos)
     assert filled.SerializeToString() == expected.SerializeToString()
+
+
+@pytest.mark.parametrize("text", ["", " word", "é" * 300])
+def test_a_text_delta_is_the_contract_s_delta_message(text):
+    """Filled in place, it is the message the keyword constructor builds: same bytes, and
+    the delta is the event even for empty text."""
+    built = convert.text_delta(text)
+    assert built.WhichOneof("event") == "delta"
+    assert built.delta.text == text
+    assert (
+        built.SerializeToString()
+        == pb.StreamQueryResponse(delta=pb.TextDelta(text=text)).SerializeToString()
+    )

@@ -51,7 +51,8 @@ class Catalog:
 
     def fallbacks(self, model: ModelSpec) -> tuple[ModelSpec, ...]:
         """The models tried after `model`, in order."""
-        return tuple(self.models[name] for name in model.fallbacks)
+        models = self.models
+        return tuple([models[name] for name in model.fallbacks])
 
     def servers(self, task: Task) -> tuple[ModelSpec, ...]:
         """Every model that can serve `task`, in catalog order."""

@@ -216,8 +216,8 @@ class Router:
             fallbacks = self._capable_fallbacks(request, fallbacks, long_prompt, unfit)
         chain = (model, *fallbacks)
         chain_max_tokens = tuple(
-            self._max_tokens(request, candidate, long_prompt) for candidate in chain
-        )
+            [self._max_tokens(request, candidate, long_prompt) for candidate in chain]
+        )  # a list made into a tuple: a generator's frame costs more than the list
         skipped: tuple[SkippedModel, ...] = ()
         for candidate, max_tokens in zip(chain, chain_max_tokens, strict=True):
             if input_tokens + max_tokens > candidate.context_window:

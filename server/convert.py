@@ -315,8 +315,6 @@ def _check_counts(spec: pb.QuerySpec, texts: _Texts, limits: LimitSettings) -> l
     of each message (one pass over the messages, whose conversion reads them again)."""
     extra = (1 if texts.prompt else 0) + (1 if texts.system else 0)  # a message each
     protos = spec.messages
-    if not protos and extra <= limits.max_messages and extra <= limits.max_parts:
-        return []  # most calls: a prompt (and system text) alone
     count = len(protos) + extra
     if count > limits.max_messages:
         also = [name for name, text in zip(("prompt", "system"), texts, strict=True) if text]
@@ -332,7 +330,7 @@ def _check_counts(spec: pb.QuerySpec, texts: _Texts, limits: LimitSettings) -> l
             "SWITCHYARD_MAX_MESSAGES",
         )
     # A message counts its parts, or one for its text `content`; prompt and system one each.
-    lengths = [len(m.parts) for m in protos]
+    lengths = [len(m.parts) for m in protos] if protos else []  # most calls: a prompt alone
     parts = sum(lengths) + lengths.count(0) + extra
     if parts > limits.max_parts:
         raise RequestTooLargeError(

@@ -481,10 +481,14 @@ class Telemetry:
         )
         span.end()
 
-    def capture(self, span: Span, key: str, messages: Sequence[Mapping[str, str]]) -> None:
-        """Record prompt or completion messages, only when content capture is on."""
+    def capture(
+        self, span: Span, key: str, messages: Callable[[], Sequence[Mapping[str, str]]]
+    ) -> None:
+        """Record prompt or completion messages, only when content capture is on: `messages`
+        lists them, called only then (a call's messages are not listed, nor a stream's
+        text joined, for a trace that does not keep them)."""
         if self.capture_content and span.is_recording():
-            span.set_attribute(key, orjson.dumps(list(messages)).decode())
+            span.set_attribute(key, orjson.dumps(list(messages())).decode())
 
     # --- metrics -------------------------------------------------------------------------
 

@@ -113,12 +113,11 @@ class RelayAttempt:
         span = self._telemetry.child(
             item.call.span, f"chat {model.name}", SpanKind.CLIENT, attributes
         )
-        if self._telemetry.capture_content:  # the messages listed only when recorded
-            self._telemetry.capture(
-                span,
-                semconv.GEN_AI_INPUT_MESSAGES,
-                [{"role": m.role.text, "content": m.text} for m in request.messages],
-            )
+        self._telemetry.capture(
+            span,
+            semconv.GEN_AI_INPUT_MESSAGES,
+            lambda: [{"role": m.role.text, "content": m.text} for m in request.messages],
+        )
         return span
 
     def _record(
@@ -169,10 +168,9 @@ class RelayAttempt:
         """A structured stream's end: its text checked, the attempt recorded."""
         text = relay_stream.text
         end = self._validated(item.call.request, end, text)
-        if self._telemetry.capture_content:
-            self._telemetry.capture(
-                span, semconv.GEN_AI_OUTPUT_MESSAGES, [{"role": "assistant", "content": text}]
-            )
+        self._telemetry.capture(
+            span, semconv.GEN_AI_OUTPUT_MESSAGES, lambda: [{"role": "assistant", "content": text}]
+        )
         latency = self._clock.monotonic() - started
         answered = _attempt(item, Outcome.SUCCESS, latency, relay_stream.usage)
         self._record(
@@ -225,12 +223,11 @@ class RelayAttempt:
         answered = _attempt(
             item, Outcome.SUCCESS, self._clock.monotonic() - started, completion.usage
         )
-        if self._telemetry.capture_content:
-            self._telemetry.capture(
-                span,
-                semconv.GEN_AI_OUTPUT_MESSAGES,
-                [{"role": "assistant", "content": completion.content}],
-            )
+        self._telemetry.capture(
+            span,
+            semconv.GEN_AI_OUTPUT_MESSAGES,
+            lambda: [{"role": "assistant", "content": completion.content}],
+        )
         self._record(item, span, answered, stream=False, finish=completion.finish_reason)
         return completion
 
@@ -274,12 +271,11 @@ class RelayAttempt:
                         # Record before handing the end over: the caller builds
                         # its final message from the attempts.
                         recorded = True
-                        if self._telemetry.capture_content:  # the text joined only then
-                            self._telemetry.capture(
-                                span,
-                                semconv.GEN_AI_OUTPUT_MESSAGES,
-                                [{"role": "assistant", "content": relay_stream.text}],
-                            )
+                        self._telemetry.capture(
+                            span,
+                            semconv.GEN_AI_OUTPUT_MESSAGES,
+                            lambda: [{"role": "assistant", "content": relay_stream.text}],
+                        )
                         self._record(
                             item,
                             span,

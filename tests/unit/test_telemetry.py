@@ -136,7 +136,9 @@ def test_content_is_captured_only_when_asked(capture):
     telemetry, exporter = recording(capture_content=capture)
     root = telemetry.server_span("Query", None)
     span = telemetry.child(root, "chat gpt-4.1", SpanKind.CLIENT)
-    telemetry.capture(span, GEN_AI_INPUT_MESSAGES, [{"role": "user", "content": "the prompt"}])
+    telemetry.capture(
+        span, GEN_AI_INPUT_MESSAGES, lambda: [{"role": "user", "content": "the prompt"}]
+    )
     span.end()
     telemetry.finish_rpc(root, grpc.StatusCode.OK)  # a trace leaves when its SERVER span ends
     chat = next(s for s in exporter.get_finished_spans() if s.name == "chat gpt-4.1")

@@ -29,7 +29,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from server.boundary import REQUEST_ID_HEADER, send_status
+from server.boundary import REQUEST_ID_HEADER, send_messages, send_status
 from server.screening import Screen
 
 log = logging.getLogger("switchyard")
@@ -124,11 +124,10 @@ def _tolerant_stream(handler: Any, method: str, tolerant: Any) -> Any:
     if handler.response_streaming:
         both: Any = handler.stream_stream
 
-        async def streams(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+        async def streams(requests: AsyncIterator[Any], context: Any) -> None:
             answer = both(_checked(requests, context, method), context)
             if hasattr(answer, "__aiter__"):  # an async generator, as reflection's
-                async for response in answer:
-                    yield response
+                await send_messages(context, answer)
             else:  # a coroutine that writes with context.write
                 await answer
 
@@ -170,14 +169,13 @@ def tolerant_handler(
     if handler.response_streaming:
         behaviour: Any = handler.unary_stream
 
-        async def streaming(request: Any, context: Any) -> AsyncIterator[Any]:
+        async def streaming(request: Any, context: Any) -> None:
             if isinstance(request, Undecodable):
                 await _refuse(context, method, request.reason)
                 return
             answer = behaviour(request, context)
             if hasattr(answer, "__aiter__"):  # an async generator, as the gateway's
-                async for response in answer:
-                    yield response
+                await send_messages(context, answer)
             else:  # a coroutine that writes with context.write, as health's Watch
                 await answer
 
